@@ -1,0 +1,1 @@
+"""emotrack clients: subscribers that depend only on streamer.schema and pyzmq."""

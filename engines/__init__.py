@@ -1,0 +1,1 @@
+"""emotrack engines: inference backends and the shipped default models."""

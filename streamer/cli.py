@@ -1,0 +1,305 @@
+"""The ``emotrack`` command line (argparse).
+
+Every error a user can cause ends with one line on stderr,
+``emotrack: <what went wrong and what to do>``, and a non-zero exit code:
+2 for a bad option or value, 3 for an input that cannot be read, 4 for a model
+problem, 5 for a backend that cannot run here, 1 otherwise.  Heavy imports
+(onnxruntime, TensorFlow) happen inside the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
+from .publish import DEFAULT_PUB
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line (exit code 2)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"emotrack: {message} (see: {self.prog} --help)\n")
+
+
+def _positive(kind):
+    def conv(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return v
+    return conv
+
+
+def _add_model_options(p: argparse.ArgumentParser, sources=("speech", "music")) -> None:
+    from engines.backends import BACKENDS
+
+    for s in sources:
+        p.add_argument(f"--{s}-model", metavar="ONNX", default=None,
+                       help=f"{s} emotion model (ONNX with its card .json beside it; default: the shipped one)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference backend: auto picks TensorRT when usable, else ONNX Runtime (default: auto)")
+    p.add_argument("--threads", type=_positive(int), default=None,
+                   help="ONNX Runtime threads per model (default: 1)")
+
+
+def _add_stream_options(p: argparse.ArgumentParser) -> None:
+    from .separation import SEPARATORS
+
+    p.add_argument("--out", metavar="FILE.jsonl", help="write every published body as a JSON line (with 'topic'); - for stdout")
+    p.add_argument("--pub", metavar="ENDPOINT", default=DEFAULT_PUB,
+                   help=f"ZeroMQ PUB endpoint to bind (default: {DEFAULT_PUB})")
+    p.add_argument("--no-pub", action="store_true", help="do not publish over ZeroMQ")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow --pub to bind an address other than loopback")
+    p.add_argument("--name", help="stream name in messages (default: the input's file name)")
+    p.add_argument("--separator", choices=sorted(SEPARATORS), default="none",
+                   help="speech/music separation before the emotion models (default: none)")
+    p.add_argument("--sources", default="speech,music",
+                   help="which emotion curves to compute: speech, music or both (default: speech,music)")
+    p.add_argument("--speech-hop", type=_positive(float), metavar="S", help="hop between speech windows in s (default: the model's)")
+    p.add_argument("--music-hop", type=_positive(float), metavar="S", help="hop between music windows in s (default: the model's)")
+    p.add_argument("--heartbeat", type=_positive(float), default=1.0, metavar="S",
+                   help="seconds between status heartbeats (default: 1)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    _add_model_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="emotrack", description="Real-time speech and music emotion tracking, published over ZeroMQ.")
+    p.add_argument("--version", action="version", version=f"emotrack {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    r = sub.add_parser("replay", help="replay a file, URL or stdin through the pipeline",
+                       description="Replay INPUT (audio or video file, stream URL, or - for stdin) in sliding "
+                                   "windows and publish speech and music emotion over ZeroMQ.")
+    r.add_argument("input", metavar="INPUT")
+    r.add_argument("--realtime", action="store_true",
+                   help="pace the input at real time through the live capture path (default: as fast as possible)")
+    _add_stream_options(r)
+
+    s = sub.add_parser("stream", help="live capture from a sound device",
+                       description="Capture from a sound device and publish emotion curves until interrupted.")
+    s.add_argument("--device", default=None, help="sounddevice input device index or name (default: the system default)")
+    s.add_argument("--list-devices", action="store_true", help="list capture devices and exit")
+    s.add_argument("--input", dest="paced_input", metavar="FILE",
+                   help="instead of a device, replay FILE paced at real time through the same live path")
+    _add_stream_options(s)
+
+    pr = sub.add_parser("predict", help="one clip-level prediction per file",
+                        description="Predict valence, arousal and quadrant of whole clips.")
+    pr.add_argument("files", nargs="+", metavar="FILE")
+    pr.add_argument("--source", choices=("speech", "music"), required=True)
+    pr.add_argument("--model", metavar="ONNX", default=None, help="model (default: the shipped one for --source)")
+    pr.add_argument("--out", metavar="FILE.jsonl", help="write predictions here (default: stdout)")
+    pr.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    pr.add_argument("--threads", type=_positive(int), default=None)
+
+    t = sub.add_parser("train", help="train a model from ../shared/data style corpora (needs the training extra)",
+                       description="Train, export to ONNX and write the model card (python -m training.train).",
+                       add_help=False)
+    t.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _load_models(args, sources: Sequence[str]) -> dict:
+    from engines.backends import BackendError as EngineBackendError
+    from engines.models import ModelCardError, load_model
+
+    models = {}
+    for s in sources:
+        try:
+            models[s] = load_model(getattr(args, f"{s}_model", None) if hasattr(args, f"{s}_model") else args.model,
+                                   s, backend=args.backend, threads=args.threads)
+        except ModelCardError as exc:
+            raise ModelError(str(exc)) from None
+        except EngineBackendError as exc:
+            raise BackendError(str(exc)) from None
+    return models
+
+
+def _parse_sources(text: str) -> list[str]:
+    out = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in out if s not in ("speech", "music")]
+    if bad or not out:
+        raise ParameterError(f"--sources {text!r}: use speech, music or speech,music")
+    return out
+
+
+class _Progress:
+    """A one-line progress display on a terminal."""
+
+    def __init__(self, label: str, duration: Optional[float]):
+        import time
+
+        self._time = time
+        self.label, self.duration = label, duration
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, t: float) -> None:
+        now = self._time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        speed = t / max(now - self.t0, 1e-6)
+        if self.duration:
+            frac = min(1.0, t / self.duration)
+            bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+            msg = f"\r{self.label} [{bar}] {t:7.1f}/{self.duration:.1f} s  {speed:5.1f}x real time"
+        else:
+            msg = f"\r{self.label} {t:8.1f} s  {speed:5.1f}x real time"
+        sys.stderr.write(msg)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+
+
+def _run_pipeline(args, source) -> int:
+    from .pipeline import Pipeline
+    from .publish import Publisher
+    from .separation import make_separator
+
+    sources = _parse_sources(args.sources)
+    publisher = Publisher(args.name or source.name, None if args.no_pub else args.pub, args.out,
+                          allow_remote=args.allow_remote)
+    stop = threading.Event()
+    progress = None
+    try:
+        models = _load_models(args, sources)
+        separator = make_separator(args.separator)
+        if not args.quiet and sys.stderr.isatty() and not source.live:
+            progress = _Progress(f"replay {source.name}", getattr(source, "duration", None))
+        pipe = Pipeline(models, publisher, separator,
+                        hops_s={"speech": args.speech_hop, "music": args.music_hop},
+                        heartbeat_s=args.heartbeat, progress=progress,
+                        block_max_s=0.1 if source.live else 4.0)
+
+        def on_signal(signum, frame):
+            stop.set()
+            if hasattr(source, "stop"):
+                source.stop()
+
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stats = pipe.run(source, stop=stop)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+    finally:
+        if progress is not None:
+            progress.done()
+        source.close()
+        publisher.close()
+    if stats.warning:
+        _stderr(f"emotrack: warning: {stats.warning}")
+    if not args.quiet:
+        lat = stats.latency_percentiles()
+        lat_txt = f", hop latency p50 {lat['p50']} ms p99 {lat['p99']} ms" if lat else ""
+        _stderr(f"emotrack: {source.name}: {stats.stream_seconds:.1f} s of audio in {stats.wall_seconds:.1f} s "
+                f"({stats.realtime_factor:.1f}x real time), {stats.windows['speech']} speech and "
+                f"{stats.windows['music']} music windows, {stats.reason}{lat_txt}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .sources import open_source
+
+    source = open_source(args.input, realtime=args.realtime, name=args.name)
+    return _run_pipeline(args, source)
+
+
+def cmd_stream(args) -> int:
+    from .sources import DeviceSource, PacedSource, open_source
+
+    if args.list_devices:
+        try:
+            import sounddevice as sd
+        except OSError as exc:
+            raise InputError(f"PortAudio is missing (apt-get install libportaudio2): {exc}") from None
+        print(sd.query_devices())
+        return 0
+    if args.paced_input:
+        source = open_source(args.paced_input, realtime=True, name=args.name)
+    else:
+        dev = args.device
+        if dev is not None and dev.isdigit():
+            dev = int(dev)
+        source = DeviceSource(dev)
+    return _run_pipeline(args, source)
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_file
+
+    models = _load_models(args, [args.source])
+    model = models[args.source]
+    from .pipeline import check_model_features
+
+    check_model_features(model)
+    out = open(args.out, "w", buffering=1, encoding="utf-8") if args.out else sys.stdout
+    failed = 0
+    try:
+        for path in args.files:
+            try:
+                res = predict_file(path, model)
+            except InputError as exc:
+                _stderr(f"emotrack: {exc}")
+                failed += 1
+                continue
+            out.write(json.dumps(res) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if failed:
+        if failed == len(args.files):
+            return InputError.exit_code
+        _stderr(f"emotrack: {failed} of {len(args.files)} files could not be read")
+        return InputError.exit_code
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        from training.train import main as train_main
+    except ImportError as exc:
+        raise EmotrackError(f"training needs the training extra (pip install 'emotrack[training]'): {exc}") from None
+    return int(train_main(args.args) or 0)
+
+
+COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except EmotrackError as exc:
+        _stderr(f"emotrack: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _stderr("emotrack: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

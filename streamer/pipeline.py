@@ -1,0 +1,185 @@
+"""The streaming pipeline: source -> separation -> windows -> features ->
+inference -> publish.
+
+One loop, driven by the source's blocks.  Live sources put blocks in a bounded
+queue from their own thread, so a slow step here shows up as counted drops, never
+as a blocked capture; publishing never blocks (see :mod:`streamer.publish`).
+Windows completed by one block are batched per model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import features as F
+from .errors import EmotrackError, ModelError
+from .schema import QUADRANTS
+from .separation import Separator
+from .sources import SAMPLE_RATE, Source
+from .window import Window, WindowStream
+
+QUADRANT_INDEX = {q: i for i, q in enumerate(QUADRANTS)}
+
+
+def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> None:
+    """Refuse a model trained on other features than this streamer computes."""
+    card_params = model.card.get("features", {})
+    if card_params != params.to_dict():
+        diff = sorted(k for k in set(card_params) | set(params.to_dict())
+                      if card_params.get(k) != params.to_dict().get(k))
+        raise ModelError(f"model {model.id} was trained with other feature parameters ({', '.join(diff)}) "
+                         "than this emotrack computes; retrain or use a matching emotrack version")
+    n = int(round(float(model.card["window_s"]) * params.sample_rate))
+    if params.n_frames(n) != model.frames:
+        raise ModelError(f"model {model.id}: window_s={model.card['window_s']} gives {params.n_frames(n)} frames "
+                         f"but the model takes {model.frames}")
+
+
+def summarise(window_outputs: dict[str, np.ndarray], i: int) -> dict:
+    """Message fields of window ``i`` of a batch of model outputs."""
+    probs = window_outputs["quadrant"][i].astype(np.float64)
+    probs = np.clip(probs, 0.0, 1.0)
+    s = probs.sum()
+    probs = probs / s if s > 0 else np.full(4, 0.25)
+    v, a = np.clip(window_outputs["va"][i].astype(np.float64), -1.0, 1.0)
+    act = float(np.clip(window_outputs["activity"][i], 0.0, 1.0))
+    return {"valence": float(v), "arousal": float(a), "activity": act,
+            "quadrant": QUADRANTS[int(np.argmax(probs))],
+            "probs": {q: float(p) for q, p in zip(QUADRANTS, probs)}}
+
+
+@dataclass
+class RunStats:
+    stream_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    windows: dict = field(default_factory=lambda: {"speech": 0, "music": 0})
+    hop_latency_ms: list = field(default_factory=list)
+    reason: str = "end of input"
+    warning: Optional[str] = None
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.stream_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    def latency_percentiles(self) -> dict:
+        if not self.hop_latency_ms:
+            return {}
+        lat = np.asarray(self.hop_latency_ms)
+        return {f"p{p}": round(float(np.percentile(lat, p)), 2) for p in (50, 95, 99)}
+
+
+class Pipeline:
+    """Runs models over one source and publishes every window."""
+
+    def __init__(self, models: dict, publisher, separator: Separator, *,
+                 hops_s: Optional[dict] = None, heartbeat_s: float = 1.0,
+                 block_max_s: float = 4.0, params: F.FeatureParams = F.DEFAULT_PARAMS,
+                 progress: Optional[Callable[[float], None]] = None):
+        if not models:
+            raise EmotrackError("no model to run")
+        self.models = models
+        self.pub = publisher
+        self.sep = separator
+        self.params = params
+        self.heartbeat_s = heartbeat_s
+        self.progress = progress
+        self.block_max = int(block_max_s * SAMPLE_RATE)
+        specs = {}
+        self.hops_s = {}
+        for src, m in models.items():
+            check_model_features(m, params)
+            win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
+            hop_s = float((hops_s or {}).get(src) or m.card["hop_s"])
+            if hop_s <= 0:
+                raise EmotrackError(f"--{src}-hop {hop_s} must be > 0")
+            self.hops_s[src] = hop_s
+            stem = "mix" if separator.identity else src
+            specs[src] = (stem, win, int(round(hop_s * SAMPLE_RATE)))
+        self.windows = WindowStream(specs, self.block_max)
+        self.stats = RunStats()
+
+    def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        if self.sep.identity:
+            return {"mix": block}
+        return self.sep.process(block)
+
+    def _process(self, wins: list[Window]) -> None:
+        by_source: dict[str, list[Window]] = {}
+        for w in wins:
+            by_source.setdefault(w.key, []).append(w)
+        for src, ws in by_source.items():
+            model = self.models[src]
+            feats = np.stack([F.extract(w.samples, self.params) for w in ws])
+            out = model.predict(feats)
+            for i, w in enumerate(ws):
+                self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,
+                                 model=model.id, **summarise(out, i))
+                self.stats.windows[src] += 1
+
+    def counters(self, source: Source) -> dict:
+        c = dict(source.counters)
+        c.update(self.pub.counters)
+        c["windows"] = dict(self.stats.windows)
+        c["stream_time"] = round(self.windows.total / SAMPLE_RATE, 3)
+        return c
+
+    def run(self, source: Source, stop: Optional[threading.Event] = None) -> RunStats:
+        """Process ``source`` to its end (or until ``stop`` is set)."""
+        st = self.stats
+        t0 = time.monotonic()
+        next_beat = t0 + self.heartbeat_s
+        self.pub.status("start", models={s: m.id for s, m in self.models.items()},
+                        backend={s: m.backend.description for s, m in self.models.items()},
+                        separator=self.sep.name, live=source.live,
+                        windows={s: {"window_s": float(m.card["window_s"]), "hop_s": self.hops_s[s]}
+                                 for s, m in self.models.items()})
+        error: Optional[BaseException] = None
+        try:
+            for block in source.blocks():
+                for wins in self.windows.push(self._stems(block)):
+                    self._process(wins)
+                    if source.live and source.last_arrival is not None:
+                        st.hop_latency_ms.append((time.monotonic() - source.last_arrival) * 1000.0)
+                now = time.monotonic()
+                if self.progress is not None:
+                    self.progress(self.windows.total / SAMPLE_RATE)
+                if now >= next_beat:
+                    self.pub.status("heartbeat", counters=self.counters(source))
+                    next_beat = now + self.heartbeat_s
+                if stop is not None and stop.is_set():
+                    st.reason = "interrupted"
+                    break
+        except EmotrackError as exc:
+            error = exc
+            st.reason = f"error: {exc}"
+        except KeyboardInterrupt:
+            st.reason = "interrupted"
+        finally:
+            # Whatever happened, what was captured is processed and published.
+            try:
+                tail = self.sep.flush()
+                if not self.sep.identity and tail["speech"].size:
+                    for wins in self.windows.push(tail):
+                        self._process(wins)
+                rest = self.windows.flush()
+                if rest:
+                    self._process(rest)
+            finally:
+                st.stream_seconds = self.windows.total / SAMPLE_RATE
+                st.wall_seconds = time.monotonic() - t0
+                st.warning = source.warning
+                end = {"reason": st.reason, "counters": self.counters(source),
+                       "realtime_factor": round(st.realtime_factor, 2) if st.wall_seconds > 0 else None}
+                if st.warning:
+                    end["warning"] = st.warning
+                if st.hop_latency_ms:
+                    end["hop_latency_ms"] = st.latency_percentiles()
+                self.pub.status("end", **end)
+        if error is not None:
+            raise error
+        return st

@@ -1,0 +1,58 @@
+"""Clip-level prediction: one result per file (``emotrack predict``).
+
+The clip is cut into the model's windows at its hop (a clip shorter than one
+window is zero-padded, centred) and the window outputs are averaged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import features as F
+from .pipeline import summarise
+from .sources import SAMPLE_RATE, open_source
+
+
+def clip_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """Windows [shape=(n, window)] covering ``x``; the last one ends at the clip's end."""
+    if x.size <= window:
+        out = np.zeros((1, window), np.float32)
+        off = (window - x.size) // 2
+        out[0, off:off + x.size] = x
+        return out
+    starts = list(range(0, x.size - window + 1, hop))
+    if starts[-1] + window < x.size:
+        starts.append(x.size - window)
+    return np.stack([x[s:s + window] for s in starts])
+
+
+def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARAMS,
+                  batch: int = 16) -> dict:
+    """Clip-level fields (valence, arousal, quadrant, probs, activity, windows)."""
+    window = int(round(float(model.card["window_s"]) * SAMPLE_RATE))
+    hop = int(round(float(model.card["hop_s"]) * SAMPLE_RATE))
+    wins = clip_windows(np.asarray(x, np.float32), window, hop)
+    outs = {"quadrant": [], "va": [], "activity": []}
+    for i in range(0, len(wins), batch):
+        feats = np.stack([F.extract(w, params) for w in wins[i:i + batch]])
+        o = model.predict(feats)
+        for k in outs:
+            outs[k].append(o[k])
+    mean = {k: np.concatenate(v).mean(axis=0, keepdims=True) for k, v in outs.items()}
+    res = summarise(mean, 0)
+    res["windows"] = int(len(wins))
+    return res
+
+
+def read_clip(path: str) -> np.ndarray:
+    """Whole clip at 16 kHz mono (any input emotrack can open)."""
+    with open_source(path) as src:
+        blocks = list(src.blocks())
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def predict_file(path: str, model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> dict:
+    res = predict_array(read_clip(path), model, params)
+    return {"path": path, "source": model.source, "valence": res["valence"], "arousal": res["arousal"],
+            "quadrant": res["quadrant"], "probs": res["probs"], "activity": res["activity"],
+            "windows": res["windows"], "model": model.id}

@@ -1,0 +1,150 @@
+"""Message schema 1: the contract between the streamer and every client.
+
+Wire format: ZeroMQ multipart ``[topic, body]``, both UTF-8; the body is one
+JSON object.  Topics:
+
+- ``emotion.speech`` / ``emotion.music``: one message per analysis window::
+
+    {"schema": 1, "stream": "news", "seq": 17, "source": "speech",
+     "t_start": 12.0, "t_end": 15.0, "wall_time": 1763798400.123,
+     "activity": 0.93, "valence": -0.41, "arousal": 0.62, "quadrant": "Q2",
+     "probs": {"Q1": 0.1, "Q2": 0.7, "Q3": 0.1, "Q4": 0.1}, "model": "<id>"}
+
+- ``status``: ``{"schema": 1, "stream", "seq", "wall_time", "event", ...}``
+  where event is ``start`` (with the models and windows), ``heartbeat``
+  (counters), or ``end`` (final counters, ``reason``).  Counters:
+  ``windows`` per source, ``published``, ``pub_dropped`` (messages the PUB
+  socket could not queue), ``capture_overflows`` / ``blocks_dropped`` (live
+  capture), ``samples_sanitised`` (NaN/inf replaced by 0), ``stream_time``.
+
+``seq`` counts the messages of one topic of one stream from 0 without gaps, so a
+subscriber sees its own drops as gaps.  ``--out`` JSONL lines are the same
+bodies with ``"topic"`` added.  Fields are only ever added, never changed.
+
+This module imports only the standard library: clients depend on it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+TOPIC_SPEECH = "emotion.speech"
+TOPIC_MUSIC = "emotion.music"
+TOPIC_STATUS = "status"
+TOPICS = (TOPIC_SPEECH, TOPIC_MUSIC, TOPIC_STATUS)
+SOURCES = ("speech", "music")
+QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
+STATUS_EVENTS = ("start", "heartbeat", "end")
+#: Largest body a client accepts; bigger frames are rejected unparsed.
+MAX_BODY_BYTES = 64 * 1024
+
+EMOTION_FIELDS = ("schema", "stream", "seq", "source", "t_start", "t_end", "wall_time",
+                  "activity", "valence", "arousal", "quadrant", "probs", "model")
+
+
+class SchemaError(ValueError):
+    """A message does not follow schema 1."""
+
+
+def topic_for(source: str) -> str:
+    if source not in SOURCES:
+        raise SchemaError(f"source={source!r} must be one of {SOURCES}")
+    return f"emotion.{source}"
+
+
+def _r(x: float, nd: int = 4) -> float:
+    return round(float(x), nd)
+
+
+def emotion_body(*, stream: str, seq: int, source: str, t_start: float, t_end: float,
+                 wall_time: float, activity: float, valence: float, arousal: float,
+                 quadrant: str, probs: Mapping[str, float], model: str) -> dict:
+    """A schema-1 emotion body with floats rounded for the wire."""
+    return {
+        "schema": SCHEMA_VERSION, "stream": stream, "seq": int(seq), "source": source,
+        "t_start": _r(t_start, 3), "t_end": _r(t_end, 3), "wall_time": _r(wall_time, 3),
+        "activity": _r(activity), "valence": _r(valence), "arousal": _r(arousal),
+        "quadrant": quadrant, "probs": {q: _r(probs[q]) for q in QUADRANTS}, "model": model,
+    }
+
+
+def status_body(*, stream: str, seq: int, wall_time: float, event: str, **fields: Any) -> dict:
+    if event not in STATUS_EVENTS:
+        raise SchemaError(f"status event={event!r} must be one of {STATUS_EVENTS}")
+    body = {"schema": SCHEMA_VERSION, "stream": stream, "seq": int(seq),
+            "wall_time": _r(wall_time, 3), "event": event}
+    body.update(fields)
+    return body
+
+
+def encode(topic: str, body: Mapping[str, Any]) -> list[bytes]:
+    """Multipart frames for ``body`` on ``topic`` (strict JSON: no NaN)."""
+    return [topic.encode("utf-8"),
+            json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")]
+
+
+def _num(body: Mapping, key: str, lo: float, hi: float) -> None:
+    v = body.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SchemaError(f"field {key!r}={v!r} must be a finite number")
+    if not lo <= v <= hi:
+        raise SchemaError(f"field {key!r}={v!r} outside [{lo}, {hi}]")
+
+
+def validate(topic: str, body: Mapping[str, Any]) -> None:
+    """Raise SchemaError unless ``body`` is a valid schema-1 body for ``topic``."""
+    if not isinstance(body, Mapping):
+        raise SchemaError("body must be a JSON object")
+    if body.get("schema") != SCHEMA_VERSION:
+        raise SchemaError(f"schema={body.get('schema')!r}, expected {SCHEMA_VERSION}")
+    if not isinstance(body.get("stream"), str):
+        raise SchemaError("field 'stream' must be a string")
+    seq = body.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise SchemaError(f"field 'seq'={seq!r} must be a non-negative integer")
+    _num(body, "wall_time", 0, float("inf"))
+    if topic == TOPIC_STATUS:
+        if body.get("event") not in STATUS_EVENTS:
+            raise SchemaError(f"status event={body.get('event')!r} unknown")
+        return
+    if topic not in (TOPIC_SPEECH, TOPIC_MUSIC):
+        raise SchemaError(f"unknown topic {topic!r}")
+    missing = [f for f in EMOTION_FIELDS if f not in body]
+    if missing:
+        raise SchemaError(f"missing fields {missing}")
+    if topic != topic_for(body["source"]):
+        raise SchemaError(f"source {body['source']!r} sent on topic {topic!r}")
+    _num(body, "t_start", 0, float("inf"))
+    _num(body, "t_end", body["t_start"], float("inf"))
+    _num(body, "activity", 0.0, 1.0)
+    _num(body, "valence", -1.0, 1.0)
+    _num(body, "arousal", -1.0, 1.0)
+    if body["quadrant"] not in QUADRANTS:
+        raise SchemaError(f"quadrant={body['quadrant']!r} must be one of {QUADRANTS}")
+    probs = body["probs"]
+    if not isinstance(probs, Mapping) or set(probs) != set(QUADRANTS):
+        raise SchemaError(f"probs must have exactly the keys {QUADRANTS}")
+    for q in QUADRANTS:
+        _num(probs, q, 0.0, 1.0)
+    if not isinstance(body["model"], str):
+        raise SchemaError("field 'model' must be a string")
+
+
+def decode(frames: list[bytes]) -> tuple[str, dict]:
+    """Parse and validate a received multipart message; SchemaError if bad."""
+    if len(frames) != 2:
+        raise SchemaError(f"expected 2 frames [topic, body], got {len(frames)}")
+    topic_b, body_b = frames
+    if len(body_b) > MAX_BODY_BYTES:
+        raise SchemaError(f"body of {len(body_b)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        topic = topic_b.decode("utf-8")
+        body = json.loads(body_b.decode("utf-8"),
+                          parse_constant=lambda c: (_ for _ in ()).throw(SchemaError(f"{c} in body")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"body is not UTF-8 JSON: {exc}") from None
+    validate(topic, body)
+    return topic, body

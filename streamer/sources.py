@@ -1,0 +1,448 @@
+"""Audio sources behind one interface.
+
+Every source yields mono float32 blocks at the processing rate (16 kHz), with
+NaN/inf replaced by 0 (counted in ``counters["samples_sanitised"]``).  Audio is
+resampled once, here, and nowhere else.
+
+- :class:`SoundFileSource`: anything libsndfile reads (wav, flac, ogg/opus, ...)
+- :class:`FFmpegSource`: everything else (mp4, ts, mkv, mp3, URLs, stdin ``-``)
+  through an ffmpeg subprocess that decodes, downmixes and resamples.
+- :class:`ArraySource`: a numpy array or an iterator of blocks (tests, embedding).
+- :class:`DeviceSource`: live capture with sounddevice.  The PortAudio callback
+  only copies the block into a bounded queue and counts overflows and drops.
+- :class:`PacedSource`: replays any source at real time through the same
+  bounded queue as live capture, so the live path runs without a sound card.
+
+Live sources set :attr:`Source.last_arrival` (``time.monotonic()`` when the
+block last yielded was captured) so the pipeline can measure per-hop latency.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .errors import InputError, ParameterError
+
+SAMPLE_RATE = 16000
+#: URL schemes ffmpeg may open for a user; anything else (concat:, subfile:,
+#: a playlist pointing at local files...) is refused.
+ALLOWED_URL_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp", "srt", "udp", "file")
+FFMPEG_PROTOCOL_WHITELIST = "file,pipe,http,https,tcp,tls,crypto,rtmp,rtmps,rtsp,rtp,srt,udp"
+
+
+class _Resampler:
+    """Streaming resampler (soxr), pass-through at the processing rate."""
+
+    def __init__(self, in_rate: float, out_rate: int = SAMPLE_RATE):
+        if in_rate <= 0:
+            raise InputError(f"invalid sample rate {in_rate}")
+        self.passthrough = int(in_rate) == out_rate and float(in_rate).is_integer()
+        if not self.passthrough:
+            import soxr
+
+            self._rs = soxr.ResampleStream(float(in_rate), float(out_rate), 1, dtype="float32",
+                                           quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.passthrough:
+            return x
+        return self._rs.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+class Source:
+    """Base class: ``blocks()`` yields mono float32 blocks at 16 kHz."""
+
+    live = False
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, name: str):
+        self.name = name
+        self.counters = {"samples_in": 0, "samples_sanitised": 0, "capture_overflows": 0,
+                         "blocks_dropped": 0}
+        #: One line describing a degradation (truncated input...), set by the source.
+        self.warning: Optional[str] = None
+        self.last_arrival: Optional[float] = None
+
+    def blocks(self) -> Iterator[np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _clean(self, x: np.ndarray) -> np.ndarray:
+        """Downmix to mono float32 and replace non-finite samples (counted)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+        bad = ~np.isfinite(x)
+        if bad.any():
+            x = np.where(bad, np.float32(0.0), x)
+            self.counters["samples_sanitised"] += int(bad.sum())
+        self.counters["samples_in"] += x.size
+        return x
+
+
+class ArraySource(Source):
+    """Blocks from an array or an iterable of arrays at ``sample_rate``."""
+
+    def __init__(self, data, sample_rate: int = SAMPLE_RATE, name: str = "array",
+                 block_size: Optional[int] = None):
+        super().__init__(name)
+        self._data = data
+        self._in_rate = sample_rate
+        self._block = block_size or int(sample_rate // 10)
+
+    def _chunks(self) -> Iterable[np.ndarray]:
+        if isinstance(self._data, np.ndarray):
+            for i in range(0, len(self._data), self._block):
+                yield self._data[i:i + self._block]
+        else:
+            yield from self._data
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        rs = _Resampler(self._in_rate)
+        for chunk in self._chunks():
+            y = rs(self._clean(chunk))
+            if y.size:
+                yield y
+        tail = rs(np.zeros(0, np.float32), last=True)
+        if tail.size:
+            yield tail
+
+
+class SoundFileSource(Source):
+    """A file libsndfile can read, decoded block by block (flat memory)."""
+
+    def __init__(self, path: str, block_s: float = 0.5):
+        super().__init__(Path(path).stem)
+        import soundfile as sf
+
+        self.path = path
+        try:
+            self._f = sf.SoundFile(path)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise InputError(f"cannot decode {path}: {exc}") from None
+        if self._f.samplerate <= 0 or self._f.channels <= 0:
+            raise InputError(f"cannot decode {path}: bad header")
+        self._block = max(1, int(block_s * self._f.samplerate))
+        # libsndfile clips a truncated file's length to the data present and
+        # notes "(should be N)" in its log: that is how truncation shows.
+        log = getattr(self._f, "extra_info", "") or ""
+        self._truncated = "should be" in log and any(
+            ln.split(":", 1)[0].strip().lower() in ("data", "ssnd", "riff", "form")
+            for ln in log.splitlines() if "should be" in ln)
+        self.duration = self._f.frames / self._f.samplerate if self._f.frames > 0 else None
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        rs = _Resampler(self._f.samplerate)
+        expected, got = self._f.frames, 0
+        while True:
+            try:
+                x = self._f.read(self._block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                self.warning = f"{self.path}: decoding stopped after {got / self._f.samplerate:.2f} s ({exc})"
+                break
+            if x.shape[0] == 0:
+                break
+            got += x.shape[0]
+            y = rs(self._clean(x))
+            if y.size:
+                yield y
+        if self.warning is None and self._truncated:
+            self.warning = (f"{self.path}: truncated file (its header promises more audio); "
+                            f"decoded the {got / self._f.samplerate:.2f} s present")
+        if 0 < expected and got < expected and self.warning is None:
+            self.warning = (f"{self.path}: truncated, decoded {got / self._f.samplerate:.2f} s "
+                            f"of {expected / self._f.samplerate:.2f} s")
+        tail = rs(np.zeros(0, np.float32), last=True)
+        if tail.size:
+            yield tail
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def ffmpeg_binary() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise InputError("ffmpeg not found on PATH: install it (Debian: apt-get install ffmpeg)")
+    return exe
+
+
+class FFmpegSource(Source):
+    """Decode anything ffmpeg reads to 16 kHz mono float32 through a pipe."""
+
+    def __init__(self, spec: str, block_s: float = 0.5, name: Optional[str] = None):
+        stem = "stdin" if spec == "-" else (Path(urlparse(spec).path).stem or urlparse(spec).netloc)
+        super().__init__(name or stem or "stream")
+        self.spec = spec
+        self._block_bytes = int(block_s * SAMPLE_RATE) * 4
+        cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
+               "-protocol_whitelist", FFMPEG_PROTOCOL_WHITELIST,
+               "-i", "pipe:0" if spec == "-" else spec,
+               "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
+        if spec == "-":
+            cmd.remove("-nostdin")
+        self._proc = subprocess.Popen(cmd, stdin=None if spec == "-" else subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stderr: deque[str] = deque(maxlen=20)
+        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread.start()
+
+    def _drain_stderr(self) -> None:
+        for line in iter(self._proc.stderr.readline, b""):
+            text = line.decode("utf-8", "replace").strip()
+            if text:
+                self._stderr.append(text)
+
+    def _last_error(self) -> str:
+        self._err_thread.join(timeout=2.0)
+        return self._stderr[-1] if self._stderr else f"ffmpeg exited with code {self._proc.returncode}"
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        out = self._proc.stdout
+        got, rest = 0, b""
+        while True:
+            data = out.read(self._block_bytes)
+            if not data:
+                break
+            data = rest + data
+            usable = len(data) - len(data) % 4
+            rest = data[usable:]
+            x = self._clean(np.frombuffer(data[:usable], dtype="<f4"))
+            got += x.size
+            if x.size:
+                yield x
+        rc = self._proc.wait()
+        if rc != 0 or got == 0:
+            msg = self._last_error()
+            if got == 0:
+                raise InputError(f"cannot decode {self.spec}: {msg}")
+            self.warning = f"{self.spec}: decoding stopped after {got / SAMPLE_RATE:.2f} s ({msg})"
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for f in (self._proc.stdout, self._proc.stderr):
+            if f:
+                f.close()
+
+
+class _LiveQueue:
+    """Bounded queue between a producer (callback/thread) and the pipeline.
+
+    ``put`` never blocks: when full, the block is dropped and counted.
+    """
+
+    _END = object()
+
+    def __init__(self, counters: dict, max_blocks: int):
+        self.q: queue.Queue = queue.Queue(maxsize=max_blocks)
+        self.counters = counters
+
+    def put(self, block: np.ndarray, t: float) -> None:
+        try:
+            self.q.put_nowait((block, t))
+        except queue.Full:
+            self.counters["blocks_dropped"] += 1
+
+    def end(self, error: Optional[BaseException] = None) -> None:
+        self.q.put((self._END, error))  # blocking on purpose: the end must arrive
+
+    def get(self, timeout: float):
+        return self.q.get(timeout=timeout)
+
+
+class PacedSource(Source):
+    """Replays ``inner`` at real time through a bounded live queue.
+
+    A producer thread reads ``inner``, cuts it into ``block_s`` blocks and
+    releases each when the wall clock reaches its stream time; if the pipeline
+    falls behind, blocks are dropped and counted exactly as with live capture.
+    """
+
+    live = True
+
+    def __init__(self, inner: Source, block_s: float = 0.1, max_queue_s: float = 5.0,
+                 speed: float = 1.0):
+        super().__init__(inner.name)
+        if speed <= 0:
+            raise ParameterError(f"speed={speed} must be > 0")
+        self.inner = inner
+        self.counters = inner.counters
+        self._block = max(1, int(block_s * SAMPLE_RATE))
+        self._speed = speed
+        self._q = _LiveQueue(self.counters, max(2, int(max_queue_s / block_s)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+        self._started = False
+
+    def _produce(self) -> None:
+        err: Optional[BaseException] = None
+        try:
+            t0, sent = time.monotonic(), 0
+            buf = np.zeros(0, np.float32)
+            for x in self.inner.blocks():
+                buf = np.concatenate([buf, x]) if buf.size else x
+                while buf.size >= self._block and not self._stop.is_set():
+                    blk, buf = buf[:self._block].copy(), buf[self._block:]
+                    sent += blk.size
+                    delay = t0 + sent / SAMPLE_RATE / self._speed - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    self._q.put(blk, time.monotonic())
+                if self._stop.is_set():
+                    return
+            if buf.size:
+                self._q.put(buf.copy(), time.monotonic())
+        except BaseException as exc:  # handed to the consumer, raised there
+            err = exc
+        finally:
+            self.warning = self.inner.warning
+            self._q.end(err)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        while True:
+            item, t = self._q.get(timeout=None)
+            if item is _LiveQueue._END:
+                if t is not None:
+                    raise t
+                return
+            self.last_arrival = t
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._thread.join(timeout=5.0)
+        self.inner.close()
+
+
+class DeviceSource(Source):
+    """Live capture from a sound device with sounddevice (PortAudio)."""
+
+    live = True
+
+    def __init__(self, device=None, block_s: float = 0.1, max_queue_s: float = 5.0,
+                 stall_timeout_s: float = 5.0):
+        super().__init__(f"device-{device}" if device is not None else "default-device")
+        try:
+            import sounddevice as sd
+        except OSError as exc:  # PortAudio library missing
+            raise InputError(f"live capture needs PortAudio (apt-get install libportaudio2): {exc}") from None
+        self._sd = sd
+        try:
+            info = sd.query_devices(device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise InputError(f"no capture device {device if device is not None else '(default)'}: {exc}") from None
+        self.device = device
+        self.device_rate = SAMPLE_RATE
+        try:
+            sd.check_input_settings(device=device, samplerate=SAMPLE_RATE, channels=1, dtype="float32")
+        except Exception:
+            self.device_rate = int(info["default_samplerate"])
+        self._blocksize = int(block_s * self.device_rate)
+        self._q = _LiveQueue(self.counters, max(2, int(max_queue_s / block_s)))
+        self._stall = stall_timeout_s
+        self._stream = None
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # Real-time thread: copy and enqueue, nothing else.
+        if status.input_overflow:
+            self.counters["capture_overflows"] += 1
+        self._q.put(indata.copy(), time.monotonic())
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        sd = self._sd
+        try:
+            self._stream = sd.InputStream(device=self.device, samplerate=self.device_rate, channels=1,
+                                          dtype="float32", blocksize=self._blocksize,
+                                          callback=self._callback)
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            raise InputError(f"cannot open capture device {self.device}: {exc}") from None
+        rs = _Resampler(self.device_rate)
+        while True:
+            try:
+                item, t = self._q.get(timeout=self._stall)
+            except queue.Empty:
+                raise InputError(f"capture device {self.device} delivered no audio for {self._stall:.0f} s") from None
+            if item is _LiveQueue._END:
+                return
+            self.last_arrival = t
+            y = rs(self._clean(item))
+            if y.size:
+                yield y
+
+    def stop(self) -> None:
+        """End the capture: the block iterator finishes after queued blocks."""
+        if self._stream is not None:
+            self._stream.stop()
+        self._q.end()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def is_url(spec: str) -> bool:
+    scheme = urlparse(spec).scheme
+    return len(scheme) > 1  # one letter is a Windows drive
+
+
+def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.5,
+                name: Optional[str] = None) -> Source:
+    """Open INPUT as the right source; ``realtime`` paces it like live capture."""
+    if spec == "-":
+        src: Source = FFmpegSource("-", block_s=block_s, name=name)
+    elif is_url(spec):
+        scheme = urlparse(spec).scheme.lower()
+        if scheme not in ALLOWED_URL_SCHEMES:
+            raise ParameterError(f"URL scheme {scheme!r} not allowed; use one of {', '.join(ALLOWED_URL_SCHEMES)}")
+        src = FFmpegSource(spec, block_s=block_s, name=name)
+    else:
+        p = Path(spec)
+        if not p.exists():
+            raise InputError(f"no such file: {spec}")
+        if p.is_dir():
+            raise InputError(f"{spec} is a directory, not an audio file")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"cannot read {spec}: permission denied")
+        if p.stat().st_size == 0:
+            raise InputError(f"{spec} is empty (0 bytes)")
+        import soundfile as sf
+
+        try:
+            sf.info(str(p))
+            src = SoundFileSource(str(p), block_s=block_s)
+        except (sf.LibsndfileError, RuntimeError, InputError):
+            src = FFmpegSource(str(p), block_s=block_s)
+        if name:
+            src.name = name
+    if realtime:
+        src = PacedSource(src, block_s=min(block_s, 0.1))
+    return src
