@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sp_fft
 
 from .errors import ParameterError
 from .loudness import integrated_loudness, normalisation_gain_db
@@ -104,37 +105,52 @@ def mel_filterbank(params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _window(params: FeatureParams) -> np.ndarray:
-    """Periodic Hann of win_length, centred in n_fft."""
+    """Periodic Hann of win_length (frames are zero-padded to n_fft by the FFT)."""
     n = params.win_length
-    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
-    pad = (params.n_fft - n) // 2
-    out = np.zeros(params.n_fft, dtype=np.float32)
-    out[pad:pad + n] = w
-    out.setflags(write=False)
-    return out
+    w = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def window_gain_db(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> float:
+    """R128 gain of one window: to ``target_lufs``, clipped; 0 dB for silence."""
+    return normalisation_gain_db(integrated_loudness(x, params.sample_rate), params.target_lufs,
+                                 params.min_gain_db, params.max_gain_db)
 
 
 def loudness_normalise(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
     """``x`` scaled to ``params.target_lufs`` (gain clipped; silence unchanged)."""
-    gain_db = normalisation_gain_db(integrated_loudness(x, params.sample_rate), params.target_lufs,
-                                    params.min_gain_db, params.max_gain_db)
+    gain_db = window_gain_db(x, params)
     return (x * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False)
 
 
+def _raw_floor(params: FeatureParams) -> float:
+    """Floor of the un-normalised log-mel: low enough that after any allowed
+    gain it still lies under ``amin``, so flooring before or after the gain
+    gives the same result."""
+    return params.amin * 10.0 ** (-(params.max_gain_db + 10.0) / 20.0)
+
+
+def frame_log_mel(frames: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Un-normalised log-mel dB [shape=(n, n_mels)] of frames [shape=(n, win_length)]."""
+    spec = np.abs(sp_fft.rfft(frames * _window(params), n=params.n_fft, axis=1))
+    mel = spec @ mel_filterbank(params).T
+    return (20.0 * np.log10(np.maximum(mel, _raw_floor(params)))).astype(np.float32, copy=False)
+
+
+def frames_of(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Frames of win_length every hop_length [shape=(n_frames, win_length)] (a view)."""
+    n = params.n_frames(x.size)
+    return np.lib.stride_tricks.sliding_window_view(x, params.win_length)[::params.hop_length][:n]
+
+
 def log_mel(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Log-mel energy in dB [shape=(frames, n_mels)] of mono ``x`` [shape=(n,)]."""
+    """Log-mel energy in dB [shape=(frames, n_mels)] of mono ``x`` [shape=(n,)] (no normalisation)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
         raise ParameterError(f"features expect mono audio, got shape {x.shape}")
-    n_frames = params.n_frames(x.size)
-    pad = (params.n_fft - params.win_length) // 2
-    # Frames of n_fft samples starting ``pad`` before each win_length frame; the
-    # window is zero outside the win_length span, so edges are padded with zeros.
-    xp = np.pad(x, (pad, params.n_fft))
-    frames = np.lib.stride_tricks.sliding_window_view(xp, params.n_fft)[::params.hop_length][:n_frames]
-    spec = np.abs(np.fft.rfft(frames * _window(params), axis=1)).astype(np.float32)
-    mel = spec @ mel_filterbank(params).T
-    return 20.0 * np.log10(np.maximum(mel, params.amin))
+    floor = np.float32(20.0 * np.log10(params.amin))
+    return np.maximum(frame_log_mel(frames_of(x, params), params), floor)
 
 
 def delta(m: np.ndarray, width: int = 9) -> np.ndarray:
@@ -150,12 +166,74 @@ def delta(m: np.ndarray, width: int = 9) -> np.ndarray:
     return out / (2.0 * sum(k * k for k in range(1, n + 1)))
 
 
-def extract(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Model input of one window: [shape=(frames, n_mels, 3)], float32.
+def assemble(raw_log_mel: np.ndarray, gain_db: float,
+             params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Model input from a window's un-normalised log-mel frames and its R128 gain.
 
-    Channels: log-mel dB, delta, delta-delta, after R128 normalisation of ``x``.
+    ``20 log10(g * mel) = 20 log10(mel) + gain_db``: normalising the audio is a
+    shift of the log-mel, so frames computed once per stream serve every
+    window that contains them (see :class:`LogMelStream`).
     """
-    m = log_mel(loudness_normalise(np.asarray(x, dtype=np.float32), params), params)
+    floor = np.float32(20.0 * np.log10(params.amin))
+    m = np.maximum(raw_log_mel + np.float32(gain_db), floor)
     d1 = delta(m, params.delta_width)
     d2 = delta(d1, params.delta_width)
     return np.stack([m, d1, d2], axis=-1).astype(np.float32, copy=False)
+
+
+def extract(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Model input of one window: [shape=(frames, n_mels, 3)], float32.
+
+    Channels: log-mel dB, delta, delta-delta, of ``x`` after R128 normalisation.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ParameterError(f"features expect mono audio, got shape {x.shape}")
+    return assemble(frame_log_mel(frames_of(x, params), params), window_gain_db(x, params), params)
+
+
+class LogMelStream:
+    """Un-normalised log-mel frames of a stream, each computed once.
+
+    Windows that start on the frame grid (a multiple of ``hop_length``) take
+    their frames from here instead of recomputing the spectrogram of every
+    overlapping window; :meth:`window_features` equals :func:`extract` on the
+    same samples (tested).  Frames live in a mirrored ring like the audio.
+    """
+
+    def __init__(self, capacity_samples: int, params: FeatureParams = DEFAULT_PARAMS):
+        self.params = params
+        self.cap = capacity_samples // params.hop_length + 2
+        self._buf = np.zeros((2 * self.cap, params.n_mels), np.float32)
+        self.done = 0  # frames computed so far
+
+    def update(self, ring) -> None:
+        """Compute every frame whose samples are now in ``ring``."""
+        p = self.params
+        if ring.total < p.win_length:
+            return
+        last = (ring.total - p.win_length) // p.hop_length  # last complete frame
+        if last < self.done:
+            return
+        first = max(self.done, last - self.cap + 1)
+        start = first * p.hop_length
+        span = ring.view(start, (last - first) * p.hop_length + p.win_length)
+        frames = np.lib.stride_tricks.sliding_window_view(span, p.win_length)[::p.hop_length]
+        lm = frame_log_mel(frames, p)
+        for i, k in enumerate(range(first, last + 1)):
+            j = k % self.cap
+            self._buf[j] = lm[i]
+            self._buf[j + self.cap] = lm[i]
+        self.done = last + 1
+
+    def covers(self, start: int, n_frames: int) -> bool:
+        p = self.params
+        if start % p.hop_length:
+            return False
+        k0 = start // p.hop_length
+        return k0 >= self.done - self.cap and k0 + n_frames <= self.done
+
+    def window_features(self, samples: np.ndarray, start: int, n_frames: int) -> np.ndarray:
+        """Features of the window ``samples`` that starts at stream sample ``start``."""
+        k0 = (start // self.params.hop_length) % self.cap
+        return assemble(self._buf[k0:k0 + n_frames], window_gain_db(samples, self.params), self.params)

@@ -100,7 +100,7 @@ class Pipeline:
             self.hops_s[src] = hop_s
             stem = "mix" if separator.identity else src
             specs[src] = (stem, win, int(round(hop_s * SAMPLE_RATE)))
-        self.windows = WindowStream(specs, self.block_max)
+        self.windows = WindowStream(specs, self.block_max, params)
         self.stats = RunStats()
 
     def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,7 +114,7 @@ class Pipeline:
             by_source.setdefault(w.key, []).append(w)
         for src, ws in by_source.items():
             model = self.models[src]
-            feats = np.stack([F.extract(w.samples, self.params) for w in ws])
+            feats = np.stack([self.windows.features(w) for w in ws])
             out = model.predict(feats)
             for i, w in enumerate(ws):
                 self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,

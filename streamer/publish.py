@@ -9,9 +9,11 @@ line-buffered: a crash loses at most the line being written.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import json
 import sys
+import threading
 import time
 from typing import IO, Optional
 from urllib.parse import urlparse
@@ -20,6 +22,110 @@ from . import schema
 from .errors import ParameterError, EmotrackError
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
+#: First frame of a snapshot request and of its reply (the Clone pattern's state request).
+SNAPSHOT_REQUEST = b"SNAPSHOT"
+
+
+def snapshot_endpoint_for(pub: Optional[str]) -> Optional[str]:
+    """The default snapshot endpoint: the PUB port + 1 on tcp, else None (off)."""
+    u = urlparse(pub or "")
+    if u.scheme != "tcp":
+        return None
+    try:
+        port = u.port
+    except ValueError:
+        return None
+    if not port or port >= 65535:
+        return None
+    return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"
+
+
+class SnapshotServer:
+    """Answers late joiners with recent history (ZeroMQ ROUTER, the guide's Clone pattern).
+
+    ``add`` (called by Publisher.send) appends the encoded body to a bounded
+    per-topic history under a lock held for an append; a background thread
+    answers requests, so publishing never waits on a client.  Request: one
+    frame ``SNAPSHOT`` (REQ or DEALER with an empty delimiter).  Reply:
+    ``[SNAPSHOT, meta JSON, topic, body, topic, body, ...]`` in publication
+    order; meta holds ``stream``, ``count`` and ``history_s``.
+    """
+
+    def __init__(self, ctx, endpoint: str, stream: str, *, history_s: float = 600.0,
+                 per_topic: int = 1500, status_keep: int = 30):
+        import zmq
+
+        self._zmq, self.stream, self.history_s = zmq, stream, history_s
+        self._lock = threading.Lock()
+        self._n = 0
+        self._hist: dict[str, collections.deque] = {}
+        self._per_topic, self._status_keep = per_topic, status_keep
+        self._start = None  # the last status "start": always part of a snapshot
+        self.served = 0
+        self._sock = ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 100)
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            raise EmotrackError(f"cannot bind snapshot endpoint {endpoint}: {exc}; "
+                                f"choose another --snapshot or pass --no-snapshot") from None
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="emotrack-snapshot", daemon=True)
+        self._thread.start()
+
+    def add(self, topic: str, body: dict, frame: bytes) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._n += 1
+            keep = self._status_keep if topic == schema.TOPIC_STATUS else self._per_topic
+            dq = self._hist.setdefault(topic, collections.deque(maxlen=keep))
+            dq.append((self._n, now, topic.encode("utf-8"), frame))
+            if topic == schema.TOPIC_STATUS and body.get("event") == "start":
+                self._start = (self._n, now, topic.encode("utf-8"), frame)
+            while dq and now - dq[0][1] > self.history_s:
+                dq.popleft()
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        now = time.monotonic()
+        with self._lock:
+            rows = [r for dq in self._hist.values() for r in dq if now - r[1] <= self.history_s]
+            if self._start is not None and self._start not in rows:
+                rows.append(self._start)
+        rows.sort(key=lambda r: r[0])
+        return [(r[2], r[3]) for r in rows]
+
+    def _serve(self) -> None:
+        zmq = self._zmq
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        while not self._stop.is_set():
+            try:
+                if not poller.poll(100):
+                    continue
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            sep = frames.index(b"") if b"" in frames[:-1] else 0
+            envelope, request = frames[:sep + 1], frames[sep + 1:]
+            if request[:1] != [SNAPSHOT_REQUEST]:
+                continue
+            items = self.items()
+            meta = json.dumps({"stream": self.stream, "count": len(items),
+                               "history_s": self.history_s}).encode("utf-8")
+            reply = envelope + [SNAPSHOT_REQUEST, meta] + [f for pair in items for f in pair]
+            try:
+                self._sock.send_multipart(reply, zmq.NOBLOCK)
+                self.served += 1
+            except zmq.ZMQError:
+                pass
+        self._sock.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
 
 
 def _is_loopback(endpoint: str) -> bool:
@@ -46,7 +152,7 @@ class Publisher:
 
     def __init__(self, stream: str, endpoint: Optional[str] = DEFAULT_PUB, out: Optional[str] = None,
                  *, hwm: int = 10000, start_grace_s: float = 0.5, allow_remote: bool = False,
-                 linger_ms: int = 2000):
+                 linger_ms: int = 2000, snapshot: Optional[str] = None):
         self.stream = stream
         self.counters = {"published": 0, "pub_dropped": 0}
         self._seq: dict[str, int] = {}
@@ -74,6 +180,14 @@ class Publisher:
             self._grace_until = time.monotonic() + start_grace_s
         else:
             self.endpoint = None
+        self.snapshot: Optional[SnapshotServer] = None
+        if snapshot and self._sock is not None:
+            check_endpoint(snapshot, allow_remote)
+            try:
+                self.snapshot = SnapshotServer(self._ctx, snapshot, stream)
+            except EmotrackError:
+                self.close()
+                raise
         if out:
             try:
                 self._file = sys.stdout if out == "-" else open(out, "w", buffering=1, encoding="utf-8")
@@ -88,6 +202,8 @@ class Publisher:
 
     def send(self, topic: str, body: dict) -> None:
         frames = schema.encode(topic, body)
+        if self.snapshot is not None:
+            self.snapshot.add(topic, body, frames[1])
         if self._file is not None:
             line = dict(body)
             line["topic"] = topic
@@ -126,3 +242,6 @@ class Publisher:
         if self._sock is not None:
             self._sock.close()  # lingers up to linger_ms to deliver queued messages
             self._sock = None
+        if getattr(self, "snapshot", None) is not None:
+            self.snapshot.close()
+            self.snapshot = None

@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .errors import ParameterError
+from .features import FeatureParams, LogMelStream, extract
 
 
 class RingBuffer:
@@ -108,12 +109,25 @@ class WindowStream:
     (no separation) are written once.
     """
 
-    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int):
+    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int,
+                 params: Optional[FeatureParams] = None):
         self.max_length = max(length for _, length, _ in specs.values())
         self._piece = max(1, int(block_max))
         cap = self.max_length + self._piece
         self.rings = {stem: RingBuffer(cap) for stem, _, _ in specs.values()}
         self.windowers = {key: (stem, Windower(key, length, hop)) for key, (stem, length, hop) in specs.items()}
+        #: per-stem log-mel frames, computed once (when feature params are given)
+        self.mels = {stem: LogMelStream(cap, params) for stem in self.rings} if params else {}
+        self.params = params
+
+    def features(self, w: Window) -> np.ndarray:
+        """Model input of window ``w``: cached frames when on the frame grid, else computed."""
+        stem = self.windowers[w.key][0]
+        mel = self.mels.get(stem)
+        n = self.params.n_frames(w.samples.size)
+        if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
+            return mel.window_features(w.samples, w.start, n)
+        return extract(w.samples, self.params)
 
     def push(self, stems: dict[str, np.ndarray]) -> Iterator[list[Window]]:
         """Write one block per stem (equal lengths); yield the completed windows.
@@ -126,6 +140,8 @@ class WindowStream:
         for i in range(0, n, self._piece):
             for stem, ring in self.rings.items():
                 ring.write(stems[stem][i:i + self._piece])
+                if stem in self.mels:
+                    self.mels[stem].update(ring)
             done = [win for stem, w in self.windowers.values() for win in w.ready(self.rings[stem])]
             if done:
                 yield done

@@ -1,0 +1,115 @@
+"""Shared fixtures: synthetic signals, tiny real ONNX models, loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.features import DEFAULT_PARAMS
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EMOTRACK_DATA", REPO.parent / "shared" / "data"))
+SR = 16000
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float, seed: int = 0,
+                     model_id: str | None = None) -> Path:
+    """A small real ONNX graph with the shipped models' I/O contract, and its card.
+
+    features [N, T, 64, 3] -> mean over time -> [N, 64*3] -> three linear heads
+    (softmax quadrant, tanh va, sigmoid activity).  Weights are seeded random,
+    so outputs differ per window and are deterministic.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from engines.models import sha256_of
+
+    frames = DEFAULT_PARAMS.n_frames(int(round(window_s * SR)))
+    r = np.random.default_rng(seed)
+    d = 64 * 3
+    inits = [
+        numpy_helper.from_array(np.array([-1, d], np.int64), "shape"),
+        numpy_helper.from_array((r.standard_normal((d, 4)) * 0.002).astype(np.float32), "wq"),
+        numpy_helper.from_array((r.standard_normal((d, 2)) * 0.002).astype(np.float32), "wv"),
+        numpy_helper.from_array((r.standard_normal((d, 1)) * 0.002).astype(np.float32), "wa"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0),
+        helper.make_node("Reshape", ["pooled", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "wq"], ["lq"]),
+        helper.make_node("Softmax", ["lq"], ["quadrant"], axis=-1),
+        helper.make_node("MatMul", ["flat", "wv"], ["lv"]),
+        helper.make_node("Tanh", ["lv"], ["va"]),
+        helper.make_node("MatMul", ["flat", "wa"], ["la"]),
+        helper.make_node("Sigmoid", ["la"], ["activity"]),
+    ]
+    graph = helper.make_graph(
+        nodes, f"tiny_{source}",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", frames, 64, 3])],
+        [helper.make_tensor_value_info("quadrant", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("va", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("activity", TensorProto.FLOAT, ["N", 1])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{source}.onnx"
+    onnx.save(model, path)
+    card = {
+        "id": model_id or f"tiny-{source}-{seed}", "source": source, "task": "test model (random weights)",
+        "onnx": path.name, "onnx_sha256": sha256_of(path), "window_s": window_s, "hop_s": hop_s,
+        "inputs": {"features": {"shape": [None, frames, 64, 3], "dtype": "float32"}},
+        "outputs": {"quadrant": {"shape": [None, 4], "labels": ["Q1", "Q2", "Q3", "Q4"]},
+                    "va": {"shape": [None, 2], "labels": ["valence", "arousal"]},
+                    "activity": {"shape": [None, 1]}},
+        "features": DEFAULT_PARAMS.to_dict(), "training_data": "none", "protocol": "none",
+        "metrics": {}, "licence": "test fixture",
+    }
+    path.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    return path
+
+
+@pytest.fixture
+def tiny_models(tmp_path):
+    """Paths of a tiny speech (3 s / 1 s) and music (10 s / 2 s) model."""
+    return {"speech": build_tiny_model(tmp_path / "m", "speech", 3.0, 1.0, seed=1),
+            "music": build_tiny_model(tmp_path / "m", "music", 10.0, 2.0, seed=2)}
+
+
+def free_tcp_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def endpoint():
+    return free_tcp_endpoint()
+
+
+def emotrack_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamer.cli", *args]
+
+
+def needs_data(*corpora: str):
+    missing = [c for c in corpora if not (DATA / c / "manifest.csv").is_file()]
+    return pytest.mark.skipif(bool(missing), reason=f"corpora not found under {DATA}: {missing}")

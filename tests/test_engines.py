@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from engines.backends import BackendError, OnnxRuntimeBackend, select_backend
+from engines.models import MODELS_DIR, ModelCardError, load_card, load_model
+from streamer.features import DEFAULT_PARAMS
+
+
+def test_onnxruntime_backend_runs_a_real_session(tiny_models):
+    be = OnnxRuntimeBackend(tiny_models["speech"])
+    x = np.random.default_rng(0).standard_normal((3, 298, 64, 3)).astype(np.float32)
+    out = be.run({"features": x})
+    assert out["quadrant"].shape == (3, 4) and out["va"].shape == (3, 2) and out["activity"].shape == (3, 1)
+    np.testing.assert_allclose(out["quadrant"].sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(out["quadrant"][0], out["quadrant"][1])  # depends on the input
+
+
+def test_tensorrt_without_gpu_is_one_clear_line(tiny_models):
+    with pytest.raises(BackendError) as exc:
+        select_backend("tensorrt", tiny_models["speech"])
+    assert "tensorrt" in str(exc.value).lower() and "\n" not in str(exc.value)
+
+
+def test_auto_falls_back_to_onnxruntime_and_says_why(tiny_models):
+    be = select_backend("auto", tiny_models["speech"])
+    assert be.name == "onnxruntime" and "TensorRT is not usable" in be.description
+
+
+def test_unknown_backend_is_refused(tiny_models):
+    with pytest.raises(BackendError, match="unknown"):
+        select_backend("cuda-magic", tiny_models["speech"])
+
+
+def test_card_must_match_its_onnx_file(tiny_models):
+    p = tiny_models["music"]
+    card = json.loads(p.with_suffix(".json").read_text())
+    card["onnx_sha256"] = "0" * 64
+    p.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="sha256"):
+        load_card(p)
+
+
+def test_missing_card_or_model(tmp_path, tiny_models):
+    tiny_models["speech"].with_suffix(".json").unlink()
+    with pytest.raises(ModelCardError, match="card not found"):
+        load_card(tiny_models["speech"])
+    with pytest.raises(ModelCardError, match="model file not found"):
+        load_card(tmp_path / "nope.onnx")
+
+
+def test_wrong_source_is_refused(tiny_models):
+    with pytest.raises(ModelCardError, match="not a speech model"):
+        load_model(tiny_models["music"], "speech")
+
+
+@pytest.mark.parametrize("source", ["speech", "music"])
+def test_shipped_models_have_complete_cards_and_run(source):
+    m = load_model(None, source, backend="onnxruntime")
+    card = m.card
+    for key in ("task", "training_data", "protocol", "metrics", "licence", "features", "onnx_sha256"):
+        assert card[key], key
+    assert card["features"] == DEFAULT_PARAMS.to_dict()
+    assert "non-commercial" in card["licence"].lower()
+    frames = DEFAULT_PARAMS.n_frames(int(round(card["window_s"] * DEFAULT_PARAMS.sample_rate)))
+    assert m.frames == frames
+    out = m.predict(np.zeros((2, frames, 64, 3), np.float32))
+    assert out["quadrant"].shape == (2, 4) and out["activity"].shape == (2,)
+    assert (MODELS_DIR / f"{source}.onnx").stat().st_size < 4 * 1024 * 1024
