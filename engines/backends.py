@@ -7,8 +7,10 @@
   without a GPU, TensorRT and pycuda it raises :class:`BackendError` with one
   clear line.
 
-``select_backend("auto", ...)`` prefers TensorRT when it is usable and falls
-back to ONNX Runtime, saying which it chose in ``backend.description``.
+``select_backend("auto", ...)`` prefers TensorRT when it is usable (tensorrt,
+pycuda and a CUDA device are here, and an engine can be had: a valid cached one
+or one built now) and falls back to ONNX Runtime, saying why in
+``backend.description``.
 """
 
 from __future__ import annotations
@@ -85,16 +87,29 @@ def select_backend(kind: str, onnx_path: str | Path, *, threads: Optional[int] =
         raise BackendError(f"backend={kind!r} unknown; choose one of {', '.join(BACKENDS)}")
     if kind in ("auto", "tensorrt"):
         ok, why = tensorrt_available()
-        if ok:
+        if ok:  # TensorRT only if an engine can be had too: a valid cached one, or one built now
             from .tensorrt_backend import TensorRTBackend
 
-            return TensorRTBackend(onnx_path)
+            try:
+                return TensorRTBackend(onnx_path)
+            except BackendError as exc:
+                why = _one_line(exc)
+            except Exception as exc:  # TensorRT/CUDA raise their own types (out of memory, driver errors)
+                if kind == "tensorrt":
+                    raise BackendError(f"--backend tensorrt failed for {Path(onnx_path).name}: "
+                                       f"{type(exc).__name__}: {_one_line(exc)}") from None
+                why = f"{type(exc).__name__}: {_one_line(exc)}"
         if kind == "tensorrt":
             raise BackendError(f"--backend tensorrt is not usable on this host: {why}")
         b = OnnxRuntimeBackend(onnx_path, threads=threads)
         b.description += f"; auto chose it because TensorRT is not usable: {why}"
         return b
     return OnnxRuntimeBackend(onnx_path, threads=threads)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def default_threads() -> int:

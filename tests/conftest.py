@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 from streamer.features import DEFAULT_PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
+# TensorRT engines built by tests on a GPU host go to a throwaway cache (subprocesses inherit it).
+os.environ.setdefault("EMOTRACK_ENGINE_CACHE", tempfile.mkdtemp(prefix="emotrack-engines-"))
 DATA = Path(os.environ.get("EMOTRACK_DATA", REPO.parent / "shared" / "data"))
 SR = 16000
 

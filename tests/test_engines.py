@@ -5,7 +5,11 @@ import pytest
 
 from engines.backends import BackendError, OnnxRuntimeBackend, select_backend
 from engines.models import MODELS_DIR, ModelCardError, load_card, load_model
+from engines.tensorrt_backend import available as tensorrt_available
 from streamer.features import DEFAULT_PARAMS
+
+no_tensorrt_here = pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT is usable on this host "
+                                      "(tests/test_tensorrt.py covers it)")
 
 
 def test_onnxruntime_backend_runs_a_real_session(tiny_models):
@@ -17,12 +21,14 @@ def test_onnxruntime_backend_runs_a_real_session(tiny_models):
     assert not np.allclose(out["quadrant"][0], out["quadrant"][1])  # depends on the input
 
 
+@no_tensorrt_here
 def test_tensorrt_without_gpu_is_one_clear_line(tiny_models):
     with pytest.raises(BackendError) as exc:
         select_backend("tensorrt", tiny_models["speech"])
     assert "tensorrt" in str(exc.value).lower() and "\n" not in str(exc.value)
 
 
+@no_tensorrt_here
 def test_auto_falls_back_to_onnxruntime_and_says_why(tiny_models):
     be = select_backend("auto", tiny_models["speech"])
     assert be.name == "onnxruntime" and "TensorRT is not usable" in be.description

@@ -1,0 +1,121 @@
+"""``emotrack engines build | list``: TensorRT engines of the emotion models.
+
+:func:`add_parsers` registers ``engines`` on the main parser's subparsers and
+sets ``engines_main``; TensorRT is imported only when a subcommand runs.
+Errors a user can cause raise streamer.errors subclasses (one line, non-zero exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _int_at_least(lo: int):
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {lo}")
+        return v
+    return conv
+
+
+def add_parsers(sub) -> None:
+    from .trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, MAX_BATCH_LIMIT, MAX_PROFILE_RATIO
+
+    e = sub.add_parser("engines", help="build and list TensorRT engines of the models (NVIDIA GPU hosts)",
+                       description="TensorRT engines built from the ONNX models, cached per model, GPU, "
+                                   "TensorRT version, precision and batch profile in $EMOTRACK_ENGINE_CACHE "
+                                   "(default ~/.cache/emotrack/engines).")
+    es = e.add_subparsers(dest="engines_command", metavar="SUBCOMMAND", parser_class=type(e))
+    es.required = True
+    b = es.add_parser("build", help="build (or refresh) engines for this GPU",
+                      description="Build TensorRT engines for MODEL... (default: the shipped speech and music "
+                                  "models) on this GPU, unless a valid one is already cached. Needs TensorRT 10 "
+                                  "and pycuda on an NVIDIA GPU host.")
+    b.add_argument("models", nargs="*", metavar="MODEL", help="ONNX model files (default: the shipped speech.onnx and music.onnx)")
+    b.add_argument("--fp16", action="store_true", help="FP16 kernels where the GPU has fast FP16 (default: FP32)")
+    b.add_argument("--max-batch", type=_int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
+                   help=f"largest batch the engine runs (<= {MAX_BATCH_LIMIT}; default {DEFAULT_MAX_BATCH})")
+    b.add_argument("--opt-batch", type=_int_at_least(1), default=None, metavar="N",
+                   help=f"batch the kernels are tuned for (max/{MAX_PROFILE_RATIO} <= N <= max; default "
+                        "4, or max/16 when larger)")
+    b.add_argument("--workspace", type=_int_at_least(1), default=DEFAULT_WORKSPACE_MB, metavar="MB",
+                   help=f"TensorRT builder workspace in MiB (default {DEFAULT_WORKSPACE_MB})")
+    b.add_argument("--rebuild", action="store_true", help="build even if a valid engine is cached")
+    b.set_defaults(engines_main=cmd_build)
+    ls = es.add_parser("list", help="list cached engines with their key fields",
+                       description="List the cached engines: model, precision, batch profile (min/opt/max), "
+                                   "GPU, compute capability, TensorRT version and the model's sha256.")
+    ls.set_defaults(engines_main=cmd_list)
+
+
+def _default_models() -> list[Path]:
+    from .models import default_model_path
+
+    return [default_model_path("speech"), default_model_path("music")]
+
+
+def cmd_build(args) -> int:
+    from streamer.errors import BackendError, ModelError, ParameterError
+
+    from .backends import BackendError as EngineBackendError
+    from .models import ModelCardError, load_card
+    from .trt_build import Profile, ProfileError, get_engine, host_info
+
+    try:
+        Profile.for_batch(args.max_batch, args.opt_batch)
+    except ProfileError as exc:
+        raise ParameterError(str(exc)) from None
+    try:
+        host = host_info()
+    except EngineBackendError as exc:
+        raise BackendError(f"engines build needs TensorRT 10 and pycuda on an NVIDIA GPU host: {exc}") from None
+    models = [Path(m) for m in args.models] or _default_models()
+    for m in models:
+        try:
+            load_card(m)  # the model exists and matches its card (the card fixes the input's dims)
+        except ModelCardError as exc:
+            if "card not found" not in str(exc):
+                raise ModelError(str(exc)) from None
+    print(f"GPU {host['gpu_name']} (compute capability {host['compute_capability']}), "
+          f"TensorRT {host['trt_version']}", file=sys.stderr)
+    for m in models:
+        t0 = time.monotonic()
+        try:
+            plan, path, built = get_engine(m, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                                           workspace_mb=args.workspace, rebuild=args.rebuild)
+        except ProfileError as exc:
+            raise ParameterError(str(exc)) from None
+        except EngineBackendError as exc:
+            raise BackendError(str(exc)) from None
+        what = f"built in {time.monotonic() - t0:.1f} s" if built else "valid engine already cached"
+        print(f"{m.name}: {path} ({len(plan) / 1e6:.1f} MB, {what})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .trt_build import cache_dir, list_cached_engines
+
+    rows = list_cached_engines()
+    if not rows:
+        print(f"no cached engines in {cache_dir()}", file=sys.stderr)
+        return 0
+    header = ("MODEL", "PRECISION", "BATCH", "GPU", "CC", "TENSORRT", "ONNX SHA256", "MB", "PLAN")
+    table = [header]
+    for r in rows:
+        table.append((str(r.get("onnx_name", "?")), str(r.get("precision", "?")),
+                      "/".join(str(x) for x in r.get("profile", [])) or "?", str(r.get("gpu_name", "?")),
+                      str(r.get("compute_capability", "?")), str(r.get("trt_version", "?")),
+                      str(r.get("onnx_sha256", "?"))[:12],
+                      f"{r.get('plan_bytes', 0) / 1e6:.1f}" if r["present"] else "missing",
+                      str(r["plan"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return 0
