@@ -53,11 +53,25 @@ def load_card(onnx_path: Path) -> dict:
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ModelCardError(f"model card {card_path} lacks fields {missing}")
+    card["inputs"] = _by_name(card["inputs"], card_path, "inputs")
+    card["outputs"] = _by_name(card["outputs"], card_path, "outputs")
+    shape = card["inputs"].get("features", {}).get("shape")
+    if not isinstance(shape, list) or len(shape) != 4:
+        raise ModelCardError(f"model card {card_path}: inputs.features.shape must be [N, frames, n_mels, 3]")
     want = card.get("onnx_sha256")
     if want and sha256_of(onnx_path) != want:
         raise ModelCardError(f"{onnx_path} does not match the sha256 in its card {card_path}: "
                              "the file was changed or the card belongs to another model")
     return card
+
+
+def _by_name(specs, card_path: Path, what: str) -> dict:
+    """Card I/O specs as {name: spec}; cards may list them or map them by name."""
+    if isinstance(specs, dict):
+        return specs
+    if isinstance(specs, list) and all(isinstance(s, dict) and "name" in s for s in specs):
+        return {s["name"]: s for s in specs}
+    raise ModelCardError(f"model card {card_path}: {what} must be a list of {{name, ...}} or a mapping")
 
 
 @dataclass
