@@ -357,7 +357,10 @@ class DeviceSource(Source):
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as exc:
-            raise InputError(f"no capture device {device if device is not None else '(default)'}: {exc}") from None
+            n_in = sum(1 for d in sd.query_devices() if d.get("max_input_channels", 0) > 0)
+            which = device if device is not None else "(default)"
+            raise InputError(f"no capture device {which}: {exc}; {n_in} input device(s) found "
+                             "(see emotrack stream --list-devices)") from None
         self.device = device
         self.device_rate = SAMPLE_RATE
         try:

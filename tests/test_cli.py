@@ -204,3 +204,13 @@ def test_predict_reports_unreadable_files_and_keeps_the_rest(tmp_path, tiny_mode
     assert proc.returncode == 3
     assert len(proc.stdout.splitlines()) == 1
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stream_without_a_capture_device_is_one_clear_line(tiny_models):
+    import sounddevice as sd
+
+    if any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("this host has a capture device")
+    proc = run("stream", "--no-pub", *_tiny_args(tiny_models))
+    assert proc.returncode == 3
+    assert_one_line_error(proc, "no capture device")

@@ -1,0 +1,117 @@
+"""Bad and unusual input: each case ends in output or one clear error, never a traceback."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from streamer import schema
+from streamer.errors import EmotrackError, InputError
+from streamer.sources import open_source
+
+from conftest import REPO, SR, emotrack_cmd, tone
+
+
+def replay(path, tiny_models, *extra):
+    out = path.parent / (path.name + ".jsonl")
+    proc = subprocess.run(emotrack_cmd("replay", str(path), "--no-pub", "--out", str(out), "-q",
+                                       "--speech-model", str(tiny_models["speech"]),
+                                       "--music-model", str(tiny_models["music"]), *extra),
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()] if out.exists() else []
+    return proc, lines
+
+
+def test_8khz_mono_and_96khz_8_channels(tmp_path, tiny_models):
+    a = tmp_path / "phone.wav"
+    sf.write(a, tone(300, 5.0, sr=8000), 8000, subtype="PCM_16")
+    b = tmp_path / "studio.flac"
+    t = np.arange(96000 * 5) / 96000
+    sf.write(b, np.stack([0.1 * np.sin(2 * np.pi * (200 + 50 * c) * t) for c in range(8)], axis=1), 96000)
+    for p in (a, b):
+        proc, lines = replay(p, tiny_models)
+        assert proc.returncode == 0, proc.stderr
+        end = lines[-1]
+        assert end["event"] == "end" and end["counters"]["stream_time"] == pytest.approx(5.0, abs=0.01)
+
+
+def test_nan_inf_samples_are_sanitised_and_counted(tmp_path, tiny_models):
+    x = tone(300, 4.0)
+    x[1000:1100] = np.nan
+    x[5000] = np.inf
+    p = tmp_path / "nan.wav"
+    sf.write(p, x, SR, subtype="FLOAT")
+    proc, lines = replay(p, tiny_models)
+    assert proc.returncode == 0, proc.stderr
+    assert lines[-1]["counters"]["samples_sanitised"] == 101
+    for ln in lines:
+        if ln["topic"].startswith("emotion"):
+            assert all(np.isfinite([ln["valence"], ln["arousal"], ln["activity"]]))
+
+
+@pytest.mark.parametrize("signal", ["silence", "clipping"])
+def test_silence_and_clipping(tmp_path, tiny_models, signal):
+    x = np.zeros(SR * 12, np.float32) if signal == "silence" else np.clip(tone(200, 12.0, amp=5.0), -1, 1)
+    p = tmp_path / f"{signal}.wav"
+    sf.write(p, x, SR)
+    proc, lines = replay(p, tiny_models)
+    assert proc.returncode == 0, proc.stderr
+    emo = [ln for ln in lines if ln["topic"].startswith("emotion")]
+    assert len(emo) == 10 + 2  # speech starts 0..9, music 0 and 2 (the last ends at 12 s: no tail)
+    for ln in emo:
+        t = ln.pop("topic")
+        schema.validate(t, ln)
+
+
+def test_video_without_audio_track(tmp_path, tiny_models):
+    p = tmp_path / "mute.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=32x32:d=1",
+                    "-c:v", "libx264", str(p)], check=True)
+    proc, lines = replay(p, tiny_models)
+    assert proc.returncode == 3
+    assert len(proc.stderr.strip().splitlines()) == 1 and "cannot decode" in proc.stderr
+    assert lines[-1]["event"] == "end" and lines[-1]["reason"].startswith("error")
+
+
+def test_unreachable_url(tmp_path, tiny_models):
+    proc = subprocess.run(emotrack_cmd("replay", "http://127.0.0.1:9/stream.mp3", "--no-pub", "-q",
+                                       "--speech-model", str(tiny_models["speech"]),
+                                       "--music-model", str(tiny_models["music"])),
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 3
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("emotrack: cannot decode http://127.0.0.1:9/stream.mp3")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=4096), st.sampled_from(["emotion.speech", "emotion.music", "status", "x"]))
+def test_fuzz_message_parser_only_raises_schema_error(body, topic):
+    try:
+        t, b = schema.decode([topic.encode(), body])
+    except schema.SchemaError:
+        return
+    schema.validate(t, b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=3000), st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".mp4", ".bin"]),
+       st.booleans())
+def test_fuzz_decoder_front(tmp_path, data, suffix, wav_header):
+    """Random bytes (optionally behind a valid WAV header) decode or raise InputError."""
+    p = tmp_path / f"f{suffix}"
+    if wav_header:
+        h = tmp_path / "h.wav"
+        sf.write(h, tone(300, 0.2), SR)
+        data = h.read_bytes()[:44] + data
+    p.write_bytes(data)
+    try:
+        with open_source(str(p)) as src:
+            blocks = list(src.blocks())
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    assert y.dtype == np.float32 and np.isfinite(y).all()

@@ -1,0 +1,85 @@
+"""ONNX export (tf2onnx, opset 17), parity check, timing and the model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+
+
+def export_onnx(model, n_frames: int, path: Path, n_mels: int = 64) -> Path:
+    """Export the Keras ``model`` to ``path``: input ``features`` [N, T, 64, 3], outputs
+    ``quadrant``, ``va``, ``activity`` (BatchNorm folded by tf2onnx's optimiser)."""
+    import tensorflow as tf
+    import tf2onnx
+    import onnx
+
+    spec = (tf.TensorSpec((None, n_frames, n_mels, 3), tf.float32, name="features"),)
+    model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
+    # the output names of a dict-output Keras model are its keys; make sure
+    names = [o.name for o in model_proto.graph.output]
+    if sorted(names) != ["activity", "quadrant", "va"]:
+        raise RuntimeError(f"unexpected ONNX outputs {names}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model_proto, str(path))
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def op_types(path: Path) -> list[str]:
+    """Sorted distinct op types of an ONNX graph."""
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(path)).graph.node})
+
+
+def session(path: Path, threads: int = 1):
+    """onnxruntime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def check_parity(model, path: Path, x: np.ndarray, tol: float = 1e-4) -> float:
+    """Max abs difference of Keras vs onnxruntime on ``x``; raises if >= ``tol``."""
+    k = model(x, training=False)
+    o = dict(zip(["quadrant", "va", "activity"],
+                 session(path).run(["quadrant", "va", "activity"], {"features": x})))
+    diff = max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in o)
+    if not diff < tol:
+        raise RuntimeError(f"Keras vs onnxruntime parity failed: max abs diff {diff:.3g} >= {tol}")
+    return diff
+
+
+def time_forward(path: Path, n_frames: int, repeats: int = 50) -> dict:
+    """Median / p90 ms of one-window forward passes on one CPU thread."""
+    s = session(path, threads=1)
+    x = np.random.default_rng(0).standard_normal((1, n_frames, 64, 3)).astype(np.float32)
+    for _ in range(5):
+        s.run(None, {"features": x})
+    t = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        s.run(None, {"features": x})
+        t.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
+            "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_card(card: dict, path: Path) -> Path:
+    """Write the model card JSON (sorted keys off, indented)."""
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

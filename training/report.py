@@ -1,0 +1,117 @@
+"""Write docs/MODELS.md from the model cards in engines/models.
+
+    python -m training.report [--models engines/models] [--out docs/MODELS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from streamer.taxonomy import QUADRANTS
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def metric_table(named: dict) -> list[str]:
+    """Markdown table of clip-level metrics, one row per evaluation set."""
+    rows = ["| evaluation set | clips | 4Q acc | 4Q macro-F1 | chance (majority / uniform) | "
+            "arousal-half acc (VA head / quadrant probs) | valence-half acc (VA head / quadrant probs) "
+            "| half chance (majority A / V) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, m in named.items():
+        if not isinstance(m, dict) or "quadrant_accuracy" not in m:
+            continue
+        rows.append(
+            f"| {name} | {m['n_clips']} | {_pct(m['quadrant_accuracy'])} | {m['quadrant_macro_f1']:.3f} | "
+            f"{_pct(m['chance_quadrant_majority'])} / 25 % | "
+            f"{_pct(m['arousal_half_accuracy'])} / {_pct(m['arousal_half_accuracy_from_quadrant_probs'])} | "
+            f"{_pct(m['valence_half_accuracy'])} / {_pct(m['valence_half_accuracy_from_quadrant_probs'])} | "
+            f"{_pct(m['chance_arousal_majority'])} / {_pct(m['chance_valence_majority'])} |")
+    return rows
+
+
+def confusions(named: dict) -> list[str]:
+    """Confusion matrices (rows true, columns predicted)."""
+    out = []
+    for name, m in named.items():
+        if not isinstance(m, dict) or "confusion_rows_true_cols_pred" not in m:
+            continue
+        out += [f"`{name}` (rows: true, columns: predicted)", "",
+                "| | " + " | ".join(QUADRANTS) + " |", "|---" * 5 + "|"]
+        for q, r in zip(QUADRANTS, m["confusion_rows_true_cols_pred"]):
+            out.append(f"| {q} | " + " | ".join(map(str, r)) + " |")
+        out.append("")
+    return out
+
+
+def section(card: dict) -> list[str]:
+    """The markdown section of one card."""
+    sp = card["speed"]["forward_pass"]
+    td = card["training_data"]
+    lines = [f"## {card['source']} model: `{card['id']}`", "",
+             f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
+             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{card['source']}.json`",
+             f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input `features` "
+             f"{card['inputs'][0]['shape']}, outputs `quadrant` (Q1..Q4 softmax), `va` (tanh), "
+             f"`activity` (sigmoid)",
+             f"- architecture: {card['architecture']}",
+             f"- ONNX ops: {', '.join(card['onnx_op_types'])}",
+             f"- forward pass (onnxruntime CPU, 1 thread, batch 1): median {sp['median_ms']} ms, "
+             f"p90 {sp['p90_ms']} ms; Keras vs ONNX max abs diff {card['speed']['keras_onnx_max_abs_diff']:.2g}",
+             f"- training: {td['epochs_run']} epochs of {td['windows_per_epoch']} freshly mixed windows "
+             f"(best epoch {td['best_epoch']} by validation macro-F1), {card['training_seconds']:.0f} s "
+             f"on 2 CPU cores; seed {card['seed']}",
+             f"- data: {'; '.join(td['corpora'])}; clip counts {json.dumps(td['clip_counts'])}",
+             f"- sampling: {td['sampling']}",
+             f"- licence: {card['licence']}",
+             f"- command: `{card['command']}`",
+             *([f"- note: {td['note']}"] if td.get("note") else []), "",
+             "Protocol: " + (card["protocol"]["speech"] if card["source"] == "speech"
+                             else card["protocol"]["music"]) + ". Mixing: " + card["protocol"]["mixing"] + ".",
+             "", "### Held-out, clip level", ""]
+    lines += metric_table(card["metrics"]) + [""]
+    cc = {k: v for k, v in card.get("cross_corpus", {}).items() if isinstance(v, dict)}
+    if cc:
+        lines += ["### Cross-corpus (never trained on)", ""] + metric_table(cc) + [""]
+    if "note" in card.get("cross_corpus", {}):
+        lines += [f"Cross-corpus: {card['cross_corpus']['note']}", ""]
+    act = card["activity"]
+    lines += ["### Activity head", "",
+              f"Mean activity: with {card['source']} {act['with_target_source']:.3f}; other source only "
+              f"{act['other_source_only']:.3f}; near-silence {act['near_silence_-80dBFS_noise']:.3f}. "
+              f"({act['protocol']})", "", "### Confusion matrices", ""]
+    lines += confusions({**card["metrics"], **cc})
+    lines += ["### Training history", "", "| epoch | train loss | val loss | val macro-F1 |",
+              "|---|---|---|---|"]
+    lines += [f"| {h['epoch']} | {h['train_loss']} | {h['val_loss']} | {h['val_macro_f1']} |"
+              for h in td["history"]]
+    return lines + [""]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Render docs/MODELS.md (header text + one section per card)."""
+    ap = argparse.ArgumentParser(prog="python -m training.report")
+    ap.add_argument("--models", default="engines/models")
+    ap.add_argument("--out", default="docs/MODELS.md")
+    ap.add_argument("--preamble", default=None, help="markdown file inserted after the title")
+    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    lines = ["# emotrack models", ""]
+    if a.preamble:
+        lines += [Path(a.preamble).read_text().rstrip(), ""]
+    for kind in ("speech", "music"):
+        p = Path(a.models) / f"{kind}.json"
+        if p.exists():
+            lines += section(json.loads(p.read_text()))
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Score ``emotrack predict`` output against corpus labels, with the split named.
+
+    python -m training.score --list speech-test > files.txt     # held-out files
+    emotrack predict $(cat files.txt) --source speech --out preds.jsonl
+    python -m training.score preds.jsonl                         # metrics as JSON
+
+Lists: ``speech-test`` (RAVDESS actors 19-24), ``music-test`` (4Q test artists),
+``emopia-test`` (EMOPIA official test, rendered), ``vgmidi`` (cross-corpus).
+Neutral clips have no quadrant: they are left out of the quadrant metrics and
+summarised separately.  Metrics: :func:`training.evaluate.metrics` (accuracy,
+macro-F1, arousal/valence-half accuracy, chance levels, confusion matrix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from streamer import taxonomy
+
+from . import corpora
+from .evaluate import metrics
+from .paths import data_root
+
+LISTS = {
+    "speech-test": ("speech", lambda c: c.corpus == "ravdess" and c.split == "test"),
+    "music-test": ("music", lambda c: c.corpus == "4q" and c.split == "test"),
+    "emopia-test": ("music", lambda c: c.corpus == "emopia" and c.split == "test"),
+    "vgmidi": ("music", lambda c: c.corpus == "vgmidi"),
+}
+
+
+def clip_files(name: str) -> list[tuple[str, corpora.Clip]]:
+    """(audio path, clip) of a named held-out list; MIDI corpora as rendered audio."""
+    kind, keep = LISTS[name]
+    index = corpora.speech_index() if kind == "speech" else corpora.music_index()
+    out = []
+    for c in index:
+        if not keep(c):
+            continue
+        if c.corpus in ("emopia", "vgmidi"):
+            from .render import cache_path, render_corpus
+
+            folder = corpora._FOLDER[c.corpus]
+            p = cache_path(folder, c.path)
+            if not p.exists():
+                render_corpus(folder, [c.path])
+        else:
+            p = data_root() / corpora._FOLDER[c.corpus] / c.path
+        out.append((str(p), c))
+    return out
+
+
+def score(preds: list[dict], labels: dict[str, Optional[str]]) -> dict:
+    """Metrics of clip predictions whose path is in ``labels`` (path -> quadrant or None)."""
+    rows = [p for p in preds if p["path"] in labels]
+    q = np.array([-1 if labels[p["path"]] is None else taxonomy.QUADRANTS.index(labels[p["path"]]) for p in rows])
+    probs = np.array([[p["probs"][k] for k in taxonomy.QUADRANTS] for p in rows])
+    va = np.array([[p["valence"], p["arousal"]] for p in rows])
+    keep = q >= 0
+    out = metrics(q[keep], probs[keep], va[keep])
+    if (~keep).any():
+        out["neutral_clips"] = {"n": int((~keep).sum()),
+                                "mean_abs_valence": round(float(np.abs(va[~keep, 0]).mean()), 4),
+                                "mean_abs_arousal": round(float(np.abs(va[~keep, 1]).mean()), 4)}
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.score", description=__doc__.splitlines()[0])
+    ap.add_argument("preds", nargs="?", help="JSONL from emotrack predict")
+    ap.add_argument("--list", choices=sorted(LISTS), help="print the files of a held-out list and exit")
+    a = ap.parse_args(argv)
+    if a.list:
+        for p, _ in clip_files(a.list):
+            print(p)
+        return 0
+    if not a.preds:
+        ap.error("give a predictions file or --list")
+    preds = [json.loads(ln) for ln in Path(a.preds).read_text().splitlines() if ln.strip()]
+    labels = {}
+    kinds = {p.get("source") for p in preds}
+    for name in (n for n, (kind, _) in LISTS.items() if kind in kinds):
+        for p, c in clip_files(name):
+            labels[p] = c.quadrant
+    res = score(preds, labels)
+    res["n_predictions"] = len(preds)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
