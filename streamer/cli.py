@@ -60,6 +60,10 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pub", metavar="ENDPOINT", default=DEFAULT_PUB,
                    help=f"ZeroMQ PUB endpoint to bind (default: {DEFAULT_PUB})")
     p.add_argument("--no-pub", action="store_true", help="do not publish over ZeroMQ")
+    p.add_argument("--snapshot", metavar="ENDPOINT", default=None,
+                   help="ZeroMQ ROUTER endpoint answering late joiners with recent history "
+                        "(default: the --pub port + 1 on tcp; off with --no-pub)")
+    p.add_argument("--no-snapshot", action="store_true", help="do not serve history snapshots")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow --pub to bind an address other than loopback")
     p.add_argument("--name", help="stream name in messages (default: the input's file name)")
@@ -110,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train, export to ONNX and write the model card (python -m training.train).",
                        add_help=False)
     t.add_argument("args", nargs=argparse.REMAINDER)
+    from clients.cli import add_parsers
+
+    add_parsers(sub)
+    from engines.cli import add_parsers as add_engine_parsers
+
+    add_engine_parsers(sub)
     return p
 
 
@@ -177,8 +187,17 @@ def _run_pipeline(args, source) -> int:
     from .separation import make_separator
 
     sources = _parse_sources(args.sources)
-    publisher = Publisher(args.name or source.name, None if args.no_pub else args.pub, args.out,
-                          allow_remote=args.allow_remote)
+    from .publish import snapshot_endpoint_for
+
+    snap = None if args.no_pub or args.no_snapshot else (args.snapshot or snapshot_endpoint_for(args.pub))
+    try:
+        publisher = Publisher(args.name or source.name, None if args.no_pub else args.pub, args.out,
+                              allow_remote=args.allow_remote, snapshot=snap)
+    except EmotrackError as exc:
+        if not snap or args.snapshot or "snapshot" not in str(exc):
+            raise
+        _stderr(f"emotrack: warning: {exc}; serving no snapshots")  # the derived default is busy
+        publisher = Publisher(args.name or source.name, args.pub, args.out, allow_remote=args.allow_remote)
     stop = threading.Event()
     progress = None
     try:
@@ -284,6 +303,8 @@ def cmd_train(args) -> int:
 
 
 COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train}
+COMMANDS.update(dict.fromkeys(("record", "view", "report"), lambda args: args.client_main(args)))
+COMMANDS["engines"] = lambda args: args.engines_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -140,11 +140,11 @@ def _is_loopback(endpoint: str) -> bool:
         return False
 
 
-def check_endpoint(endpoint: str, allow_remote: bool = False) -> None:
+def check_endpoint(endpoint: str, allow_remote: bool = False, option: str = "--pub") -> None:
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ParameterError(f"--pub {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        raise ParameterError(f"{option} {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
     if not allow_remote and not _is_loopback(endpoint):
-        raise ParameterError(f"--pub {endpoint!r} binds beyond this machine; pass --allow-remote to do that on purpose")
+        raise ParameterError(f"{option} {endpoint!r} binds beyond this machine; pass --allow-remote to do that on purpose")
 
 
 class Publisher:
@@ -182,8 +182,8 @@ class Publisher:
             self.endpoint = None
         self.snapshot: Optional[SnapshotServer] = None
         if snapshot and self._sock is not None:
-            check_endpoint(snapshot, allow_remote)
             try:
+                check_endpoint(snapshot, allow_remote, "--snapshot")
                 self.snapshot = SnapshotServer(self._ctx, snapshot, stream)
             except EmotrackError:
                 self.close()
