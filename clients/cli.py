@@ -45,6 +45,18 @@ def _sub_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot", metavar="ENDPOINT", default=None,
                    help="the streamer's snapshot endpoint for recent history (default: the --sub port + 1 on tcp)")
     p.add_argument("--no-snapshot", action="store_true", help="do not ask for history or back-fill gaps")
+    p.add_argument("--curve-key", metavar="FILE.key_secret", default=None,
+                   help="your CURVE secret certificate, for a streamer that encrypts (see emotrack keys)")
+    p.add_argument("--curve-server-key", metavar="FILE.key", default=None,
+                   help="the streamer's CURVE public certificate")
+
+
+def _make_keys(args) -> int:
+    from streamer.security import generate
+
+    pub, sec = generate(args.dir, args.name)
+    print(f"public: {pub}\nsecret: {sec}")
+    return 0
 
 
 def add_parsers(sub) -> None:
@@ -74,9 +86,20 @@ def add_parsers(sub) -> None:
     v.add_argument("--port", type=_port, default=8080, help="HTTP port (default: 8080; 0 picks a free one)")
     v.add_argument("--minutes", type=_seconds, default=5.0,
                    help="minutes of stream time the curves show (default: 5)")
+    v.add_argument("--token", default=None,
+                   help="require this access token (the page is opened as /?token=TOKEN; then a cookie)")
     v.add_argument("--open", action="store_true", help="open the page in the default browser")
     v.add_argument("--quiet", "-q", action="store_true", help="no notices on stderr")
     v.set_defaults(client_main=_lazy("view"))
+
+    k = sub.add_parser("keys", help="make a CURVE key pair (for --allow-remote publishing)",
+                       description="Write NAME.key (public: give it to the other side) and NAME.key_secret "
+                                   "(keep it) into DIR. The streamer takes --curve-secret SERVER.key_secret and "
+                                   "--curve-allow DIR_OF_CLIENT_KEYS; clients take --curve-key CLIENT.key_secret "
+                                   "and --curve-server-key SERVER.key.")
+    k.add_argument("name", help="name of the key pair, e.g. server or monitor-3")
+    k.add_argument("--dir", default=".", help="where to write the two files (default: .)")
+    k.set_defaults(client_main=_make_keys)
 
     p = sub.add_parser("report", help="programme report (HTML or PNG) from a results JSONL",
                        description="Write a programme report from the JSONL that `emotrack replay --out` or "

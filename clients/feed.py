@@ -46,6 +46,20 @@ def default_snapshot(sub: str) -> Optional[str]:
     return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"
 
 
+def curve_client(args):
+    """A CurveClient from ``--curve-key``/``--curve-server-key``, or None."""
+    key, server = getattr(args, "curve_key", None), getattr(args, "curve_server_key", None)
+    if not key and not server:
+        return None
+    if not (key and server):
+        from streamer.errors import ParameterError
+
+        raise ParameterError("CURVE needs both --curve-key (your .key_secret) and --curve-server-key (the server's .key)")
+    from streamer.security import CurveClient
+
+    return CurveClient(key, server)
+
+
 def check_sub_endpoint(endpoint: str, option: str = "--sub") -> str:
     from streamer.errors import ParameterError
 
@@ -104,8 +118,9 @@ class Feed:
     def __init__(self, sub: str, *, snapshot: Optional[str] = "auto", topics=(b"",),
                  on_message: Callable[[str, dict, str], None],
                  on_notice: Optional[Callable[[str, str], None]] = None,
-                 ctx: Optional[zmq.Context] = None, rcvhwm: int = 100_000):
+                 ctx: Optional[zmq.Context] = None, rcvhwm: int = 100_000, curve=None):
         self.sub_endpoint = sub
+        self.curve = curve  # streamer.security.CurveClient, for CURVE-encrypted publishers
         self.snapshot_endpoint = default_snapshot(sub) if snapshot == "auto" else snapshot
         self.on_message = on_message
         self.on_notice = on_notice or (lambda kind, text: None)
@@ -134,6 +149,8 @@ class Feed:
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t)
+        if curve is not None:
+            curve.apply(self.sock)
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.sock.connect(sub)
         self.poller = zmq.Poller()
@@ -219,6 +236,8 @@ class Feed:
         self._req = self.ctx.socket(zmq.REQ)
         self._req.setsockopt(zmq.LINGER, 0)
         self._req.setsockopt(zmq.RCVHWM, 0)
+        if self.curve is not None:
+            self.curve.apply(self._req)
         self._req.connect(self.snapshot_endpoint)
         self._req.send(schema_request())
         self._request_at = None

@@ -22,7 +22,7 @@ from typing import IO, Optional
 from streamer import schema
 from streamer.errors import EmotrackError, ParameterError
 
-from .feed import Feed, body_json, check_sub_endpoint
+from .feed import Feed, body_json, check_sub_endpoint, curve_client
 
 CSV_COLUMNS = ("topic", "stream", "seq", "source", "t_start", "t_end", "wall_time", "activity", "valence",
                "arousal", "quadrant", "Q1", "Q2", "Q3", "Q4", "model", "event")
@@ -90,7 +90,8 @@ def run(args) -> int:
         stop.set()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = Feed(sub, snapshot=snapshot, on_message=lambda t, b, o: writer.write(t, b), on_notice=notice)
+    feed = Feed(sub, snapshot=snapshot, on_message=lambda t, b, o: writer.write(t, b), on_notice=notice,
+                curve=curve_client(args))
     if not quiet:
         print(f"emotrack record: subscribed to {sub}"
               + (f" (snapshot {feed.snapshot_endpoint})" if feed.snapshot_endpoint else "")

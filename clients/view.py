@@ -28,7 +28,7 @@ from typing import Optional
 from streamer import schema
 from streamer.errors import EmotrackError
 
-from .feed import Feed, check_sub_endpoint
+from .feed import Feed, check_sub_endpoint, curve_client
 
 STATIC = Path(__file__).resolve().parent / "static"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -149,7 +149,22 @@ class Hub:
         c.dropped.set()
 
 
-def make_handler(hub: Hub, stopping: threading.Event):
+def _token_ok(handler, token: Optional[str]) -> bool:
+    """The access token, from ``?token=`` or the cookie the first page set."""
+    if not token:
+        return True
+    import hmac
+    from http.cookies import SimpleCookie
+    from urllib.parse import parse_qs, urlsplit
+
+    given = parse_qs(urlsplit(handler.path).query).get("token", [""])[0]
+    if not given:
+        morsel = SimpleCookie(handler.headers.get("Cookie", "")).get("emotrack_token")
+        given = morsel.value if morsel else ""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def make_handler(hub: Hub, stopping: threading.Event, token: Optional[str] = None):
     class Handler(BaseHTTPRequestHandler):
         server_version = "emotrack-view"
         protocol_version = "HTTP/1.1"
@@ -163,6 +178,8 @@ def make_handler(hub: Hub, stopping: threading.Event):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
+            if token and code == 200:
+                self.send_header("Set-Cookie", f"emotrack_token={token}; HttpOnly; SameSite=Strict; Path=/")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -172,6 +189,9 @@ def make_handler(hub: Hub, stopping: threading.Event):
 
         def do_GET(self):
             path = self.path.split("?", 1)[0]
+            if path != "/healthz" and not _token_ok(self, token):
+                return self._send(401, b"emotrack view: access token required (open the URL with ?token=...)\n",
+                                  "text/plain; charset=utf-8")
             if path in ("/", "/index.html"):
                 return self._static("index.html")
             if path.startswith("/static/"):
@@ -225,7 +245,8 @@ def make_handler(hub: Hub, stopping: threading.Event):
     return Handler
 
 
-def serve(host: str, port: int, hub: Hub, stopping: threading.Event) -> ThreadingHTTPServer:
+def serve(host: str, port: int, hub: Hub, stopping: threading.Event,
+          token: Optional[str] = None) -> ThreadingHTTPServer:
     class Server(ThreadingHTTPServer):
         daemon_threads = True
         allow_reuse_address = True
@@ -233,7 +254,7 @@ def serve(host: str, port: int, hub: Hub, stopping: threading.Event) -> Threadin
     if ":" in host and not host.startswith("["):
         Server.address_family = __import__("socket").AF_INET6
     try:
-        httpd = Server((host, port), make_handler(hub, stopping))
+        httpd = Server((host, port), make_handler(hub, stopping, token))
     except OSError as exc:
         raise EmotrackError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
     return httpd
@@ -246,9 +267,10 @@ def run(args) -> int:
     snapshot = None if args.no_snapshot else (args.snapshot or "auto")
     hub = Hub(args.minutes * 60.0, sub)
     stopping = threading.Event()
-    httpd = serve(args.host, args.port, hub, stopping)
+    token = getattr(args, "token", None)
+    httpd = serve(args.host, args.port, hub, stopping, token)
     host, port = httpd.server_address[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
 
     def notice(kind: str, text: str) -> None:
         hub.notice(kind, text)
@@ -263,13 +285,14 @@ def run(args) -> int:
         stopping.set()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    feed = Feed(sub, snapshot=snapshot, on_message=lambda t, b, o: hub.ingest(t, b), on_notice=notice)
+    feed = Feed(sub, snapshot=snapshot, on_message=lambda t, b, o: hub.ingest(t, b), on_notice=notice,
+                curve=curve_client(args))
     server_thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                      name="emotrack-view-http", daemon=True)
     server_thread.start()
     print(f"emotrack view: serving {url} (subscribed to {sub}); Ctrl-C to stop", file=sys.stderr, flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"emotrack view: warning: serving on {args.host}: anyone who can reach it can watch",
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"emotrack view: warning: serving on {args.host} without --token: anyone who can reach it can watch",
               file=sys.stderr, flush=True)
     if args.open:
         import webbrowser

@@ -189,27 +189,56 @@ def ffmpeg_binary() -> str:
 
 
 class FFmpegSource(Source):
-    """Decode anything ffmpeg reads to 16 kHz mono float32 through a pipe."""
+    """Decode anything ffmpeg reads to 16 kHz mono float32 through a pipe.
 
-    def __init__(self, spec: str, block_s: float = 0.5, name: Optional[str] = None):
+    Network inputs get an I/O timeout (a stalled stream fails instead of
+    hanging) and, once they have delivered audio, are reopened after a failure
+    with exponential back-off (``retries`` times, counted in
+    ``counters["reconnects"]``; a success resets the back-off).  A URL that
+    never delivered audio fails at once with one clear line.
+    """
+
+    def __init__(self, spec: str, block_s: float = 0.5, name: Optional[str] = None,
+                 retries: Optional[int] = None, backoff_s: float = 1.0, io_timeout_s: float = 10.0):
         stem = "stdin" if spec == "-" else (Path(urlparse(spec).path).stem or urlparse(spec).netloc)
         super().__init__(name or stem or "stream")
         self.spec = spec
+        self.is_url = spec != "-" and is_url(spec)
+        self.retries = (5 if self.is_url else 0) if retries is None else int(retries)
+        self.backoff_s = backoff_s
+        self.io_timeout_s = io_timeout_s
+        self.counters["reconnects"] = 0
         self._block_bytes = int(block_s * SAMPLE_RATE) * 4
+        self._closing = threading.Event()
+        self._start()
+
+    def _cmd(self) -> list[str]:
+        net: list[str] = []
+        if self.is_url:
+            scheme = urlparse(self.spec).scheme.lower()
+            if scheme in ("http", "https"):
+                net += ["-reconnect", "1", "-reconnect_streamed", "1", "-reconnect_delay_max", "5"]
+            if scheme in ("rtsp", "udp", "srt"):
+                net += ["-timeout", str(int(self.io_timeout_s * 1e6))]
+            else:
+                net += ["-rw_timeout", str(int(self.io_timeout_s * 1e6))]
         cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
-               "-protocol_whitelist", FFMPEG_PROTOCOL_WHITELIST,
-               "-i", "pipe:0" if spec == "-" else spec,
+               "-protocol_whitelist", FFMPEG_PROTOCOL_WHITELIST, *net,
+               "-i", "pipe:0" if self.spec == "-" else self.spec,
                "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
-        if spec == "-":
+        if self.spec == "-":
             cmd.remove("-nostdin")
-        self._proc = subprocess.Popen(cmd, stdin=None if spec == "-" else subprocess.DEVNULL,
+        return cmd
+
+    def _start(self) -> None:
+        self._proc = subprocess.Popen(self._cmd(), stdin=None if self.spec == "-" else subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stderr: deque[str] = deque(maxlen=20)
-        self._err_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_thread = threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True)
         self._err_thread.start()
 
-    def _drain_stderr(self) -> None:
-        for line in iter(self._proc.stderr.readline, b""):
+    def _drain_stderr(self, proc) -> None:
+        for line in iter(proc.stderr.readline, b""):
             text = line.decode("utf-8", "replace").strip()
             if text:
                 self._stderr.append(text)
@@ -218,28 +247,55 @@ class FFmpegSource(Source):
         self._err_thread.join(timeout=2.0)
         return self._stderr[-1] if self._stderr else f"ffmpeg exited with code {self._proc.returncode}"
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        out = self._proc.stdout
-        got, rest = 0, b""
+    def _read(self) -> Iterator[np.ndarray]:
+        out, rest = self._proc.stdout, b""
         while True:
             data = out.read(self._block_bytes)
             if not data:
-                break
+                return
             data = rest + data
             usable = len(data) - len(data) % 4
             rest = data[usable:]
             x = self._clean(np.frombuffer(data[:usable], dtype="<f4"))
-            got += x.size
             if x.size:
                 yield x
-        rc = self._proc.wait()
-        if rc != 0 or got == 0:
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        total, attempt = 0, 0
+        while True:
+            got = 0
+            for x in self._read():
+                got += x.size
+                yield x
+            total += got
+            rc = self._proc.wait()
+            self._err_thread.join(timeout=2.0)
+            # ffmpeg ends a broken network read like an end of file (exit 0),
+            # but says why on stderr: for a URL that counts as an interruption.
+            if rc == 0 and total > 0 and not (self.is_url and self._stderr):
+                return
             msg = self._last_error()
-            if got == 0:
+            if total == 0:
                 raise InputError(f"cannot decode {self.spec}: {msg}")
-            self.warning = f"{self.spec}: decoding stopped after {got / SAMPLE_RATE:.2f} s ({msg})"
+            if got > 0:
+                attempt = 0  # it worked for a while: start the back-off again
+            if self.is_url and attempt < self.retries and not self._closing.is_set():
+                delay = min(self.backoff_s * 2 ** attempt, 30.0)
+                attempt += 1
+                self.counters["reconnects"] += 1
+                self.warning = (f"{self.spec}: stream interrupted after {total / SAMPLE_RATE:.2f} s ({msg}); "
+                                f"reconnect {attempt}/{self.retries} in {delay:g} s")
+                if self._closing.wait(delay):
+                    return
+                self._proc.stdout.close()
+                self._proc.stderr.close()
+                self._start()
+                continue
+            self.warning = f"{self.spec}: decoding stopped after {total / SAMPLE_RATE:.2f} s ({msg})"
+            return
 
     def close(self) -> None:
+        self._closing.set()
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
@@ -347,7 +403,7 @@ class DeviceSource(Source):
     live = True
 
     def __init__(self, device=None, block_s: float = 0.1, max_queue_s: float = 5.0,
-                 stall_timeout_s: float = 5.0):
+                 stall_timeout_s: float = 5.0, retries: int = 5, backoff_s: float = 1.0):
         super().__init__(f"device-{device}" if device is not None else "default-device")
         try:
             import sounddevice as sd
@@ -370,6 +426,9 @@ class DeviceSource(Source):
         self._blocksize = int(block_s * self.device_rate)
         self._q = _LiveQueue(self.counters, max(2, int(max_queue_s / block_s)))
         self._stall = stall_timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self._stopped = False
+        self.counters["device_reopens"] = 0
         self._stream = None
 
     def _callback(self, indata, frames, time_info, status) -> None:
@@ -378,21 +437,44 @@ class DeviceSource(Source):
             self.counters["capture_overflows"] += 1
         self._q.put(indata.copy(), time.monotonic())
 
-    def blocks(self) -> Iterator[np.ndarray]:
+    def _open(self) -> None:
         sd = self._sd
+        self._stream = sd.InputStream(device=self.device, samplerate=self.device_rate, channels=1,
+                                      dtype="float32", blocksize=self._blocksize, callback=self._callback)
+        self._stream.start()
+
+    def _reopen(self) -> bool:
+        """The device went quiet or away: reopen it with back-off; False if it stays gone."""
+        for attempt in range(self.retries):
+            if self._stopped:
+                return False
+            delay = min(self.backoff_s * 2 ** attempt, 30.0)
+            self.warning = f"capture device {self.device} lost; reopening ({attempt + 1}/{self.retries}) in {delay:g} s"
+            time.sleep(delay)
+            try:
+                if self._stream is not None:
+                    self._stream.close(ignore_errors=True)
+                self._open()
+            except Exception:  # PortAudio errors while the device is away
+                continue
+            self.counters["device_reopens"] += 1
+            return True
+        return False
+
+    def blocks(self) -> Iterator[np.ndarray]:
         try:
-            self._stream = sd.InputStream(device=self.device, samplerate=self.device_rate, channels=1,
-                                          dtype="float32", blocksize=self._blocksize,
-                                          callback=self._callback)
-            self._stream.start()
-        except sd.PortAudioError as exc:
+            self._open()
+        except self._sd.PortAudioError as exc:
             raise InputError(f"cannot open capture device {self.device}: {exc}") from None
         rs = _Resampler(self.device_rate)
         while True:
             try:
                 item, t = self._q.get(timeout=self._stall)
             except queue.Empty:
-                raise InputError(f"capture device {self.device} delivered no audio for {self._stall:.0f} s") from None
+                if self._reopen():
+                    continue
+                raise InputError(f"capture device {self.device} delivered no audio for {self._stall:.0f} s "
+                                 f"and could not be reopened ({self.retries} tries)") from None
             if item is _LiveQueue._END:
                 return
             self.last_arrival = t
@@ -402,6 +484,7 @@ class DeviceSource(Source):
 
     def stop(self) -> None:
         """End the capture: the block iterator finishes after queued blocks."""
+        self._stopped = True
         if self._stream is not None:
             self._stream.stop()
         self._q.end()
@@ -418,7 +501,8 @@ def is_url(spec: str) -> bool:
 
 
 def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.5,
-                name: Optional[str] = None) -> Source:
+                name: Optional[str] = None, retries: Optional[int] = None,
+                io_timeout_s: float = 10.0) -> Source:
     """Open INPUT as the right source; ``realtime`` paces it like live capture."""
     if spec == "-":
         src: Source = FFmpegSource("-", block_s=block_s, name=name)
@@ -426,7 +510,7 @@ def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.5,
         scheme = urlparse(spec).scheme.lower()
         if scheme not in ALLOWED_URL_SCHEMES:
             raise ParameterError(f"URL scheme {scheme!r} not allowed; use one of {', '.join(ALLOWED_URL_SCHEMES)}")
-        src = FFmpegSource(spec, block_s=block_s, name=name)
+        src = FFmpegSource(spec, block_s=block_s, name=name, retries=retries, io_timeout_s=io_timeout_s)
     else:
         p = Path(spec)
         if not p.exists():

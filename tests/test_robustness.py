@@ -115,3 +115,81 @@ def test_fuzz_decoder_front(tmp_path, data, suffix, wav_header):
         return
     y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     assert y.dtype == np.float32 and np.isfinite(y).all()
+
+
+class _StallingServer:
+    """HTTP on loopback: the first request gets a WAV whose body stops after
+    ``seconds`` of audio and then stalls; later requests get 503."""
+
+    def __init__(self, seconds: float):
+        import http.server
+        import io
+        import threading
+
+        buf = io.BytesIO()
+        sf.write(buf, tone(300, 60.0), SR, format="WAV", subtype="PCM_16")
+        wav = buf.getvalue()
+        part = wav[:44 + int(seconds * SR) * 2]
+        self.requests = 0
+        self.release = threading.Event()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                if outer.requests > 1:
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/wav")
+                self.send_header("Content-Length", str(len(wav)))
+                self.end_headers()
+                self.wfile.write(part)
+                self.wfile.flush()
+                outer.release.wait(30)  # stall with the connection open
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/live.wav"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.httpd.shutdown()
+
+
+def test_stalled_stream_times_out_reconnects_with_backoff_and_ends_cleanly(tmp_path, tiny_models):
+    from streamer.sources import FFmpegSource
+
+    srv = _StallingServer(4.0)
+    try:
+        src = FFmpegSource(srv.url, retries=2, backoff_s=0.2, io_timeout_s=1.5)
+        with src:
+            y = np.concatenate(list(src.blocks()))
+    finally:
+        srv.close()
+    assert abs(y.size - 4 * SR) < 0.1 * SR  # everything that arrived was delivered
+    assert src.counters["reconnects"] == 2 and srv.requests >= 3  # ffmpeg retries HTTP itself too
+    assert "decoding stopped after" in src.warning
+
+
+@pytest.mark.parametrize("ext, codec", [(".mp3", "libmp3lame"), (".ogg", "libopus"), (".m4a", "aac")])
+def test_truncated_compressed_audio_keeps_what_is_there(tmp_path, tiny_models, ext, codec):
+    wav = tmp_path / "src.wav"
+    sf.write(wav, tone(300, 20.0), SR)
+    full = tmp_path / f"full{ext}"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", codec, str(full)], check=True)
+    cut = tmp_path / f"cut{ext}"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    proc, lines = replay(cut, tiny_models)
+    assert "Traceback" not in proc.stderr
+    if proc.returncode != 0:  # a container whose index is at the end (m4a): nothing decodable
+        assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1
+        return
+    end = lines[-1]
+    assert end["event"] == "end"
+    assert 5.0 < end["counters"]["stream_time"] < 15.0  # about the first half
+    assert sum(ln["topic"] == "emotion.speech" for ln in lines) >= 3
