@@ -64,6 +64,10 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="ZeroMQ ROUTER endpoint answering late joiners with recent history "
                         "(default: the --pub port + 1 on tcp; off with --no-pub)")
     p.add_argument("--no-snapshot", action="store_true", help="do not serve history snapshots")
+    p.add_argument("--curve-secret", metavar="SERVER.key_secret", default=None,
+                   help="encrypt with ZeroMQ CURVE using this secret certificate (see emotrack keys)")
+    p.add_argument("--curve-allow", metavar="DIR", default=None,
+                   help="with --curve-secret: only clients whose public .key file is in DIR may connect")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow --pub to bind an address other than loopback")
     p.add_argument("--name", help="stream name in messages (default: the input's file name)")
@@ -88,9 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="replay a file, URL or stdin through the pipeline",
                        description="Replay INPUT (audio or video file, stream URL, or - for stdin) in sliding "
                                    "windows and publish speech and music emotion over ZeroMQ.")
-    r.add_argument("input", metavar="INPUT")
+    r.add_argument("input", metavar="INPUT", nargs="+",
+                   help="one or more inputs; several are replayed in one process as separate streams "
+                        "(named after their files) whose windows share batched inference")
     r.add_argument("--realtime", action="store_true",
                    help="pace the input at real time through the live capture path (default: as fast as possible)")
+    r.add_argument("--max-batch", type=_positive(int), default=16, metavar="N",
+                   help="with several inputs: largest inference batch across their windows (default: 16)")
+    r.add_argument("--latency-budget", type=_positive(float), default=20.0, metavar="MS",
+                   help="with several inputs and --realtime: longest wait for more windows before a batch "
+                        "runs (default: 20 ms)")
     _add_stream_options(r)
 
     s = sub.add_parser("stream", help="live capture from a sound device",
@@ -181,23 +192,44 @@ class _Progress:
         sys.stderr.write("\n")
 
 
-def _run_pipeline(args, source) -> int:
-    from .pipeline import Pipeline
-    from .publish import Publisher
-    from .separation import make_separator
+def _curve_server(args):
+    """CurveServer from --curve-secret/--curve-allow (both or neither), else None."""
+    if not args.curve_secret and not args.curve_allow:
+        return None
+    if not (args.curve_secret and args.curve_allow):
+        raise ParameterError("CURVE needs both --curve-secret (the server's .key_secret) and --curve-allow (a folder "
+                             "of allowed clients' .key files); make keys with: emotrack keys NAME --dir DIR")
+    if args.no_pub:
+        raise ParameterError("--curve-secret/--curve-allow need publishing: drop --no-pub")
+    import zmq
 
-    sources = _parse_sources(args.sources)
-    from .publish import snapshot_endpoint_for
+    from .security import CurveServer
+
+    return CurveServer(zmq.Context.instance(), args.curve_secret, args.curve_allow)
+
+
+def _make_publisher(args, label: str):
+    """The Publisher for a run: PUB socket, --out file, snapshot server and CURVE as asked."""
+    from .publish import Publisher, snapshot_endpoint_for
 
     snap = None if args.no_pub or args.no_snapshot else (args.snapshot or snapshot_endpoint_for(args.pub))
+    pub = None if args.no_pub else args.pub
     try:
-        publisher = Publisher(args.name or source.name, None if args.no_pub else args.pub, args.out,
-                              allow_remote=args.allow_remote, snapshot=snap)
+        return Publisher(label, pub, args.out, allow_remote=args.allow_remote, snapshot=snap,
+                         curve=_curve_server(args))
     except EmotrackError as exc:
         if not snap or args.snapshot or "snapshot" not in str(exc):
             raise
         _stderr(f"emotrack: warning: {exc}; serving no snapshots")  # the derived default is busy
-        publisher = Publisher(args.name or source.name, args.pub, args.out, allow_remote=args.allow_remote)
+        return Publisher(label, pub, args.out, allow_remote=args.allow_remote, curve=_curve_server(args))
+
+
+def _run_pipeline(args, source) -> int:
+    from .pipeline import Pipeline
+    from .separation import make_separator
+
+    sources = _parse_sources(args.sources)
+    publisher = _make_publisher(args, args.name or source.name)
     stop = threading.Event()
     progress = None
     try:
@@ -240,8 +272,114 @@ def _run_pipeline(args, source) -> int:
 def cmd_replay(args) -> int:
     from .sources import open_source
 
-    source = open_source(args.input, realtime=args.realtime, name=args.name)
+    if len(args.input) > 1:
+        return _run_batched(args)
+    source = open_source(args.input[0], realtime=args.realtime, name=args.name)
     return _run_pipeline(args, source)
+
+
+class _FailedSource:
+    """Stands for an input that could not be opened: its stream ends at once with the error."""
+
+    live = False
+    warning = None
+    last_arrival = None
+
+    def __init__(self, name: str, error: BaseException):
+        self.name, self.error = name, error
+        self.counters = {"samples_in": 0, "samples_sanitised": 0, "capture_overflows": 0, "blocks_dropped": 0}
+
+    def blocks(self):
+        raise self.error
+        yield  # pragma: no cover - a generator
+
+    def close(self) -> None:
+        pass
+
+
+def _run_batched(args) -> int:
+    """Several inputs in one process: one stream each, one batched inference for all."""
+    from .batching import BatchedInference, BatchWorker, StreamPublisher, run_batched, run_live
+    from .pipeline import Pipeline
+    from .separation import make_separator
+    from .sources import open_source
+
+    if args.name:
+        raise ParameterError("--name works with one INPUT only; several inputs are named after their files")
+    if args.input.count("-") > 1:
+        raise ParameterError("stdin (-) can be given only once")
+    sources_list = _parse_sources(args.sources)
+    opened, names, seen = [], [], {}
+    try:
+        for spec in args.input:
+            try:
+                src = open_source(spec, realtime=args.realtime)
+            except EmotrackError as exc:
+                stem = "stdin" if spec == "-" else (Path(spec).stem or spec)
+                src = _FailedSource(stem, exc)
+            base = src.name or "stream"
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            while name in names:
+                seen[base] += 1
+                name = f"{base}-{seen[base]}"
+            names.append(name)
+            opened.append(src)
+        publisher = _make_publisher(args, ",".join(names))
+        stop = threading.Event()
+        try:
+            models = _load_models(args, sources_list)
+            engine = BatchedInference(models, max_batch=args.max_batch)
+            streams = []
+            for name, src in zip(names, opened):
+                pipe = Pipeline(models, StreamPublisher(publisher, name), make_separator(args.separator),
+                                hops_s={"speech": args.speech_hop, "music": args.music_hop},
+                                heartbeat_s=args.heartbeat, block_max_s=0.1 if src.live else 4.0)
+                streams.append((name, src, pipe))
+
+            def on_signal(signum, frame):
+                stop.set()
+                for src in opened:
+                    if hasattr(src, "stop"):
+                        src.stop()
+
+            old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                if args.realtime:  # live channels: a worker thread batches within the latency budget
+                    worker = BatchWorker(engine, latency_budget_ms=args.latency_budget)
+                    try:
+                        results = run_live(streams, worker, stop=stop)
+                    finally:
+                        worker.close()
+                else:
+                    results = run_batched(streams, engine, stop=stop)
+            finally:
+                for sig, h in old.items():
+                    signal.signal(sig, h)
+        finally:
+            publisher.close()
+    finally:
+        for src in opened:
+            src.close()
+    failed = [r for r in results if r.error is not None]
+    for r in results:
+        if r.error is not None:
+            _stderr(f"emotrack: {r.name}: {r.error}")
+            continue
+        if r.stats.warning:
+            _stderr(f"emotrack: warning: {r.stats.warning}")
+        if not args.quiet:
+            st = r.stats
+            _stderr(f"emotrack: {r.name}: {st.stream_seconds:.1f} s of audio in {st.wall_seconds:.1f} s "
+                    f"({st.realtime_factor:.1f}x real time), {st.windows['speech']} speech and "
+                    f"{st.windows['music']} music windows, {st.reason}")
+    if not args.quiet and engine.batches:
+        sizes = [n for _, n, _ in engine.batches]
+        _stderr(f"emotrack: {len(results)} streams, {len(sizes)} batches, mean size {sum(sizes) / len(sizes):.1f}")
+    if failed:
+        err = failed[0].error
+        return getattr(err, "exit_code", 1)
+    return 0
 
 
 def cmd_stream(args) -> int:
@@ -303,7 +441,7 @@ def cmd_train(args) -> int:
 
 
 COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train}
-COMMANDS.update(dict.fromkeys(("record", "view", "report"), lambda args: args.client_main(args)))
+COMMANDS.update(dict.fromkeys(("record", "view", "report", "keys"), lambda args: args.client_main(args)))
 COMMANDS["engines"] = lambda args: args.engines_main(args)
 
 

@@ -117,9 +117,13 @@ class Pipeline:
             feats = np.stack([self.windows.features(w) for w in ws])
             out = model.predict(feats)
             for i, w in enumerate(ws):
-                self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,
-                                 model=model.id, **summarise(out, i))
-                self.stats.windows[src] += 1
+                self.publish(src, w, out, i)
+
+    def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
+        """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs."""
+        self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,
+                         model=self.models[src].id, **summarise(out, i))
+        self.stats.windows[src] += 1
 
     def counters(self, source: Source) -> dict:
         c = dict(source.counters)
@@ -133,11 +137,7 @@ class Pipeline:
         st = self.stats
         t0 = time.monotonic()
         next_beat = t0 + self.heartbeat_s
-        self.pub.status("start", models={s: m.id for s, m in self.models.items()},
-                        backend={s: m.backend.description for s, m in self.models.items()},
-                        separator=self.sep.name, live=source.live,
-                        windows={s: {"window_s": float(m.card["window_s"]), "hop_s": self.hops_s[s]}
-                                 for s, m in self.models.items()})
+        self.publish_start(source)
         error: Optional[BaseException] = None
         try:
             for block in source.blocks():
@@ -170,16 +170,28 @@ class Pipeline:
                 if rest:
                     self._process(rest)
             finally:
-                st.stream_seconds = self.windows.total / SAMPLE_RATE
-                st.wall_seconds = time.monotonic() - t0
-                st.warning = source.warning
-                end = {"reason": st.reason, "counters": self.counters(source),
-                       "realtime_factor": round(st.realtime_factor, 2) if st.wall_seconds > 0 else None}
-                if st.warning:
-                    end["warning"] = st.warning
-                if st.hop_latency_ms:
-                    end["hop_latency_ms"] = st.latency_percentiles()
-                self.pub.status("end", **end)
+                self.publish_end(source, t0)
         if error is not None:
             raise error
         return st
+
+    def publish_start(self, source: Source) -> None:
+        self.pub.status("start", models={s: m.id for s, m in self.models.items()},
+                        backend={s: m.backend.description for s, m in self.models.items()},
+                        separator=self.sep.name, live=source.live,
+                        windows={s: {"window_s": float(m.card["window_s"]), "hop_s": self.hops_s[s]}
+                                 for s, m in self.models.items()})
+
+    def publish_end(self, source: Source, t0: float) -> None:
+        """Final stats and the ``end`` status (``t0``: ``time.monotonic()`` at the start)."""
+        st = self.stats
+        st.stream_seconds = self.windows.total / SAMPLE_RATE
+        st.wall_seconds = time.monotonic() - t0
+        st.warning = source.warning
+        end = {"reason": st.reason, "counters": self.counters(source),
+               "realtime_factor": round(st.realtime_factor, 2) if st.wall_seconds > 0 else None}
+        if st.warning:
+            end["warning"] = st.warning
+        if st.hop_latency_ms:
+            end["hop_latency_ms"] = st.latency_percentiles()
+        self.pub.status("end", **end)

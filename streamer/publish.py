@@ -52,7 +52,7 @@ class SnapshotServer:
     """
 
     def __init__(self, ctx, endpoint: str, stream: str, *, history_s: float = 600.0,
-                 per_topic: int = 1500, status_keep: int = 30):
+                 per_topic: int = 1500, status_keep: int = 30, curve=None):
         import zmq
 
         self._zmq, self.stream, self.history_s = zmq, stream, history_s
@@ -65,6 +65,8 @@ class SnapshotServer:
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100)
+        if curve is not None:
+            curve.apply(self._sock)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -152,10 +154,11 @@ class Publisher:
 
     def __init__(self, stream: str, endpoint: Optional[str] = DEFAULT_PUB, out: Optional[str] = None,
                  *, hwm: int = 10000, start_grace_s: float = 0.5, allow_remote: bool = False,
-                 linger_ms: int = 2000, snapshot: Optional[str] = None):
+                 linger_ms: int = 2000, snapshot: Optional[str] = None, curve=None):
         self.stream = stream
+        self.curve = curve  # security.CurveServer: encrypt, and accept allowed clients only
         self.counters = {"published": 0, "pub_dropped": 0}
-        self._seq: dict[str, int] = {}
+        self._seq: dict[tuple, int] = {}  # (stream, topic) -> next seq
         self._sock = None
         self._ctx = None
         self._file: Optional[IO[str]] = None
@@ -169,6 +172,8 @@ class Publisher:
             self._sock = self._ctx.socket(zmq.PUB)
             self._sock.setsockopt(zmq.SNDHWM, hwm)
             self._sock.setsockopt(zmq.LINGER, linger_ms)
+            if curve is not None:
+                curve.apply(self._sock)
             try:
                 self._sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -184,7 +189,7 @@ class Publisher:
         if snapshot and self._sock is not None:
             try:
                 check_endpoint(snapshot, allow_remote, "--snapshot")
-                self.snapshot = SnapshotServer(self._ctx, snapshot, stream)
+                self.snapshot = SnapshotServer(self._ctx, snapshot, stream, curve=curve)
             except EmotrackError:
                 self.close()
                 raise
@@ -195,9 +200,10 @@ class Publisher:
                 self.close()
                 raise EmotrackError(f"cannot write --out {out}: {exc.strerror}") from None
 
-    def next_seq(self, topic: str) -> int:
-        s = self._seq.get(topic, 0)
-        self._seq[topic] = s + 1
+    def next_seq(self, topic: str, stream: Optional[str] = None) -> int:
+        key = (self.stream if stream is None else stream, topic)
+        s = self._seq.get(key, 0)
+        self._seq[key] = s + 1
         return s
 
     def send(self, topic: str, body: dict) -> None:
@@ -220,15 +226,18 @@ class Publisher:
                 return
         self.counters["published"] += 1
 
-    def emotion(self, source: str, **fields) -> dict:
+    def emotion(self, source: str, stream: Optional[str] = None, **fields) -> dict:
+        """Publish one emotion body; ``stream`` (default: this publisher's) keys its seq."""
         topic = schema.topic_for(source)
-        body = schema.emotion_body(stream=self.stream, seq=self.next_seq(topic), source=source,
+        stream = self.stream if stream is None else stream
+        body = schema.emotion_body(stream=stream, seq=self.next_seq(topic, stream), source=source,
                                    wall_time=time.time(), **fields)
         self.send(topic, body)
         return body
 
-    def status(self, event: str, **fields) -> dict:
-        body = schema.status_body(stream=self.stream, seq=self.next_seq(schema.TOPIC_STATUS),
+    def status(self, event: str, stream: Optional[str] = None, **fields) -> dict:
+        stream = self.stream if stream is None else stream
+        body = schema.status_body(stream=stream, seq=self.next_seq(schema.TOPIC_STATUS, stream),
                                   wall_time=time.time(), event=event, **fields)
         self.send(schema.TOPIC_STATUS, body)
         return body
@@ -245,3 +254,6 @@ class Publisher:
         if getattr(self, "snapshot", None) is not None:
             self.snapshot.close()
             self.snapshot = None
+        if getattr(self, "curve", None) is not None:
+            self.curve.stop()
+            self.curve = None

@@ -100,3 +100,45 @@ def test_viewer_access_token(endpoint):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cli_curve_end_to_end(tmp_path, endpoint, tiny_models):
+    """emotrack keys + replay --curve-secret/--curve-allow + record --curve-key: only the allowed recorder gets data."""
+    import json
+    import subprocess
+
+    import soundfile as sf
+
+    from conftest import REPO, emotrack_cmd, tone
+
+    def cli(*a, **kw):
+        return subprocess.run(emotrack_cmd(*a), capture_output=True, text=True, cwd=REPO, timeout=120, **kw)
+
+    assert cli("keys", "server", "--dir", str(tmp_path / "srv")).returncode == 0
+    assert cli("keys", "monitor", "--dir", str(tmp_path / "allow")).returncode == 0
+    assert cli("keys", "intruder", "--dir", str(tmp_path / "other")).returncode == 0
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(300, 6.0), 16000)
+    recs = {}
+    for who, key in (("monitor", tmp_path / "allow" / "monitor.key_secret"),
+                     ("intruder", tmp_path / "other" / "intruder.key_secret")):
+        out = tmp_path / f"{who}.jsonl"
+        recs[who] = (out, subprocess.Popen(emotrack_cmd("record", "--sub", endpoint, "--no-snapshot", "--out", str(out),
+                                                        "--exit-after-end", "--duration", "30", "-q",
+                                                        "--curve-key", str(key),
+                                                        "--curve-server-key", str(tmp_path / "srv" / "server.key")),
+                                           cwd=REPO, stderr=subprocess.PIPE, text=True))
+    proc = cli("replay", str(wav), "--pub", endpoint, "--no-snapshot", "-q", "--out", str(tmp_path / "ref.jsonl"),
+               "--curve-secret", str(tmp_path / "srv" / "server.key_secret"), "--curve-allow", str(tmp_path / "allow"),
+               "--speech-model", str(tiny_models["speech"]), "--music-model", str(tiny_models["music"]))
+    assert proc.returncode == 0, proc.stderr
+    out, p = recs["monitor"]
+    p.wait(timeout=60)
+    ref = (tmp_path / "ref.jsonl").read_text().splitlines()
+    assert out.read_text().splitlines() == ref
+    out, p = recs["intruder"]
+    p.terminate()
+    p.wait(timeout=30)
+    assert not out.exists() or out.read_text().strip() == ""
+    bad = cli("replay", str(wav), "--no-pub", "--curve-secret", str(tmp_path / "srv" / "server.key_secret"))
+    assert bad.returncode == 2 and "--curve-allow" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
