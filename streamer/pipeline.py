@@ -93,6 +93,9 @@ class Pipeline:
         self.hops_s = {}
         for src, m in models.items():
             check_model_features(m, params)
+            # One call before the stream starts: the runtime allocates its buffers
+            # here, not inside the first live hop.
+            m.predict(np.zeros((1, m.frames, params.n_mels, 3), np.float32))
             win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
             hop_s = float((hops_s or {}).get(src) or m.card["hop_s"])
             if hop_s <= 0:
