@@ -40,6 +40,23 @@ def snapshot_endpoint_for(pub: Optional[str]) -> Optional[str]:
     return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"
 
 
+def bound_socket(ctx, kind: int, endpoint: str, *, hwm: int, linger_ms: int, curve, what: str, advice: str):
+    """A ZeroMQ socket of ``kind`` bound to ``endpoint`` (CURVE applied first, if given)."""
+    import zmq
+
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    if curve is not None:
+        curve.apply(sock)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(0)
+        raise EmotrackError(f"cannot bind {what + ' ' if what else ''}{endpoint}: {exc}; {advice}") from None
+    return sock
+
+
 class SnapshotServer:
     """Answers late joiners with recent history (ZeroMQ ROUTER, the guide's Clone pattern).
 
@@ -62,17 +79,8 @@ class SnapshotServer:
         self._per_topic, self._status_keep = per_topic, status_keep
         self._start = None  # the last status "start": always part of a snapshot
         self.served = 0
-        self._sock = ctx.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 100)
-        if curve is not None:
-            curve.apply(self._sock)
-        try:
-            self._sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._sock.close(0)
-            raise EmotrackError(f"cannot bind snapshot endpoint {endpoint}: {exc}; "
-                                f"choose another --snapshot or pass --no-snapshot") from None
+        self._sock = bound_socket(ctx, zmq.ROUTER, endpoint, hwm=100, linger_ms=0, curve=curve,
+                                  what="snapshot endpoint", advice="choose another --snapshot or pass --no-snapshot")
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="emotrack-snapshot", daemon=True)
@@ -169,16 +177,13 @@ class Publisher:
 
             self._zmq = zmq
             self._ctx = zmq.Context.instance()
-            self._sock = self._ctx.socket(zmq.PUB)
-            self._sock.setsockopt(zmq.SNDHWM, hwm)
-            self._sock.setsockopt(zmq.LINGER, linger_ms)
-            if curve is not None:
-                curve.apply(self._sock)
             try:
-                self._sock.bind(endpoint)
-            except zmq.ZMQError as exc:
-                self._sock.close(0)
-                raise EmotrackError(f"cannot bind {endpoint}: {exc}; choose another --pub") from None
+                self._sock = bound_socket(self._ctx, zmq.PUB, endpoint, hwm=hwm, linger_ms=linger_ms, curve=curve,
+                                          what="", advice="choose another --pub")
+            except EmotrackError:
+                if curve is not None:
+                    curve.stop()
+                raise
             self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
             # Subscribers that were waiting need a moment to connect and
             # subscribe ("slow joiner"); the first message waits for it.
