@@ -39,6 +39,9 @@ SAMPLE_RATE = 16000
 #: a playlist pointing at local files...) is refused.
 ALLOWED_URL_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp", "srt", "udp", "file")
 FFMPEG_PROTOCOL_WHITELIST = "file,pipe,http,https,tcp,tls,crypto,rtmp,rtmps,rtsp,rtp,srt,udp"
+#: For URL inputs "file" is left out: a playlist fetched from the network must
+#: not make ffmpeg read local files.
+FFMPEG_URL_PROTOCOL_WHITELIST = "http,https,tcp,tls,crypto,rtmp,rtmps,rtsp,rtp,srt,udp"
 
 
 class _Resampler:
@@ -223,7 +226,8 @@ class FFmpegSource(Source):
             else:
                 net += ["-rw_timeout", str(int(self.io_timeout_s * 1e6))]
         cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
-               "-protocol_whitelist", FFMPEG_PROTOCOL_WHITELIST, *net,
+               "-protocol_whitelist", FFMPEG_URL_PROTOCOL_WHITELIST if self.is_url else FFMPEG_PROTOCOL_WHITELIST,
+               *net,
                "-i", "pipe:0" if self.spec == "-" else self.spec,
                "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]
         if self.spec == "-":
@@ -506,6 +510,8 @@ def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.5,
     """Open INPUT as the right source; ``realtime`` paces it like live capture."""
     if spec == "-":
         src: Source = FFmpegSource("-", block_s=block_s, name=name)
+    elif is_url(spec) and urlparse(spec).scheme.lower() == "file":
+        return open_source(urlparse(spec).path, realtime=realtime, block_s=block_s, name=name)
     elif is_url(spec):
         scheme = urlparse(spec).scheme.lower()
         if scheme not in ALLOWED_URL_SCHEMES:

@@ -17,7 +17,8 @@ from conftest import REPO, SR, emotrack_cmd, tone
 
 def replay(path, tiny_models, *extra):
     out = path.parent / (path.name + ".jsonl")
-    proc = subprocess.run(emotrack_cmd("replay", str(path), "--no-pub", "--out", str(out), "-q",
+    pub = [] if "--pub" in extra else ["--no-pub"]
+    proc = subprocess.run(emotrack_cmd("replay", str(path), *pub, "--out", str(out), "-q",
                                        "--speech-model", str(tiny_models["speech"]),
                                        "--music-model", str(tiny_models["music"]), *extra),
                           capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -193,3 +194,100 @@ def test_truncated_compressed_audio_keeps_what_is_there(tmp_path, tiny_models, e
     assert end["event"] == "end"
     assert 5.0 < end["counters"]["stream_time"] < 15.0  # about the first half
     assert sum(ln["topic"] == "emotion.speech" for ln in lines) >= 3
+
+
+def test_a_network_playlist_cannot_make_ffmpeg_read_local_files(tmp_path):
+    """Our URL protocol list leaves out "file" (ffmpeg's HLS demuxer refuses such
+    segments too: this checks the outcome, whichever layer stops it)."""
+    import http.server
+    import threading
+
+    from streamer.sources import FFMPEG_URL_PROTOCOL_WHITELIST, FFmpegSource
+
+    assert "file" not in FFMPEG_URL_PROTOCOL_WHITELIST.split(",")
+
+    secret = tmp_path / "secret.wav"
+    sf.write(secret, tone(300, 3.0), SR)
+    playlist = (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXTINF:3.0,\nfile://{secret}\n"
+                "#EXT-X-ENDLIST\n").encode()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+            self.send_header("Content-Length", str(len(playlist)))
+            self.end_headers()
+            self.wfile.write(playlist)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        src = FFmpegSource(f"http://127.0.0.1:{httpd.server_address[1]}/live.m3u8", retries=0, io_timeout_s=3)
+        with pytest.raises(InputError, match="cannot decode"):
+            with src:
+                list(src.blocks())
+    finally:
+        httpd.shutdown()
+    # the same file given as a file:// URL by the user is read as a local path
+    with open_source(f"file://{secret}") as local:
+        assert sum(b.size for b in local.blocks()) == 3 * SR
+
+
+def test_fifty_subscribers_get_every_message(tmp_path, tiny_models, endpoint):
+    import zmq
+
+    ctx = zmq.Context.instance()
+    subs = []
+    for _ in range(50):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SUBSCRIBE, b"")
+        s.connect(endpoint)
+        subs.append(s)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(300, 20.0), SR)
+    proc, lines = replay(wav, tiny_models, "--pub", endpoint, "--no-snapshot")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        for s in subs:
+            got = 0
+            while s.poll(500):
+                s.recv_multipart()
+                got += 1
+            assert got == len(lines)
+    finally:
+        for s in subs:
+            s.close()
+
+
+def test_long_file_streams_with_flat_memory(tmp_path, tiny_models):
+    """A 30-minute file is decoded block by block: RSS at the end within 10 % of the middle."""
+    import time
+
+    long = tmp_path / "long.flac"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000:duration=1800",
+                    "-af", "volume=0.2", str(long)], check=True)
+    out = tmp_path / "long.jsonl"
+    proc = subprocess.Popen(emotrack_cmd("replay", str(long), "--no-pub", "-q", "--out", str(out),
+                                         "--speech-model", str(tiny_models["speech"]),
+                                         "--music-model", str(tiny_models["music"])), cwd=REPO)
+    samples = []
+    while proc.poll() is None:
+        try:
+            status = open(f"/proc/{proc.pid}/status").read()
+            kb = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+            done = sum(1 for _ in open(out)) if out.exists() else 0
+            samples.append((done, kb))
+        except (OSError, StopIteration, ValueError):
+            pass
+        time.sleep(0.1)
+    assert proc.returncode == 0
+    total = sum(1 for _ in open(out))
+    assert total > 2600  # 1800 speech + 900 music windows, plus status
+    mid = [kb for d, kb in samples if 0.4 * total <= d <= 0.6 * total]
+    end = [kb for d, kb in samples if d >= 0.85 * total]
+    assert mid and end, samples[-5:]
+    assert max(end) <= 1.10 * np.median(mid)
