@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engines.cli import add_parsers as add_engine_parsers
 
     add_engine_parsers(sub)
+    __import__("streamer.bench", fromlist=["add_parser"]).add_parser(sub)  # emotrack bench
     return p
 
 
@@ -446,8 +447,12 @@ COMMANDS["engines"] = lambda args: args.engines_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["train"]:  # everything after `train` (--help too) belongs to training.train
+        args = argparse.Namespace(command="train", args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except EmotrackError as exc:

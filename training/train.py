@@ -119,7 +119,7 @@ def split_clips(kind: str, data: dict) -> dict:
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="emotrack train", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=["speech", "music"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default="engines/models")
