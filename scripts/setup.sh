@@ -9,7 +9,7 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[training,test]"
 
 apt_pkgs="ffmpeg libsndfile1 libportaudio2"
-[ -n "$extras" ] && apt_pkgs="$apt_pkgs fluidsynth chromium chromium-driver"
+[ -n "$extras" ] && apt_pkgs="$apt_pkgs fluidsynth chromium chromium-driver pulseaudio libasound2-plugins"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Capture from a sound device and publish emotion curves until interrupted.")
     s.add_argument("--device", default=None, help="sounddevice input device index or name (default: the system default)")
     s.add_argument("--list-devices", action="store_true", help="list capture devices and exit")
+    s.add_argument("--stall-timeout", type=_positive(float), default=5.0, metavar="S",
+                   help="a device silent this long counts as lost and is reopened (default: 5)")
+    s.add_argument("--reopen", type=int, default=5, metavar="N",
+                   help="reopen a lost device up to N times with back-off before giving up (default: 5)")
     s.add_argument("--input", dest="paced_input", metavar="FILE",
                    help="instead of a device, replay FILE paced at real time through the same live path")
     _add_stream_options(s)
@@ -399,7 +403,7 @@ def cmd_stream(args) -> int:
         dev = args.device
         if dev is not None and dev.isdigit():
             dev = int(dev)
-        source = DeviceSource(dev)
+        source = DeviceSource(dev, stall_timeout_s=args.stall_timeout, retries=max(0, args.reopen))
     return _run_pipeline(args, source)
 
 

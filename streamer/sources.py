@@ -432,6 +432,7 @@ class DeviceSource(Source):
         self._stall = stall_timeout_s
         self.retries, self.backoff_s = retries, backoff_s
         self._stopped = False
+        self._failed_reopens = 0
         self.counters["device_reopens"] = 0
         self._stream = None
 
@@ -448,8 +449,13 @@ class DeviceSource(Source):
         self._stream.start()
 
     def _reopen(self) -> bool:
-        """The device went quiet or away: reopen it with back-off; False if it stays gone."""
-        for attempt in range(self.retries):
+        """The device went quiet or away: reopen it with back-off; False if it stays gone.
+
+        Reopens that bring no audio count against the same budget, so a device
+        that opens but stays silent ends the capture too.
+        """
+        for attempt in range(self._failed_reopens, self.retries):
+            self._failed_reopens = attempt + 1
             if self._stopped:
                 return False
             delay = min(self.backoff_s * 2 ** attempt, 30.0)
@@ -482,6 +488,7 @@ class DeviceSource(Source):
             if item is _LiveQueue._END:
                 return
             self.last_arrival = t
+            self._failed_reopens = 0
             y = rs(self._clean(item))
             if y.size:
                 yield y
