@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engines.cli import add_parsers as add_engine_parsers
 
     add_engine_parsers(sub)
-    __import__("streamer.bench", fromlist=["add_parser"]).add_parser(sub)  # emotrack bench
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 
@@ -448,6 +450,7 @@ def cmd_train(args) -> int:
 COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train}
 COMMANDS.update(dict.fromkeys(("record", "view", "report", "keys"), lambda args: args.client_main(args)))
 COMMANDS["engines"] = lambda args: args.engines_main(args)
+COMMANDS["bench"] = lambda args: args.bench_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,565 @@
+"""``emotrack bench``: per-stage and whole-pipeline performance figures.
+
+Stages are timed in this process on generated audio (seeded noise + tones,
+44.1 kHz stereo) and on ``examples/heldout_mix.ogg``; the whole pipeline runs
+as ``emotrack replay`` / ``emotrack stream --input`` subprocesses (wall time,
+real-time factor, live per-hop latency, time to first message, peak RSS).
+Every figure is the median of ``--repeats`` runs with its min-max spread.
+Speed is measured here, never asserted in tests.
+
+    emotrack bench [--quick] [--smoke] [--repeats N] [--json FILE] [--no-tf]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "heldout_mix.ogg"
+SR = 16000
+
+#: targets on 2 CPU cores (issue 8)
+TARGETS = {"replay_rtf_min": 50.0, "hop_p99_ms_max": 50.0, "first_message_s_max": 3.0, "peak_rss_mb_max": 600.0}
+
+
+def add_parser(sub) -> None:
+    """Register ``emotrack bench`` on the CLI's subparsers (cli.COMMANDS calls ``args.bench_main``)."""
+    b = sub.add_parser("bench", help="measure stage and pipeline speed, latency and memory",
+                       description="Time each stage (decode, resample, separation, features, inference, "
+                                   "publish) and the whole pipeline (replay RTF, live per-hop latency, "
+                                   "time to first message, peak RSS, scaling with programme length and "
+                                   "concurrent streams). Prints a table; --json writes every figure.")
+    b.add_argument("--quick", action="store_true", help="1 repeat, programmes of 1 and 10 min, 1/2/4 streams")
+    b.add_argument("--smoke", action="store_true",
+                   help="tiny run for tests: 10 s of audio, no scaling, no TensorFlow, 1 repeat")
+    b.add_argument("--repeats", type=int, default=None, metavar="N", help="runs per figure (default: 3; --quick 1)")
+    b.add_argument("--json", metavar="FILE", help="write the results as JSON here")
+    b.add_argument("--no-tf", action="store_true", help="skip the TensorFlow vs ONNX Runtime comparison")
+    b.add_argument("--live-seconds", type=float, default=20.0, metavar="S",
+                   help="length of the paced input for live latency and start-up (default: 20)")
+    b.set_defaults(bench_main=main)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def summary(values: list[float], digits: int = 3) -> dict:
+    """Median, min, max and the raw runs."""
+    v = [float(x) for x in values]
+    return {"median": round(statistics.median(v), digits), "min": round(min(v), digits),
+            "max": round(max(v), digits), "runs": [round(x, digits) for x in v]}
+
+
+def repeat(n: int, fn: Callable[[], float]) -> dict:
+    return summary([fn() for _ in range(n)])
+
+
+def machine() -> dict:
+    import numpy
+    import onnxruntime
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        ff = None
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "memory_gib": mem, "python": platform.python_version(),
+            "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__, "ffmpeg": ff,
+            "platform": platform.platform()}
+
+
+def generated_audio(seconds: float, sr: int = 44100, seed: int = 0):
+    """Seeded noise + tones, stereo float32 [n, 2]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    left = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 660 * t * (1 + 0.01 * np.sin(t)))
+    right = 0.2 * np.sin(2 * np.pi * 330 * t)
+    noise = 0.05 * rng.standard_normal((t.size, 2))
+    return (np.stack([left, right], axis=1) + noise).astype(np.float32)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamer.cli", *args]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def _wait_rss(proc: subprocess.Popen, tick: Optional[Callable[[], None]] = None) -> tuple[int, float]:
+    """Wait for ``proc``; (exit code, its peak RSS in MiB).
+
+    The peak is VmHWM from /proc/PID/status, polled every 10 ms until the child
+    exits (wait4's ru_maxrss would include this process's own RSS, inherited
+    through fork/vfork before exec).  ``tick`` runs at every poll.
+    """
+    peak = 0.0
+    while True:
+        peak = max(peak, _vm_hwm_mb(proc.pid))  # read before reaping: the zombie has no mm
+        if tick is not None:
+            tick()
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, peak
+        time.sleep(0.01)
+
+
+def _end_status(out: Path) -> dict:
+    end = {}
+    with open(out, encoding="utf-8") as f:
+        for line in f:
+            m = json.loads(line)
+            if m.get("topic") == "status" and m.get("event") == "end":
+                end = m
+    return end
+
+
+def run_replay(inputs: list[Path], tmp: Path, audio_s: float) -> dict:
+    """One ``emotrack replay INPUT... --no-pub`` run: wall, RTFs, peak RSS."""
+    out = tmp / "replay.jsonl"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(_cli("replay", *map(str, inputs), "--no-pub", "-q", "--backend", "onnxruntime",
+                                 "--out", str(out), "--heartbeat", "5"),
+                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+    rc, rss = _wait_rss(proc)
+    wall = time.monotonic() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if rc != 0:
+        raise RuntimeError(f"replay exited {rc}: {err.strip()[-300:]}")
+    ends = [json.loads(ln) for ln in out.read_text().splitlines() if '"event":"end"' in ln]
+    rtf_in = [e["realtime_factor"] for e in ends if e.get("realtime_factor")]
+    return {"wall_s": wall, "rtf_wall": audio_s / wall, "rtf_in_process": min(rtf_in) if rtf_in else float("nan"),
+            "peak_rss_mb": rss}
+
+
+def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0) -> dict:
+    """One ``emotrack stream --input FILE --no-pub`` run (paced at real time)."""
+    out = tmp / "live.jsonl"
+    if out.exists():
+        out.unlink()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(_cli("stream", "--input", str(path), "--no-pub", "-q", "--backend", "onnxruntime",
+                                 "--out", str(out), "--heartbeat", "5"),
+                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+    first = [None]
+
+    def tick() -> None:
+        if first[0] is None and out.exists():
+            with open(out, encoding="utf-8") as f:
+                for line in f:
+                    if '"topic":"emotion.' in line:
+                        first[0] = time.monotonic() - t0
+                        break
+    rc, rss = _wait_rss(proc, tick)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if rc != 0:
+        raise RuntimeError(f"stream exited {rc}: {err.strip()[-300:]}")
+    end = _end_status(out)
+    lat = end.get("hop_latency_ms", {})
+    first = first[0] if first[0] is not None else float("nan")  # nan: exited before a poll saw it
+    return {"first_message_s": first, "first_message_minus_fill_s": first - window_fill_s,
+            "hop_p50_ms": lat.get("p50", float("nan")), "hop_p95_ms": lat.get("p95", float("nan")),
+            "hop_p99_ms": lat.get("p99", float("nan")), "peak_rss_mb": rss,
+            "blocks_dropped": end.get("counters", {}).get("blocks_dropped")}
+
+
+def _collect(runs: list[dict]) -> dict:
+    return {k: summary([r[k] for r in runs]) for k in runs[0] if isinstance(runs[0][k], (int, float))
+            and runs[0][k] is not None}
+
+
+# ----------------------------------------------------------------------------- stages
+
+def _time(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int, tmp: Path) -> dict:
+    import numpy as np
+
+    from engines.backends import tensorrt_available
+    from engines.models import load_model
+
+    from . import features as F
+    from .publish import Publisher
+    from .separation import NoneSeparator
+    from .sources import FFmpegSource, SoundFileSource, _Resampler
+    from .window import WindowStream
+
+    st: dict = {}
+
+    def drain(src) -> None:
+        with src:
+            for _ in src.blocks():
+                pass
+
+    # decode
+    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / _time(lambda: drain(SoundFileSource(str(audio_path)))))}
+    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / _time(lambda: drain(FFmpegSource(str(audio_path)))))}
+    st["decode_soundfile_wav44k_stereo"] = {
+        "rtf": repeat(reps, lambda: gen_s / _time(lambda: drain(SoundFileSource(str(gen_wav))))),
+        "note": "includes the downmix and the 44.1 -> 16 kHz resample"}
+
+    # resample 44.1 kHz stereo -> 16 kHz mono in 0.5 s blocks through the sources' resampler
+    stereo = generated_audio(gen_s)
+    mono = stereo.mean(axis=1)
+
+    def resample() -> None:
+        rs = _Resampler(44100)
+        blk = 22050
+        for i in range(0, mono.size, blk):
+            rs(mono[i:i + blk], last=i + blk >= mono.size)
+    st["resample_44k1_to_16k"] = {"rtf": repeat(reps, lambda: gen_s / _time(resample))}
+
+    # audio at 16 kHz for the rest
+    with SoundFileSource(str(audio_path)) as src:
+        x = np.concatenate(list(src.blocks()))
+    blocks = [x[i:i + SR // 2] for i in range(0, x.size, SR // 2)]
+
+    sep = NoneSeparator()
+    st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, _time(lambda: [sep.process(b) for b in blocks])))}
+    st["separation_spleeter"] = {"skipped": "Spleeter is not installed here (the separation extra needs "
+                                           "TensorFlow 1.x-era spleeter; no builtin separator besides 'none')"}
+
+    # features: per window via extract, and the cached LogMelStream path
+    specs = {"speech": (3.0, 1.0), "music": (10.0, 2.0)}
+    for name, (win_s, hop_s) in specs.items():
+        win, hop = int(win_s * SR), int(hop_s * SR)
+        starts = list(range(0, max(1, x.size - win + 1), hop))
+
+        def per_window() -> float:
+            t = _time(lambda: [F.extract(x[s:s + win]) for s in starts])
+            return t / len(starts) * 1e3
+        ms = repeat(reps, per_window)
+        st[f"features_extract_{name}"] = {"ms_per_window": ms, "windows": len(starts),
+                                          "rtf": summary([hop_s * 1e3 / v for v in ms["runs"]])}
+
+    def stream_features() -> float:
+        ws = WindowStream({"speech": ("mix", 3 * SR, SR), "music": ("mix", 10 * SR, 2 * SR)}, 4 * SR, F.DEFAULT_PARAMS)
+        for b in blocks:
+            for wins in ws.push({"mix": b}):
+                for w in wins:
+                    ws.features(w)
+        for w in ws.flush():
+            ws.features(w)
+        return 0.0
+    st["features_logmelstream_both"] = {"rtf": repeat(reps, lambda: audio_s / _time(stream_features)),
+                                        "note": "WindowStream.features, speech 3 s/1 s + music 10 s/2 s windows"}
+
+    # inference per backend
+    inf: dict = {}
+    for source in ("speech", "music"):
+        m = load_model(None, source, backend="onnxruntime")
+        feats = np.random.default_rng(0).standard_normal((8, m.frames, 64, 3)).astype(np.float32)
+        m.predict(feats[:1])
+        n_calls = 20
+
+        def b1() -> float:
+            return _time(lambda: [m.predict(feats[:1]) for _ in range(n_calls)]) / n_calls * 1e3
+
+        def b8() -> float:
+            return _time(lambda: [m.predict(feats) for _ in range(n_calls // 4)]) / (n_calls // 4) / 8 * 1e3
+        inf[f"onnxruntime_{source}"] = {"ms_per_window_batch1": repeat(reps, b1),
+                                        "ms_per_window_batch8": repeat(reps, b8),
+                                        "backend": m.backend.description}
+        m.close()
+    ok, why = tensorrt_available()
+    inf["tensorrt"] = {"skipped": why} if not ok else {"skipped": "available but not timed by this bench: " + why}
+    st["inference"] = inf
+
+    # publish: loopback PUB with one subscriber
+    import socket
+    import threading
+
+    import zmq
+
+    def publish_rate() -> float:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ep = f"tcp://127.0.0.1:{port}"
+        pub = Publisher("bench", endpoint=ep, start_grace_s=0.3)
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.setsockopt(zmq.RCVTIMEO, 2000)
+        sub.connect(ep)
+        n = 5000
+        got = [0]
+
+        def recv() -> None:
+            try:
+                while got[0] < n + 1:
+                    sub.recv_multipart()
+                    got[0] += 1
+            except zmq.Again:
+                pass
+        th = threading.Thread(target=recv, daemon=True)
+        th.start()
+        fields = {"t_start": 0.0, "t_end": 3.0, "model": "m", "valence": 0.1, "arousal": 0.2, "activity": 0.5,
+                  "quadrant": "Q1", "probs": {"Q1": 0.7, "Q2": 0.1, "Q3": 0.1, "Q4": 0.1}}
+        pub.emotion("speech", **fields)  # pays the slow-joiner grace
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pub.emotion("speech", **fields)
+        th.join(timeout=10)
+        dt = time.perf_counter() - t0
+        pub.close()
+        sub.close(linger=0)
+        return got[0] / dt if got[0] else float("nan")
+    st["publish_zmq_loopback"] = {"messages_per_s": repeat(reps, publish_rate),
+                                  "note": "messages received by one SUB per second of publishing"}
+    return st
+
+
+def bench_tf(reps: int, tmp: Path) -> dict:
+    """Keras (TensorFlow) vs ONNX Runtime on one model built and exported in this run."""
+    try:
+        import tensorflow as tf  # noqa: F401
+    except Exception as exc:  # absent or broken
+        return {"skipped": f"TensorFlow not importable: {type(exc).__name__}: {exc}"}
+    import numpy as np
+
+    from training.export import export_onnx, session
+    from training.model import build
+
+    frames = 298
+    model = build(frames, np.zeros(3), np.ones(3))
+    path = export_onnx(model, frames, tmp / "tf_compare.onnx")
+    sess = session(path, threads=1)
+    names = ["quadrant", "va", "activity"]
+    x = np.random.default_rng(0).standard_normal((8, frames, 64, 3)).astype(np.float32)
+    res: dict = {"model": "training.model.build(298 frames), random weights, exported with training.export.export_onnx",
+                 "tensorflow": tf.__version__}
+    model(x[:1], training=False)
+    sess.run(names, {"features": x[:1]})
+    n = 20
+    for bs in (1, 8):
+        xb = x[:bs]
+        k = repeat(reps, lambda: _time(lambda: [model(xb, training=False) for _ in range(n)]) / n / bs * 1e3)
+        o = repeat(reps, lambda: _time(lambda: [sess.run(names, {"features": xb}) for _ in range(n)]) / n / bs * 1e3)
+        res[f"batch{bs}"] = {"tensorflow_ms_per_window": k, "onnxruntime_ms_per_window": o,
+                             "ratio_tf_over_ort": round(k["median"] / o["median"], 2)}
+    ko = model(x, training=False)
+    oo = dict(zip(names, sess.run(names, {"features": x})))
+    res["max_abs_diff"] = float(max(np.max(np.abs(np.asarray(ko[k]) - oo[k])) for k in names))
+    return res
+
+
+# ----------------------------------------------------------------------------- main
+
+def _targets(res: dict) -> dict:
+    out = {}
+    rp = res.get("pipeline", {}).get("replay")
+    if rp:
+        v = rp["rtf_wall"]["median"]
+        out["replay_rtf_wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+        v = rp["rtf_in_process"]["median"]
+        out["replay_rtf_in_process >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    sl = res.get("scaling_length", {})
+    if sl:
+        k = list(sl)[-1]
+        v = sl[k]["rtf_wall"]["median"]
+        out[f"replay {k} programme, RTF wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    lv = res.get("pipeline", {}).get("live")
+    if lv:
+        v = lv["hop_p99_ms"]["median"]
+        out["live hop p99 < 50 ms"] = {"value": v, "met": v < TARGETS["hop_p99_ms_max"]}
+        v = lv["first_message_minus_fill_s"]["median"]
+        out["first message < 3 s + window fill"] = {"value": v, "met": v < TARGETS["first_message_s_max"]}
+    rss = [r["peak_rss_mb"]["max"] for r in [rp, lv] if r]
+    rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_length", {}).values()]
+    rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_streams", {}).values()]
+    if rss:
+        out["peak RSS < 600 MB (no TensorFlow)"] = {"value": round(max(rss), 1), "met": max(rss) < TARGETS["peak_rss_mb_max"]}
+    return out
+
+
+def table(res: dict) -> str:
+    def fmt(s: dict, unit: str = "") -> str:
+        return f"{s['median']:.4g}{unit} [{s['min']:.4g}-{s['max']:.4g}]"
+    rows = []
+    for k, v in res["stages"].items():
+        if k == "inference":
+            for b, iv in v.items():
+                if "skipped" in iv:
+                    rows.append((f"inference {b}", "skipped: " + iv["skipped"][:70]))
+                else:
+                    rows.append((f"inference {b}", f"{fmt(iv['ms_per_window_batch1'], ' ms')}/window b1; "
+                                                   f"{fmt(iv['ms_per_window_batch8'], ' ms')} b8"))
+        elif "skipped" in v:
+            rows.append((k, "skipped: " + v["skipped"][:70]))
+        elif "rtf" in v and "ms_per_window" in v:
+            rows.append((k, f"{fmt(v['ms_per_window'], ' ms')}/window, RTF {fmt(v['rtf'], 'x')}"))
+        elif "rtf" in v:
+            rows.append((k, f"RTF {fmt(v['rtf'], 'x')}"))
+        elif "messages_per_s" in v:
+            rows.append((k, f"{fmt(v['messages_per_s'])} msg/s"))
+    tfr = res.get("tensorflow_vs_onnxruntime", {})
+    if "skipped" in tfr:
+        rows.append(("TF vs ORT", "skipped: " + tfr["skipped"][:70]))
+    else:
+        for b in ("batch1", "batch8"):
+            if b in tfr:
+                rows.append((f"TF vs ORT {b}", f"TF {fmt(tfr[b]['tensorflow_ms_per_window'], ' ms')}, "
+                                               f"ORT {fmt(tfr[b]['onnxruntime_ms_per_window'], ' ms')} /window, "
+                                               f"TF/ORT {tfr[b]['ratio_tf_over_ort']}x"))
+    p = res.get("pipeline", {})
+    if "replay" in p:
+        r = p["replay"]
+        rows.append(("pipeline replay", f"RTF wall {fmt(r['rtf_wall'], 'x')}, in-process {fmt(r['rtf_in_process'], 'x')}, "
+                                        f"wall {fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    if "live" in p:
+        r = p["live"]
+        rows.append(("pipeline live hop", f"p50 {fmt(r['hop_p50_ms'], ' ms')}, p95 {fmt(r['hop_p95_ms'], ' ms')}, "
+                                          f"p99 {fmt(r['hop_p99_ms'], ' ms')}"))
+        rows.append(("pipeline live start", f"first message {fmt(r['first_message_s'], ' s')} "
+                                            f"(minus 3 s fill: {fmt(r['first_message_minus_fill_s'], ' s')}), "
+                                            f"RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    for k, v in res.get("scaling_length", {}).items():
+        rows.append((f"length {k}", f"wall {fmt(v['wall_s'], ' s')}, RTF {fmt(v['rtf_wall'], 'x')}, "
+                                    f"RSS {fmt(v['peak_rss_mb'], ' MB')}"))
+    for k, v in res.get("scaling_streams", {}).items():
+        rows.append((f"streams {k}", f"wall {fmt(v['wall_s'], ' s')}, aggregate RTF {fmt(v['rtf_wall'], 'x')}, "
+                                     f"RSS {fmt(v['peak_rss_mb'], ' MB')}"))
+    for k, v in res.get("targets", {}).items():
+        rows.append((f"target: {k}", f"{v['value']} -> {'met' if v['met'] else 'NOT met'}"))
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
+
+
+def main(args) -> int:
+    import numpy as np
+    import soundfile as sf
+
+    smoke = bool(getattr(args, "smoke", False))
+    quick = bool(args.quick) or smoke
+    reps = args.repeats or (1 if quick else 3)
+    if reps < 1:
+        print("emotrack: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    if shutil.which("ffmpeg") is None:
+        print("emotrack: bench needs ffmpeg on PATH", file=sys.stderr)
+        return 5
+    log = (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
+    res: dict = {"command": "emotrack bench" + (" --smoke" if smoke else " --quick" if args.quick else "")
+                 + (f" --repeats {args.repeats}" if args.repeats else "") + (" --no-tf" if args.no_tf else ""),
+                 "repeats": reps, "machine": machine(), "input": "examples/heldout_mix.ogg", "targets_spec": TARGETS}
+    tmp = Path(tempfile.mkdtemp(prefix="emotrack-bench-"))
+    try:
+        info = sf.info(str(EXAMPLE))
+        # audio: the example (or its first 10 s for --smoke)
+        if smoke:
+            audio = tmp / "example10.ogg"
+            _ffmpeg("-i", str(EXAMPLE), "-t", "10", "-c:a", "libopus", str(audio))
+            audio_s = 10.0
+        else:
+            audio, audio_s = EXAMPLE, float(info.duration)
+        gen_s = 10.0 if smoke else 60.0
+        gen_wav = tmp / "generated44k.wav"
+        sf.write(str(gen_wav), generated_audio(gen_s), 44100, subtype="PCM_16")
+        res["generated_audio"] = f"{gen_s:g} s seeded noise + tones, 44.1 kHz stereo PCM16"
+
+        log("stages")
+        res["stages"] = bench_stages(audio, gen_wav, audio_s, gen_s, reps, tmp)
+
+        if smoke or args.no_tf:
+            res["tensorflow_vs_onnxruntime"] = {"skipped": "--smoke" if smoke else "--no-tf"}
+        else:
+            log("TensorFlow vs ONNX Runtime (in a child process: TensorFlow stays out of this one)")
+            code = ("import json,sys,pathlib; from streamer.bench import bench_tf; "
+                    f"print(json.dumps(bench_tf({reps}, pathlib.Path({str(tmp)!r}))))")
+            cp = subprocess.run([sys.executable, "-c", code], env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"),
+                                capture_output=True, text=True, cwd=str(REPO))
+            try:
+                res["tensorflow_vs_onnxruntime"] = json.loads(cp.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                res["tensorflow_vs_onnxruntime"] = {"skipped": "failed: " + cp.stderr.strip()[-300:]}
+
+        log("pipeline replay")
+        pipe: dict = {"replay": _collect([run_replay([audio], tmp, audio_s) for _ in range(reps)])}
+        live_s = min(audio_s, args.live_seconds if not smoke else 6.0)
+        live_in = tmp / "live.ogg"
+        _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
+        log(f"pipeline live ({live_s:g} s paced input x {reps})")
+        pipe["live"] = _collect([run_live(live_in, tmp) for _ in range(reps)])
+        pipe["live"]["input_seconds"] = live_s
+        res["pipeline"] = pipe
+
+        if not smoke:
+            lengths = (1, 10) if args.quick else (1, 10, 60)
+            res["scaling_length"] = {}
+            for minutes in lengths:
+                loops = math.ceil(minutes * 60 / audio_s)
+                f = tmp / f"programme{minutes}.flac"
+                _ffmpeg("-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-t", str(minutes * 60),
+                        "-ar", "16000", "-ac", "1", str(f))
+                log(f"scaling: {minutes} min programme")
+                res["scaling_length"][f"{minutes}min"] = _collect(
+                    [run_replay([f], tmp, minutes * 60.0) for _ in range(reps)])
+            res["scaling_length_note"] = ("programmes built by looping examples/heldout_mix.ogg with ffmpeg, "
+                                          "stored as 16 kHz mono FLAC")
+            ns = (1, 2, 4) if args.quick else (1, 2, 4, 8)
+            res["scaling_streams"] = {}
+            for n in ns:
+                copies = []
+                for i in range(n):  # distinct names, one stream each
+                    c = tmp / f"stream{i}.ogg"
+                    if not c.exists():
+                        os.symlink(audio, c)
+                    copies.append(c)
+                log(f"scaling: {n} concurrent streams")
+                res["scaling_streams"][str(n)] = _collect([run_replay(copies, tmp, n * audio_s) for _ in range(reps)])
+        res["targets"] = _targets(res)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = table(res)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
