@@ -19,24 +19,21 @@ def _lazy(module: str):
     return main
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
+def _number(kind, what: str, ok, rule: str):
+    """argparse type: ``kind(text)`` that satisfies ``ok``, else one clear message."""
+    def conv(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {rule}")
+        return v
+    return conv
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in 0..65535")
-    return v
+_seconds = _number(float, "a number of seconds", lambda v: v > 0, "> 0")
+_port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "in 0..65535")
 
 
 def _sub_options(p: argparse.ArgumentParser) -> None:

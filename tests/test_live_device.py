@@ -52,13 +52,17 @@ def _wait_for(path, n_speech, timeout):
     return False
 
 
-def test_capture_survives_a_lost_device_and_stops_cleanly(tmp_path, pulse_device, tiny_models):
-    out = tmp_path / "live.jsonl"
-    proc = subprocess.Popen(emotrack_cmd("stream", "--device", pulse_device, "--no-pub", "--out", str(out),
-                                         "--stall-timeout", "1.5", "--reopen", "8",
+def _stream(device, out, tiny_models, stall, reopen):
+    return subprocess.Popen(emotrack_cmd("stream", "--device", device, "--no-pub", "--out", str(out),
+                                         "--stall-timeout", str(stall), "--reopen", str(reopen),
                                          "--speech-model", str(tiny_models["speech"]),
                                          "--music-model", str(tiny_models["music"])),
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+
+def test_capture_survives_a_lost_device_and_stops_cleanly(tmp_path, pulse_device, tiny_models):
+    out = tmp_path / "live.jsonl"
+    proc = _stream(pulse_device, out, tiny_models, 1.5, 8)
     try:
         assert _wait_for(out, 2, 30), "no speech windows from the live device"
         _pa("-k")  # the device goes away
@@ -80,11 +84,7 @@ def test_capture_survives_a_lost_device_and_stops_cleanly(tmp_path, pulse_device
 
 def test_a_device_that_never_comes_back_ends_with_one_line(tmp_path, pulse_device, tiny_models):
     out = tmp_path / "live.jsonl"
-    proc = subprocess.Popen(emotrack_cmd("stream", "--device", pulse_device, "--no-pub", "--out", str(out),
-                                         "--stall-timeout", "1", "--reopen", "2",
-                                         "--speech-model", str(tiny_models["speech"]),
-                                         "--music-model", str(tiny_models["music"])),
-                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    proc = _stream(pulse_device, out, tiny_models, 1, 2)
     assert _wait_for(out, 1, 30)
     _pa("-k")
     _, err = proc.communicate(timeout=60)
