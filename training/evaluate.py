@@ -1,7 +1,8 @@
 """Clip-level evaluation of an exported model (onnxruntime) on held-out clips.
 
-A clip is cut into the model's sliding windows (a shorter clip zero-padded,
-centred); window probabilities and VA are averaged; the clip's quadrant is the
+A clip is cut into the model's sliding windows exactly as ``emotrack predict``
+does (:func:`streamer.predict.clip_windows`: a shorter clip zero-padded,
+centred; the last window ends at the clip's end); window probabilities and VA are averaged; the clip's quadrant is the
 argmax of the mean probabilities, its arousal/valence halves the signs of the
 mean VA head output (>= 0 counts as high/positive, taxonomy's rule).
 """
@@ -14,14 +15,15 @@ import numpy as np
 
 from streamer import taxonomy
 from streamer.features import extract
+from streamer.predict import clip_windows
 
-from .corpora import Clip
-from .mixing import MixConfig, sliding
+from .corpora import SR, Clip
+from .mixing import MixConfig
 
 
 def features_of(x: np.ndarray, cfg: MixConfig) -> np.ndarray:
     """Features of every sliding window of a clip [W, T, 64, 3]."""
-    return np.stack([extract(w) for w in sliding(x, cfg)])
+    return np.stack([extract(w) for w in clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))])
 
 
 def run_model(sess, feats: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -72,11 +71,6 @@ def time_forward(path: Path, n_frames: int, repeats: int = 50) -> dict:
         t.append((time.perf_counter() - t0) * 1e3)
     return {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
             "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_card(card: dict, path: Path) -> Path:

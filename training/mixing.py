@@ -188,16 +188,6 @@ def make_batch(seed: int, n: int, cfg: MixConfig, targets: Sequence[Clip], other
     return {"x": X, "q": q, "va": va, "va_mask": vam, "activity": act}
 
 
-def sliding(x: np.ndarray, cfg: MixConfig) -> np.ndarray:
-    """Windows of a clip at the model's hop; a clip shorter than a window is zero-padded, centred."""
-    n, hop = cfg.n_samples, int(round(cfg.hop_s * SR))
-    if x.size < n:
-        pad = n - x.size
-        x = np.pad(x, (pad // 2, pad - pad // 2))
-    starts = list(range(0, x.size - n + 1, hop))
-    return np.stack([x[s:s + n] for s in starts])
-
-
 def mix_eval(rng: np.random.Generator, cfg: MixConfig, clip: Clip, others: Sequence[Clip],
              smr_db: float = 0.0) -> np.ndarray:
     """Evaluation mixture of one whole clip at ``smr_db`` (0 dB: equal R128 loudness).

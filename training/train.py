@@ -202,7 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     from .model import build, describe
-    from .export import check_parity, export_onnx, op_types, session, sha256, time_forward, write_card
+    from .export import check_parity, export_onnx, op_types, session, time_forward, write_card
 
     model = build(cfg.n_frames, mean, std, seed=a.seed)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
@@ -290,7 +290,9 @@ def standardisation_from_onnx(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
     """Time, evaluate (clip level, held-out) and write the card of ``OUT/KIND.onnx``."""
-    from .export import op_types, session, sha256, time_forward, write_card
+    from engines.models import sha256_of as sha256
+
+    from .export import op_types, session, time_forward, write_card
 
     out_dir = Path(a.out)
     onnx_path = out_dir / f"{a.kind}.onnx"
