@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
     b.add_argument("--repeats", type=int, default=None, metavar="N", help="runs per figure (default: 3; --quick 1)")
     b.add_argument("--json", metavar="FILE", help="write the results as JSON here")
     b.add_argument("--no-tf", action="store_true", help="skip the TensorFlow vs ONNX Runtime comparison")
+    b.add_argument("--no-spleeter", action="store_true", help="skip the Spleeter side-by-side")
+    b.add_argument("--markdown", metavar="FILE",
+                   help="also rewrite the generated table between the bench markers in FILE "
+                        "(docs/BENCHMARKS.md)")
     b.add_argument("--live-seconds", type=float, default=20.0, metavar="S",
                    help="length of the paced input for live latency and start-up (default: 20)")
     b.set_defaults(bench_main=main)
@@ -155,12 +159,13 @@ def _end_status(out: Path) -> dict:
     return end
 
 
-def run_replay(inputs: list[Path], tmp: Path, audio_s: float) -> dict:
+def run_replay(inputs: list[Path], tmp: Path, audio_s: float, separator: str = "none",
+               extra: tuple = ()) -> dict:
     """One ``emotrack replay INPUT... --no-pub`` run: wall, RTFs, peak RSS."""
     out = tmp / "replay.jsonl"
     t0 = time.monotonic()
     proc = subprocess.Popen(_cli("replay", *map(str, inputs), "--no-pub", "-q", "--backend", "onnxruntime",
-                                 "--out", str(out), "--heartbeat", "5"),
+                                 "--out", str(out), "--heartbeat", "5", "--separator", separator, *extra),
                             env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
     rc, rss = _wait_rss(proc)
     wall = time.monotonic() - t0
@@ -227,7 +232,7 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
 
     from . import features as F
     from .publish import Publisher
-    from .separation import NoneSeparator
+    from .separation import BuiltinSeparator, NoneSeparator
     from .sources import FFmpegSource, SoundFileSource, _Resampler
     from .window import WindowStream
 
@@ -263,8 +268,14 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
 
     sep = NoneSeparator()
     st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, _time(lambda: [sep.process(b) for b in blocks])))}
-    st["separation_spleeter"] = {"skipped": "Spleeter is not installed here (the separation extra needs "
-                                           "TensorFlow 1.x-era spleeter; no builtin separator besides 'none')"}
+
+    def builtin() -> float:
+        b = BuiltinSeparator(threads=1)
+        t = _time(lambda: ([b.process(blk) for blk in blocks], b.flush()))
+        return audio_s / t
+    st["separation_builtin"] = {"rtf": repeat(reps, builtin),
+                                "note": "streaming mask network, 0.5 s blocks, ONNX Runtime 1 thread; "
+                                        "STFT, network and overlap-add"}
 
     # features: per window via extract, and the cached LogMelStream path
     specs = {"speech": (3.0, 1.0), "music": (10.0, 2.0)}
@@ -390,6 +401,54 @@ def bench_tf(reps: int, tmp: Path) -> dict:
     return res
 
 
+def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Callable[[str], None]) -> dict:
+    """Spleeter's own 2stems separation (graph built once) vs our streaming Spleeter path, and a
+    whole replay with ``--separator spleeter``, on the same audio.  With no pretrained weights
+    in $MODEL_PATH/2stems a random-weight checkpoint is used: the same cost, no separation."""
+    import importlib.util
+
+    if importlib.util.find_spec("spleeter") is None:
+        return {"skipped": "spleeter is not installed (pip install 'emotrack[separation]')"}
+    from .errors import ModelError
+    from .spleeter_backend import find_model_dir
+
+    env = dict(_env(), TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        model_dir, random_weights = str(find_model_dir()), False
+    except ModelError:
+        model_dir, random_weights = str(tmp / "spleeter" / "2stems"), True
+        subprocess.run([sys.executable, "-m", "training.spleeter_checkpoint", model_dir], cwd=str(REPO),
+                       env=env, check=True, capture_output=True)
+    log("Spleeter: its own separation vs our streaming path (child processes)")
+    js = tmp / "spleeter.json"
+    cp = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_spleeter.py"), "--seconds", f"{audio_s:g}",
+                         "--repeats", str(reps), "--model-dir", model_dir, "--json", str(js)],
+                        cwd=str(REPO), env=env, capture_output=True, text=True)
+    if cp.returncode != 0 or not js.exists():
+        return {"skipped": "failed: " + cp.stderr.strip()[-300:]}
+    sp = json.loads(js.read_text())["paths"]
+    own, ours = sp["own"], sp["ours"]
+    log("pipeline replay, spleeter separator")
+    rep = _collect([run_replay([audio], tmp, audio_s, "spleeter", ("--separator-model", model_dir))
+                    for _ in range(reps)])
+    replay_s = audio_s / rep["rtf_in_process"]["median"]
+    return {"weights": "random (speed only: the separation itself is meaningless)" if random_weights else model_dir,
+            "spleeter_own": {"rtf": round(own["rtf"], 2), "wall_s": round(own["wall_s"], 3),
+                             "cpu_s": round(own["cpu_s"], 3), "peak_rss_mb": round(own["peak_rss_mb"], 1),
+                             "note": "spleeter.separator.Separator's own TF graph (STFT, U-Nets, masks, iSTFT) "
+                                     "built once, 44.1 kHz stereo in"},
+            "ours_stream": {"rtf": round(ours["rtf"], 2), "wall_s": round(ours["wall_s"], 3),
+                            "cpu_s": round(ours["cpu_s"], 3), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+                            "note": "streamer.spleeter_backend.SpleeterSeparator, 1 s blocks of 16 kHz, "
+                                    "resampling both ways included"},
+            "ratio_ours_over_own_wall": round(ours["wall_s"] / own["wall_s"], 2),
+            "ratio_ours_over_own_cpu": round(ours["cpu_s"] / own["cpu_s"], 2),
+            "replay": rep,
+            "ratio_replay_over_own": round(replay_s / own["wall_s"], 2),
+            "replay_note": "emotrack replay --separator spleeter (whole pipeline, in-process time: graph "
+                           "build excluded as in Spleeter's own figure) over Spleeter's own separation alone"}
+
+
 # ----------------------------------------------------------------------------- main
 
 def _targets(res: dict) -> dict:
@@ -400,6 +459,22 @@ def _targets(res: dict) -> dict:
         out["replay_rtf_wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
         v = rp["rtf_in_process"]["median"]
         out["replay_rtf_in_process >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    rb = res.get("pipeline", {}).get("replay_builtin")
+    if rb:
+        v = rb["rtf_wall"]["median"]
+        out["replay with the builtin separator, RTF wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+        v = rb["rtf_in_process"]["median"]
+        out["replay with the builtin separator, RTF in-process >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    sp = res.get("spleeter", {})
+    if "ratio_ours_over_own_wall" in sp:
+        v = sp["ratio_ours_over_own_wall"]
+        out["Spleeter path within 1.2x of Spleeter alone"] = {"value": v, "met": v <= 1.2}
+        v = sp["ratio_replay_over_own"]
+        out["replay with Spleeter within 1.2x of Spleeter alone"] = {"value": v, "met": v <= 1.2}
+    sb = res.get("stages", {}).get("separation_builtin")
+    if sb:
+        v = sb["rtf"]["median"]
+        out["builtin separator alone >= 100x"] = {"value": v, "met": v >= 100.0}
     sl = res.get("scaling_length", {})
     if sl:
         k = list(sl)[-1]
@@ -411,7 +486,7 @@ def _targets(res: dict) -> dict:
         out["live hop p99 < 50 ms"] = {"value": v, "met": v < TARGETS["hop_p99_ms_max"]}
         v = lv["first_message_minus_fill_s"]["median"]
         out["first message < 3 s + window fill"] = {"value": v, "met": v < TARGETS["first_message_s_max"]}
-    rss = [r["peak_rss_mb"]["max"] for r in [rp, lv] if r]
+    rss = [r["peak_rss_mb"]["max"] for r in [rp, rb, lv] if r]
     rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_length", {}).values()]
     rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_streams", {}).values()]
     if rss:
@@ -453,6 +528,10 @@ def table(res: dict) -> str:
         r = p["replay"]
         rows.append(("pipeline replay", f"RTF wall {fmt(r['rtf_wall'], 'x')}, in-process {fmt(r['rtf_in_process'], 'x')}, "
                                         f"wall {fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    if "replay_builtin" in p:
+        r = p["replay_builtin"]
+        rows.append(("pipeline replay, builtin separator", f"RTF wall {fmt(r['rtf_wall'], 'x')}, in-process "
+                     f"{fmt(r['rtf_in_process'], 'x')}, wall {fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}"))
     if "live" in p:
         r = p["live"]
         rows.append(("pipeline live hop", f"p50 {fmt(r['hop_p50_ms'], ' ms')}, p95 {fmt(r['hop_p95_ms'], ' ms')}, "
@@ -460,6 +539,19 @@ def table(res: dict) -> str:
         rows.append(("pipeline live start", f"first message {fmt(r['first_message_s'], ' s')} "
                                             f"(minus 3 s fill: {fmt(r['first_message_minus_fill_s'], ' s')}), "
                                             f"RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    sp = res.get("spleeter", {})
+    if "skipped" in sp:
+        rows.append(("Spleeter side by side", "skipped: " + sp["skipped"][:70]))
+    elif sp:
+        o, u = sp["spleeter_own"], sp["ours_stream"]
+        rows.append(("Spleeter's own separation", f"RTF {o['rtf']}x, wall {o['wall_s']} s, RSS {o['peak_rss_mb']} MB"))
+        rows.append(("Spleeter, our streaming path", f"RTF {u['rtf']}x, wall {u['wall_s']} s, RSS {u['peak_rss_mb']} MB; "
+                                                     f"ours/own wall {sp['ratio_ours_over_own_wall']}, cpu "
+                                                     f"{sp['ratio_ours_over_own_cpu']}"))
+        r = sp["replay"]
+        rows.append(("pipeline replay, spleeter", f"RTF in-process {fmt(r['rtf_in_process'], 'x')}, wall "
+                                                  f"{fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}; "
+                                                  f"replay/own {sp['ratio_replay_over_own']}"))
     for k, v in res.get("scaling_length", {}).items():
         rows.append((f"length {k}", f"wall {fmt(v['wall_s'], ' s')}, RTF {fmt(v['rtf_wall'], 'x')}, "
                                     f"RSS {fmt(v['peak_rss_mb'], ' MB')}"))
@@ -470,6 +562,28 @@ def table(res: dict) -> str:
         rows.append((f"target: {k}", f"{v['value']} -> {'met' if v['met'] else 'NOT met'}"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
+
+
+BEGIN, END = "<!-- bench:begin (generated by emotrack bench --markdown) -->", "<!-- bench:end -->"
+
+
+def write_markdown(path: Path, res: dict, text: str) -> None:
+    """Replace the generated block of ``path`` (between the bench markers, appended when absent)
+    with the command, the machine, the table and the targets."""
+    m = res["machine"]
+    block = [BEGIN, "", f"Command: `{res['command']}`; {res['repeats']} run(s) per figure, median [min-max]. "
+             f"Machine: {m['cores']} cores, `{m['cpu_model']}`, {m['memory_gib']} GiB, {m['platform']}, "
+             f"Python {m['python']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}. "
+             f"Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.", "", "```", text, "```", "",
+             "| target (2 CPU cores) | value | met |", "|---|---|---|"]
+    block += [f"| {k} | {v['value']} | {'yes' if v['met'] else 'NO'} |" for k, v in res.get("targets", {}).items()]
+    block += ["", END]
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + "\n".join(block) + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + "\n".join(block) + "\n"
+    path.write_text(new, encoding="utf-8")
 
 
 def main(args) -> int:
@@ -522,6 +636,11 @@ def main(args) -> int:
 
         log("pipeline replay")
         pipe: dict = {"replay": _collect([run_replay([audio], tmp, audio_s) for _ in range(reps)])}
+        log("pipeline replay, builtin separator")
+        pipe["replay_builtin"] = _collect([run_replay([audio], tmp, audio_s, "builtin") for _ in range(reps)])
+        res["spleeter"] = ({"skipped": "--smoke"} if smoke
+                           else {"skipped": "--no-spleeter"} if getattr(args, "no_spleeter", False)
+                           else bench_spleeter(audio, audio_s, reps, tmp, log))
         live_s = min(audio_s, args.live_seconds if not smoke else 6.0)
         live_in = tmp / "live.ogg"
         _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
@@ -559,6 +678,8 @@ def main(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     text = table(res)
     print(text)
+    if getattr(args, "markdown", None):
+        write_markdown(Path(args.markdown), res, text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")

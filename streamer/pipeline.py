@@ -79,12 +79,14 @@ class Pipeline:
     def __init__(self, models: dict, publisher, separator: Separator, *,
                  hops_s: Optional[dict] = None, heartbeat_s: float = 1.0,
                  block_max_s: float = 4.0, params: F.FeatureParams = F.DEFAULT_PARAMS,
-                 progress: Optional[Callable[[float], None]] = None):
+                 progress: Optional[Callable[[float], None]] = None,
+                 activity_from_separator: bool = True):
         if not models:
             raise EmotrackError("no model to run")
         self.models = models
         self.pub = publisher
         self.sep = separator
+        self.activity_from_separator = activity_from_separator
         self.params = params
         self.heartbeat_s = heartbeat_s
         self.progress = progress
@@ -123,9 +125,17 @@ class Pipeline:
                 self.publish(src, w, out, i)
 
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
-        """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs."""
+        """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
+
+        ``activity`` comes from the separator's presence estimate where it has one (it sees
+        the mix before separation), else from the emotion model's activity head."""
+        fields = summarise(out, i)
+        if self.activity_from_separator:
+            act = self.sep.activity(src, w.start, w.end)
+            if act is not None:
+                fields["activity"] = float(np.clip(act, 0.0, 1.0))
         self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,
-                         model=self.models[src].id, **summarise(out, i))
+                         model=self.models[src].id, **fields)
         self.stats.windows[src] += 1
 
     def counters(self, source: Source) -> dict:
@@ -182,6 +192,7 @@ class Pipeline:
         self.pub.status("start", models={s: m.id for s, m in self.models.items()},
                         backend={s: m.backend.description for s, m in self.models.items()},
                         separator=self.sep.name, live=source.live,
+                        separator_latency_s=round(self.sep.latency_samples / SAMPLE_RATE, 3),
                         windows={s: {"window_s": float(m.card["window_s"]), "hop_s": self.hops_s[s]}
                                  for s, m in self.models.items()})
 

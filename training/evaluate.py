@@ -18,11 +18,13 @@ from streamer.features import extract
 from streamer.predict import clip_windows
 
 from .corpora import SR, Clip
-from .mixing import MixConfig
+from .mixing import MixConfig, model_input
 
 
 def features_of(x: np.ndarray, cfg: MixConfig) -> np.ndarray:
-    """Features of every sliding window of a clip [W, T, 64, 3]."""
+    """Features of every sliding window of a clip [W, T, 64, 3] (of its separated stem when
+    training uses a separator: :func:`training.mixing.model_input`)."""
+    x = model_input(x, cfg.source)
     return np.stack([extract(w) for w in clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))])
 
 

@@ -172,6 +172,30 @@ def make_window(rng: np.random.Generator, cfg: MixConfig, targets: Sequence[Clip
     return finish(rng, x, cfg), c.q_index, taxonomy.va_target(c.quadrant), 1.0, float(act.mean())
 
 
+_SEPARATION: dict = {"name": "none", "model": None, "sep": None}
+
+
+def use_separator(name: str, model_path: Optional[str] = None) -> None:
+    """Train and evaluate on this separator's stem instead of the mix (``none``: the mix).
+
+    Set before worker processes are forked; each process builds its own separator
+    lazily.  The streaming pipeline then has to run the same separator (the model
+    card says which)."""
+    _SEPARATION.update(name=name, model=model_path, sep=None)
+
+
+def model_input(x: np.ndarray, source: str) -> np.ndarray:
+    """What the model of ``source`` hears of the audio ``x``: the mix, or its separated stem."""
+    if _SEPARATION["name"] == "none":
+        return x
+    from streamer.separation import make_separator, separate
+
+    if _SEPARATION["sep"] is None:
+        kw = {"model_path": _SEPARATION["model"], "threads": 1} if _SEPARATION["name"] == "builtin" else {}
+        _SEPARATION["sep"] = make_separator(_SEPARATION["name"], **kw)
+    return separate(x, _SEPARATION["sep"])[source]
+
+
 def make_batch(seed: int, n: int, cfg: MixConfig, targets: Sequence[Clip], others: Sequence[Clip],
                target_p: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
     """``n`` windows as features and targets (seeded by ``seed``)."""
@@ -184,7 +208,7 @@ def make_batch(seed: int, n: int, cfg: MixConfig, targets: Sequence[Clip], other
     for i in range(n):
         x, q[i], v, vam[i], act[i] = make_window(rng, cfg, targets, others, target_p)
         va[i] = v
-        X[i] = extract(x)
+        X[i] = extract(model_input(x, cfg.source))
     return {"x": X, "q": q, "va": va, "va_mask": vam, "activity": act}
 
 

@@ -94,6 +94,43 @@ def section(card: dict) -> list[str]:
     return lines + [""]
 
 
+def separator_section(card: dict) -> list[str]:
+    """The markdown section of the built-in separator's card."""
+    tr, td, m = card["training"], card["training_data"], card["metrics"]
+    st = card["stft"]
+    lines = [f"## separator: `{card['id']}`", "",
+             f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
+             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{Path(card['onnx']).stem}.json`",
+             f"- task: {card['task']}",
+             f"- STFT: {st['sample_rate']} Hz, {st['n_fft']}-point frames every {st['hop']} samples "
+             f"(sqrt-Hann); {st['context']} frames of context each side, chunks of {st['chunk']} frames; "
+             f"latency {(st['chunk'] + st['context']) * st['hop'] + st['n_fft'] - st['hop']} samples "
+             f"({((st['chunk'] + st['context']) * st['hop'] + st['n_fft'] - st['hop']) / st['sample_rate']:.3f} s)",
+             f"- architecture: {card['architecture']}",
+             f"- training: {tr['epochs_run']} epochs, best validation loss {tr['best_val_loss']}, "
+             f"{tr['minutes']} min on 2 CPU cores, seed {tr['seed']}; Keras vs ONNX max abs diff "
+             f"{tr['parity_max_abs_diff']:.2g}; command `{tr['command']}`",
+             f"- data: speech {td['speech']}; music {td['music']}; {td['mixing']}",
+             f"- licence: {card['licence']}", "",
+             f"Protocol: {card['protocol']}.", "",
+             "| speech-to-music ratio | SI-SDR improvement, speech (mean / median) | music (mean / median) |",
+             "|---|---|---|"]
+    for k, v in m["test"].items():
+        if isinstance(v, dict) and "speech" in v and isinstance(v["speech"], dict):
+            lines.append(f"| {k} | {v['speech']['si_sdr_improvement_db_mean']:+.2f} / "
+                         f"{v['speech']['si_sdr_improvement_db_median']:+.2f} dB | "
+                         f"{v['music']['si_sdr_improvement_db_mean']:+.2f} / "
+                         f"{v['music']['si_sdr_improvement_db_median']:+.2f} dB |")
+    pa = m["test"].get("presence_frame_accuracy", {})
+    lines += ["", f"{m['test'].get('mixtures_per_ratio')} mixtures of {m['test'].get('seconds')} s per ratio. "
+              f"Presence, frame accuracy at 0.5 on the same mixtures: speech {_pct(pa.get('speech'))}, "
+              f"music {_pct(pa.get('music'))}. Speed (streaming, 1 s blocks, 1 thread): "
+              f"{m['speed']['realtime_factor']}x real time.", "",
+              "### Training history", "", "| epoch | loss | val loss |", "|---|---|---|"]
+    lines += [f"| {h['epoch']} | {h['loss']} | {h['val_loss']} |" for h in tr["history"]]
+    return lines + [""]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Render docs/MODELS.md (header text + one section per card)."""
     ap = argparse.ArgumentParser(prog="python -m training.report")
@@ -108,6 +145,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         p = Path(a.models) / f"{kind}.json"
         if p.exists():
             lines += section(json.loads(p.read_text()))
+    p = Path(a.models) / "separator.json"
+    if p.exists():
+        lines += separator_section(json.loads(p.read_text()))
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
     return 0

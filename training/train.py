@@ -138,6 +138,10 @@ def parse(argv):
     ap.add_argument("--train-corpora", default=None,
                     help="comma list: train on these target corpora only (e.g. ravdess); the "
                          "left-out speech corpora become a cross-corpus test set")
+    ap.add_argument("--separator", default="none", choices=["none", "builtin"],
+                    help="train and evaluate on this separator's stem of every mixture (the "
+                         "streaming pipeline must then run the same --separator)")
+    ap.add_argument("--separator-model", default=None, help="builtin separator ONNX (default: the shipped one)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop training (keep the best epoch) after this many minutes")
     return ap.parse_args(argv)
@@ -154,6 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     n_win = a.windows or ((64 if quick else 3000) if a.kind == "speech" else (32 if quick else 1500))
     log = lambda *m: print(f"[{time.time() - t_start:7.1f}s]", *m, flush=True)
 
+    mixing.use_separator(a.separator, a.separator_model)
     data = corpora.load(a.kind, a.max_clips)
     log(f"loaded {len(data['speech'])} speech and {len(data['music'])} music clips")
     sp = split_clips(a.kind, data)
@@ -408,6 +413,7 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
              "labels": [f"{a.kind}_activity"]},
         ],
         "features": DEFAULT_PARAMS.to_dict(),
+        "separator": _separator_record(a),
         "standardisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
                             "computed_on": f"the {rec.get('std_computed_on')} training windows of "
                                            "epoch 1 (all frames and mel bands, per channel); "
@@ -465,6 +471,17 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
     write_card(card, out_dir / f"{a.kind}.json")
     log(f"wrote {out_dir / (a.kind + '.json')}")
     return 0
+
+
+def _separator_record(a) -> dict:
+    """Which separator's stem the model was trained on (none: the mix)."""
+    if a.separator == "none":
+        return {"name": "none"}
+    from engines.models import sha256_of
+    from streamer.separation import DEFAULT_SEPARATOR_MODEL
+
+    path = Path(a.separator_model) if a.separator_model else DEFAULT_SEPARATOR_MODEL
+    return {"name": a.separator, "model": path.name, "onnx_sha256": sha256_of(path)}
 
 
 if __name__ == "__main__":
