@@ -60,6 +60,8 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pub", metavar="ENDPOINT", default=DEFAULT_PUB,
                    help=f"ZeroMQ PUB endpoint to bind (default: {DEFAULT_PUB})")
     p.add_argument("--no-pub", action="store_true", help="do not publish over ZeroMQ")
+    p.add_argument("--pub-connect", metavar="ENDPOINT", default=None,
+                   help="connect to an emotrack proxy's XSUB endpoint (e.g. tcp://HOST:5560) instead of binding --pub")
     p.add_argument("--snapshot", metavar="ENDPOINT", default=None,
                    help="ZeroMQ ROUTER endpoint answering late joiners with recent history "
                         "(default: the --pub port + 1 on tcp; off with --no-pub)")
@@ -72,7 +74,12 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="allow --pub to bind an address other than loopback")
     p.add_argument("--name", help="stream name in messages (default: the input's file name)")
     p.add_argument("--separator", choices=sorted(SEPARATORS), default="none",
-                   help="speech/music separation before the emotion models (default: none)")
+                   help="speech/music separation before the emotion models: builtin (the shipped "
+                        "mask network), spleeter (2stems, needs its weights and the separation "
+                        "extra) or none (default: none)")
+    p.add_argument("--separator-model", metavar="PATH",
+                   help="builtin: another separator ONNX file (card beside it); spleeter: the "
+                        "2stems model folder (default: $MODEL_PATH/2stems)")
     p.add_argument("--sources", default="speech,music",
                    help="which emotion curves to compute: speech, music or both (default: speech,music)")
     p.add_argument("--speech-hop", type=_positive(float), metavar="S", help="hop between speech windows in s (default: the model's)")
@@ -126,9 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=_positive(int), default=None)
 
     t = sub.add_parser("train", help="train a model from ../shared/data style corpora (needs the training extra)",
-                       description="Train, export to ONNX and write the model card (python -m training.train).",
+                       description="Train a recipe (training/recipes/*.toml; python -m training.recipe) or, "
+                                   "with speech|music, the shipped models (python -m training.train).",
                        add_help=False)
     t.add_argument("args", nargs=argparse.REMAINDER)
+    for name, text in (("export", "export a recipe training run to ONNX (parity-checked, with its model card)"),
+                       ("evaluate", "clip-level metrics of a recipe model on a held-out split")):
+        x = sub.add_parser(name, help=text + " (needs the training extra)", description=text, add_help=False)
+        x.add_argument("args", nargs=argparse.REMAINDER)
     from clients.cli import add_parsers
 
     add_parsers(sub)
@@ -138,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
+    from .batch import add_parsers as add_batch_parsers
+    from .proxy import add_parsers as add_proxy_parsers
+
+    add_batch_parsers(sub)
+    add_proxy_parsers(sub)
     return p
 
 
@@ -219,6 +236,12 @@ def _make_publisher(args, label: str):
     """The Publisher for a run: PUB socket, --out file, snapshot server and CURVE as asked."""
     from .publish import Publisher, snapshot_endpoint_for
 
+    if args.pub_connect:  # through a proxy: it serves the snapshots, unless --snapshot asks for a local one
+        if args.no_pub:
+            raise ParameterError("--pub-connect and --no-pub contradict each other; drop one")
+        snap = None if args.no_snapshot else args.snapshot
+        return Publisher(label, args.pub_connect, args.out, allow_remote=args.allow_remote, snapshot=snap,
+                         curve=_curve_server(args), connect=True)
     snap = None if args.no_pub or args.no_snapshot else (args.snapshot or snapshot_endpoint_for(args.pub))
     pub = None if args.no_pub else args.pub
     try:
@@ -231,9 +254,20 @@ def _make_publisher(args, label: str):
         return Publisher(label, pub, args.out, allow_remote=args.allow_remote, curve=_curve_server(args))
 
 
+def _make_separator(args):
+    """The separator the options name (``--separator``, ``--separator-model``, ``--backend``)."""
+    from .separation import make_separator
+
+    kw = {}
+    if args.separator == "builtin":
+        kw = {"model_path": args.separator_model, "backend": args.backend, "threads": args.threads}
+    elif args.separator == "spleeter" and args.separator_model:
+        kw = {"model_dir": args.separator_model}
+    return make_separator(args.separator, **kw)
+
+
 def _run_pipeline(args, source) -> int:
     from .pipeline import Pipeline
-    from .separation import make_separator
 
     sources = _parse_sources(args.sources)
     publisher = _make_publisher(args, args.name or source.name)
@@ -241,7 +275,7 @@ def _run_pipeline(args, source) -> int:
     progress = None
     try:
         models = _load_models(args, sources)
-        separator = make_separator(args.separator)
+        separator = _make_separator(args)
         if not args.quiet and sys.stderr.isatty() and not source.live:
             progress = _Progress(f"replay {source.name}", getattr(source, "duration", None))
         pipe = Pipeline(models, publisher, separator,
@@ -308,7 +342,6 @@ def _run_batched(args) -> int:
     """Several inputs in one process: one stream each, one batched inference for all."""
     from .batching import BatchedInference, BatchWorker, StreamPublisher, run_batched, run_live
     from .pipeline import Pipeline
-    from .separation import make_separator
     from .sources import open_source
 
     if args.name:
@@ -339,7 +372,7 @@ def _run_batched(args) -> int:
             engine = BatchedInference(models, max_batch=args.max_batch)
             streams = []
             for name, src in zip(names, opened):
-                pipe = Pipeline(models, StreamPublisher(publisher, name), make_separator(args.separator),
+                pipe = Pipeline(models, StreamPublisher(publisher, name), _make_separator(args),
                                 hops_s={"speech": args.speech_hop, "music": args.music_hop},
                                 heartbeat_s=args.heartbeat, block_max_s=0.1 if src.live else 4.0)
                 streams.append((name, src, pipe))
@@ -440,24 +473,35 @@ def cmd_predict(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``train speech|music`` -> training.train (the shipped models); anything else -> training.recipe
+    (``train RECIPE``, ``export``, ``evaluate``)."""
     try:
-        from training.train import main as train_main
+        if args.command == "train" and args.args[:1] in (["speech"], ["music"]):
+            from training.train import main as train_main
+        else:
+            from training.recipe import main as recipe_main
+
+            def train_main(a):
+                return recipe_main([args.command, *a])
     except ImportError as exc:
         raise EmotrackError(f"training needs the training extra (pip install 'emotrack[training]'): {exc}") from None
     return int(train_main(args.args) or 0)
 
 
-COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train}
+COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train,
+            "export": cmd_train, "evaluate": cmd_train}
 COMMANDS.update(dict.fromkeys(("record", "view", "report", "keys"), lambda args: args.client_main(args)))
 COMMANDS["engines"] = lambda args: args.engines_main(args)
 COMMANDS["bench"] = lambda args: args.bench_main(args)
+COMMANDS["batch"] = lambda args: args.batch_main(args)
+COMMANDS["proxy"] = lambda args: args.proxy_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["train"]:  # everything after `train` (--help too) belongs to training.train
-        args = argparse.Namespace(command="train", args=argv[1:])
+    if argv[:1] in (["train"], ["export"], ["evaluate"]):  # the rest (--help too) belongs to training
+        args = argparse.Namespace(command=argv[0], args=argv[1:])
     else:
         args = parser.parse_args(argv)
     try:

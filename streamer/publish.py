@@ -162,7 +162,8 @@ class Publisher:
 
     def __init__(self, stream: str, endpoint: Optional[str] = DEFAULT_PUB, out: Optional[str] = None,
                  *, hwm: int = 10000, start_grace_s: float = 0.5, allow_remote: bool = False,
-                 linger_ms: int = 2000, snapshot: Optional[str] = None, curve=None):
+                 linger_ms: int = 2000, snapshot: Optional[str] = None, curve=None, connect: bool = False):
+        """``connect``: connect the PUB socket to ``endpoint`` (an ``emotrack proxy``'s XSUB) instead of binding it."""
         self.stream = stream
         self.curve = curve  # security.CurveServer: encrypt, and accept allowed clients only
         self.counters = {"published": 0, "pub_dropped": 0}
@@ -172,14 +173,28 @@ class Publisher:
         self._file: Optional[IO[str]] = None
         self._grace_until = 0.0
         if endpoint:
-            check_endpoint(endpoint, allow_remote)
+            # connecting sends to a proxy the user named; only binds are kept to loopback by default
+            check_endpoint(endpoint, allow_remote or connect, "--pub-connect" if connect else "--pub")
             import zmq
 
             self._zmq = zmq
             self._ctx = zmq.Context.instance()
             try:
-                self._sock = bound_socket(self._ctx, zmq.PUB, endpoint, hwm=hwm, linger_ms=linger_ms, curve=curve,
-                                          what="", advice="choose another --pub")
+                if connect:
+                    if curve is not None:
+                        raise ParameterError("--pub-connect does not encrypt: CURVE needs a bound --pub")
+                    self._sock = self._ctx.socket(zmq.PUB)
+                    self._sock.setsockopt(zmq.SNDHWM, hwm)
+                    self._sock.setsockopt(zmq.LINGER, linger_ms)
+                    try:
+                        self._sock.connect(endpoint)
+                    except zmq.ZMQError as exc:
+                        self._sock.close(0)
+                        self._sock = None
+                        raise ParameterError(f"--pub-connect {endpoint!r}: {exc}") from None
+                else:
+                    self._sock = bound_socket(self._ctx, zmq.PUB, endpoint, hwm=hwm, linger_ms=linger_ms,
+                                              curve=curve, what="", advice="choose another --pub")
             except EmotrackError:
                 if curve is not None:
                     curve.stop()
