@@ -55,6 +55,10 @@ def load_card(onnx_path: Path) -> dict:
         raise ModelCardError(f"model card {card_path} lacks fields {missing}")
     card["inputs"] = _by_name(card["inputs"], card_path, "inputs")
     card["outputs"] = _by_name(card["outputs"], card_path, "outputs")
+    if card.get("streamable") is False or sorted(card["inputs"]) != ["features"]:
+        raise ModelCardError(f"{onnx_path.name} takes inputs {sorted(card['inputs'])}, not the streamer's "
+                             "'features' alone: it can be evaluated offline (emotrack evaluate) but not "
+                             "streamed")
     shape = card["inputs"].get("features", {}).get("shape")
     if not isinstance(shape, list) or len(shape) != 4:
         raise ModelCardError(f"model card {card_path}: inputs.features.shape must be [N, frames, n_mels, 3]")

@@ -48,6 +48,20 @@ def test_card_must_match_its_onnx_file(tiny_models):
         load_card(p)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda c: c["inputs"].update(handcrafted={"dtype": "float32", "shape": ["N", 414]}),
+    lambda c: c.update(streamable=False),
+])
+def test_models_the_streamer_cannot_feed_are_refused(tiny_models, edit):
+    """Recipe models on two inputs or raw waveform (ensemble, SincNet) are offline-only."""
+    p = tiny_models["speech"]
+    card = json.loads(p.with_suffix(".json").read_text())
+    edit(card)
+    p.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelCardError, match="not the streamer's"):
+        load_model(p, "speech")
+
+
 def test_missing_card_or_model(tmp_path, tiny_models):
     tiny_models["speech"].with_suffix(".json").unlink()
     with pytest.raises(ModelCardError, match="card not found"):

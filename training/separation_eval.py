@@ -132,7 +132,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="also run the emotion grid through spleeter (only meaningful with its "
                          "pretrained weights)")
     ap.add_argument("--out", default="docs/results/separation.json")
+    ap.add_argument("--markdown", default=None, help="also write the docs/RESULTS.md section here")
+    ap.add_argument("--from-json", default=None, help="only render --markdown from this JSON")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.from_json:
+        Path(a.markdown or "/dev/stdout").write_text(markdown(json.loads(Path(a.from_json).read_text())))
+        return 0
     seps = [s for s in a.separators.split(",") if s]
     data = _test_clips(a.max_clips)
     speech, music = data["speech"], data["music"]
@@ -146,8 +151,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 ("EMOPIA test pieces (piano)", ("emopia",)))}
         print(name, json.dumps(res["sisdr_improvement_db"][name]), flush=True)
     if "spleeter" in seps:
-        res["notes"].append("spleeter ran with the checkpoint in $MODEL_PATH/2stems; if that is a "
-                            "random-weight checkpoint its SI-SDR measures nothing but its cost")
+        from streamer.spleeter_backend import find_model_dir
+
+        random = (find_model_dir() / "RANDOM_WEIGHTS").exists()
+        res["notes"].append("spleeter ran Spleeter's real code path with " + (
+            "a RANDOM-WEIGHT checkpoint (pretrained weights cannot be downloaded on this machine): "
+            "its SI-SDR measures nothing, only its cost" if random else "the weights in $MODEL_PATH/2stems"))
     if not a.skip_emotion:
         emo = [s for s in seps if s != "spleeter" or a.spleeter_emotion]
         alt = {k: v for k, v in (("speech", a.separated_speech_model), ("music", a.separated_music_model)) if v}
@@ -156,7 +165,49 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = Path(a.out)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(res, indent=2) + "\n")
+    if a.markdown:
+        Path(a.markdown).write_text(markdown(res))
     return 0
+
+
+
+def markdown(res: dict) -> str:
+    """The separation section of docs/RESULTS.md from a separation_eval JSON."""
+    out = ["## Separation (issue 4)", "",
+           "Command: `python -m training.separation_eval --separators none,builtin,spleeter "
+           "--markdown docs/results/separation.md` (MODEL_PATH pointing at a Spleeter 2stems folder). "
+           "SI-SDR: held-out speakers (RAVDESS actors 19-24) over held-out songs (4Q test artists: "
+           "mostly sung pop, whose vocals belong to the music stem; EMOPIA test pieces: piano), "
+           "4 s mixtures at fixed speech-to-music ratios after R128 normalisation, through the "
+           "streaming separators. Emotion: seed 001's protocol at 0 dB, clip level, as "
+           "`emotrack predict` scores.", ""]
+    si = res.get("sisdr_improvement_db", {})
+    if si:
+        out += ["### SI-SDR improvement over the mixture (dB, mean over held-out 4 s mixtures)", "",
+                "| separator | music under the speech | speech-to-music ratio | speech stem | music stem | x real time (whole clips) |",
+                "|---|---|---|---|---|---|"]
+        for name, by_corpus in si.items():
+            for corpus, table in by_corpus.items():
+                for ratio, v in table.items():
+                    if isinstance(v, dict):
+                        out.append(f"| {name} | {corpus.replace('over ', '')} | {ratio} | {v['speech']:+.2f} | "
+                                   f"{v['music']:+.2f} | {table.get('realtime_factor_whole_clips', '')} |")
+        out += [""]
+    for n in res.get("notes", []):
+        out += [f"Note: {n}.", ""]
+    grid = res.get("emotion_seed001_0db", {})
+    if grid:
+        out += ["### Emotion accuracy with and without separation (seed 001's protocol, 0 dB)", "",
+                "| model | input | clips | 4Q accuracy | macro-F1 | majority chance | arousal half | valence half |",
+                "|---|---|---|---|---|---|---|---|"]
+        for kind, rows in grid.items():
+            for name, m in rows.items():
+                if isinstance(m, dict) and "quadrant_accuracy" in m:
+                    out.append(f"| {kind} | {name} | {m['n_clips']} | {100 * m['quadrant_accuracy']:.1f} % | "
+                               f"{m['quadrant_macro_f1']:.3f} | {100 * m['chance_quadrant_majority']:.1f} % | "
+                               f"{100 * m['arousal_half_accuracy']:.1f} % | {100 * m['valence_half_accuracy']:.1f} % |")
+        out += [""] + [f"- {kind}: {rows['protocol']}" for kind, rows in grid.items() if "protocol" in rows] + [""]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
