@@ -192,6 +192,32 @@ def extract(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray
     return assemble(frame_log_mel(frames_of(x, params), params), window_gain_db(x, params), params)
 
 
+N_MFCC = 13  # seed 002 section 4.1.1: 13 coefficients per frame, the offset c0 kept
+
+
+@lru_cache(maxsize=8)
+def dct_matrix(n_mels: int = DEFAULT_PARAMS.n_mels, n_mfcc: int = N_MFCC) -> np.ndarray:
+    """Orthonormal DCT-II basis [shape=(n_mels, n_mfcc)]: ``log_mel @ dct_matrix`` are the MFCCs.
+
+    The same matrix is the constant of the in-graph MFCC layer of the MFCC
+    models (``training.archs``), so an exported model computes exactly this.
+    """
+    if not 1 <= n_mfcc <= n_mels:
+        raise ParameterError(f"n_mfcc={n_mfcc} must be between 1 and n_mels={n_mels}")
+    m = sp_fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].T
+    m = np.ascontiguousarray(m, dtype=np.float32)
+    m.setflags(write=False)
+    return m
+
+
+def mfcc_from_logmel(log_mel_db: np.ndarray, n_mfcc: int = N_MFCC) -> np.ndarray:
+    """MFCCs [shape=(..., frames, n_mfcc)] of log-mel dB [shape=(..., frames, n_mels)]
+    (e.g. channel 0 of :func:`extract`): DCT-II (orthonormal) along the mel axis, as
+    ``librosa.feature.mfcc`` does to its dB mel spectrogram."""
+    log_mel_db = np.asarray(log_mel_db, dtype=np.float32)
+    return log_mel_db @ dct_matrix(log_mel_db.shape[-1], n_mfcc)
+
+
 class LogMelStream:
     """Un-normalised log-mel frames of a stream, each computed once.
 

@@ -75,3 +75,18 @@ def test_params_roundtrip_and_reject_unknown():
     assert F.FeatureParams.from_dict(d) == F.DEFAULT_PARAMS
     with pytest.raises(ParameterError):
         F.FeatureParams.from_dict({**d, "bogus": 1})
+
+
+def test_mfcc_is_the_orthonormal_dct_of_the_log_mel(rng):
+    from scipy.fft import dct, idct
+
+    m = F.extract(tone(440, 3.0) + (rng.standard_normal(48000) * 0.01).astype(np.float32))[..., 0]
+    c = F.mfcc_from_logmel(m)
+    assert c.shape == (m.shape[0], F.N_MFCC) == (298, 13)
+    np.testing.assert_allclose(c, dct(m, type=2, norm="ortho", axis=-1)[:, :13], rtol=1e-4, atol=1e-2)
+    full = F.mfcc_from_logmel(m, n_mfcc=64)  # all coefficients: invertible
+    np.testing.assert_allclose(idct(full, type=2, norm="ortho", axis=-1), m, atol=1e-2)
+    # c0 is the mean level: sqrt(n_mels) * mean over bands
+    np.testing.assert_allclose(c[:, 0], m.mean(axis=1) * np.sqrt(64), rtol=1e-4)
+    with pytest.raises(ParameterError):
+        F.dct_matrix(64, 65)

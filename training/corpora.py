@@ -11,7 +11,8 @@ Splits (named in the model cards):
   ``official_split`` column; VGMIDI (labelled) is a cross-corpus TEST set only
   (split ``xtest``), never trained on.
 
-Labels come only from :mod:`streamer.taxonomy`.
+Labels come only from :mod:`streamer.taxonomy`.  Users' own corpora come in through a
+generic manifest CSV (:mod:`training.manifest`) as the same :class:`Clip` objects.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class Clip:
     split: str
     audio: np.ndarray = field(repr=False, default=None)
     active: np.ndarray = field(repr=False, default=None)  # bool per 10 ms frame
+    # graded targets in [-1, 1] where the corpus has them (VGMIDI, VA manifests), else None
+    valence: Optional[float] = None
+    arousal: Optional[float] = None
+    # generic manifests (training.manifest): folder that ``path`` is relative to, segment in seconds
+    root: Optional[str] = field(default=None, repr=False)
+    start: Optional[float] = None
+    end: Optional[float] = None
 
     @property
     def q_index(self) -> int:
@@ -114,7 +122,7 @@ def music_index() -> list[Clip]:
                           r["youtube_song_id"], r["official_split"]))
     for r in read_manifest("midi_vgmidi"):
         clips.append(Clip("vgmidi", r["path"], r["quadrant"], taxonomy.label_quadrant(r["quadrant"]),
-                          r["piece"], "xtest"))
+                          r["piece"], "xtest", valence=float(r["valence"]), arousal=float(r["arousal"])))
     return clips
 
 
@@ -125,6 +133,9 @@ _FOLDER = {"ravdess": "speech_ravdess", "tess": "speech_tess", "4q": "music_4q",
 def _decode(clip: Clip) -> np.ndarray:
     import soundfile as sf
 
+    if clip.root is not None:  # a clip of a generic manifest (training.manifest)
+        from .manifest import decode
+        return decode(clip)
     if clip.corpus in ("emopia", "vgmidi"):
         from .render import cache_path, render_corpus
         p = cache_path(_FOLDER[clip.corpus], clip.path)
@@ -148,7 +159,8 @@ def load_audio(clips: list[Clip], use_cache: bool = True) -> list[Clip]:
     for c in clips:
         by_corpus.setdefault(c.corpus, []).append(c)
     for corpus, cs in by_corpus.items():
-        key = hashlib.sha1(("\n".join(c.path for c in cs) + "v1").encode()).hexdigest()[:12]
+        key = hashlib.sha1(("\n".join(c.path if c.start is None and c.end is None else f"{c.path}@{c.start}-{c.end}"
+                                       for c in cs) + "v1").encode()).hexdigest()[:12]
         cp = cache_root() / "decoded" / f"{corpus}_{key}.npz"
         if use_cache and cp.exists():
             z = np.load(cp)

@@ -1,0 +1,309 @@
+"""Evaluation protocols, metrics, the generic manifest and a baseline, on the real corpora.
+
+Folds are checked on the full corpus indices (no audio needed); the baseline and the
+manifest decode a small real subset.  Caches go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import DATA, needs_data
+
+pytest.importorskip("sklearn", reason="training extra not installed (pip install -e '.[training]')")
+pytestmark = [pytest.mark.training]
+
+from training import corpora, protocols, results  # noqa: E402
+from training.manifest import ManifestError, load_manifest, parse_va_scale  # noqa: E402
+from training.protocols import (chance_classification, classification_metrics, ccc, macro_f1,  # noqa: E402
+                                quadrant_halves, regression_metrics, uar)
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTRACK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _keys(items):
+    return [it.key for it in items]
+
+
+# --------------------------------------------------------------------------- metrics, hand-checked
+
+def test_uar_macro_f1_accuracy_on_a_hand_checked_example():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    # recalls 2/3, 1/2, 1 ; F1: 4/5, 2/4, 2/3
+    assert uar(y, p, 3) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert macro_f1(y, p, 3) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    m = classification_metrics(y, p, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    # a class never true nor predicted does not count
+    assert macro_f1(y, p, 5) == pytest.approx(macro_f1(y, p, 3))
+
+
+def test_ccc_rmse_r2_hand_checked():
+    y = np.array([1.0, 2.0, 3.0])
+    assert ccc(y, y) == pytest.approx(1.0)
+    assert ccc(y, y + 1) == pytest.approx(4 / 7)       # var 2/3 each, cov 2/3, mean gap 1
+    assert ccc(y, y[::-1]) == pytest.approx(-1.0)
+    Y = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
+    P = np.array([[0.4, 0.6], [0.2, 0.1], [-0.3, -0.5], [0.6, -0.4]])
+    m = regression_metrics(Y, P)
+    assert m["valence_rmse"] == pytest.approx(np.sqrt(np.mean((Y[:, 0] - P[:, 0]) ** 2)))
+    assert m["arousal_r2"] == pytest.approx(1 - np.sum((Y[:, 1] - P[:, 1]) ** 2) / np.sum(Y[:, 1] ** 2))
+    # quadrants from signs: Q1->Q1, Q2->Q1 (valence 0.2 >= 0), Q3->Q3, Q4->Q4
+    assert m["quadrant_accuracy"] == pytest.approx(0.75)
+    assert m["valence_half_accuracy"] == pytest.approx(0.75)
+    assert m["arousal_half_accuracy"] == pytest.approx(1.0)
+
+
+def test_quadrant_halves_count_neutral_predictions_as_wrong_and_skip_neutral_truth():
+    yq = ["Q1", "Q2", "Q3", "Q4", None]
+    pq = ["Q1", "Q3", "Q4", None, "Q1"]
+    h = quadrant_halves(yq, pq)
+    assert h["n_quadrant"] == 4
+    assert h["quadrant_accuracy"] == pytest.approx(1 / 4)
+    assert h["arousal_half_accuracy"] == pytest.approx(2 / 4)   # Q1/Q1 and Q3/Q4 share arousal
+    assert h["valence_half_accuracy"] == pytest.approx(2 / 4)   # Q1/Q1 and Q2/Q3 share valence
+    # 8-class labels map through the taxonomy: calm->Q4, sad->Q3, neutral->none
+    m = classification_metrics(np.array([1, 3, 0]), np.array([3, 3, 1]), protocols.RAVDESS_EMOTIONS)
+    assert m["quadrant_accuracy"] == pytest.approx(0.5)          # calm->sad wrong, sad->sad right
+    assert m["arousal_half_accuracy"] == pytest.approx(1.0)
+    assert m["valence_half_accuracy"] == pytest.approx(0.5)
+
+
+def test_chance_levels():
+    ytr = np.array([0, 0, 0, 1])
+    yte = np.array([0, 1, 1, 1])
+    c = chance_classification(ytr, yte, ("x", "y"))
+    assert c["majority"]["accuracy"] == pytest.approx(0.25)          # always class 0
+    assert c["majority"]["uar"] == pytest.approx(0.5)
+    assert c["uniform"]["accuracy"] == pytest.approx(0.5)
+    # expected F1 of uniform guessing: class prevalence p, recall 1/2 -> 2 p (1/2) / (p + 1/2)
+    assert c["uniform"]["macro_f1"] == pytest.approx(np.mean([2 * .25 * .5 / .75, 2 * .75 * .5 / 1.25]))
+    assert c["stratified"]["accuracy"] == pytest.approx(0.75 * 0.25 + 0.25 * 0.75)
+    q = chance_classification(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), ("Q1", "Q2", "Q3", "Q4"))
+    assert q["uniform"]["quadrant_accuracy"] == pytest.approx(0.25)
+    assert q["uniform"]["arousal_half_accuracy"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- folds
+
+@needs_data("speech_ravdess")
+def test_ravdess_folds_are_speaker_disjoint_gender_balanced_and_cover_every_clip_once():
+    gender = {r["speaker"]: r["gender"] for r in corpora.read_manifest("speech_ravdess")}
+    eight, four = protocols.protocol_ravdess()
+    all_keys = {protocols.clip_item(c).key for c in protocols.corpus_clips("ravdess")}
+    tested = [k for f in eight.folds for k in _keys(f.test["clean"])]
+    assert len(eight.folds) == 6 and len(tested) == 1440 and set(tested) == all_keys
+    for f in eight.folds:
+        tr, te = {it.group for it in f.train}, {it.group for it in f.test["clean"]}
+        assert len(te) == 4 and len(tr) == 20 and not tr & te, f.name
+        assert sorted(gender[a] for a in te) == ["F", "F", "M", "M"], f.name
+        assert len(f.train) + len(f.test["clean"]) == 1440
+    tested4 = [k for f in four.folds for k in _keys(f.test["clean"])]
+    assert len(tested4) == len(set(tested4)) == 1344   # neutral (96 clips) has no quadrant
+    assert all(it.clip.quadrant for f in four.folds for it in f.train)
+
+
+@needs_data("music_4q")
+def test_4q_folds_are_artist_disjoint_stratified_and_cover_every_clip_once():
+    (e,) = protocols.protocol_4q()
+    tested = [k for f in e.folds for k in _keys(f.test["clean"])]
+    assert len(e.folds) == 10 and len(tested) == len(set(tested)) == 630
+    for f in e.folds:
+        tr, te = {it.group for it in f.train}, {it.group for it in f.test["clean"]}
+        assert not tr & te, f"{f.name}: artists {sorted(tr & te)[:3]} in train and test"
+        counts = Counter(it.clip.quadrant for it in f.test["clean"])
+        assert set(counts) == {"Q1", "Q2", "Q3", "Q4"} and max(counts.values()) - min(counts.values()) <= 2, counts
+    # the assignment is fixed (seeded): a second call gives the same folds
+    (e2,) = protocols.protocol_4q()
+    assert [_keys(f.test["clean"]) for f in e2.folds] == [_keys(f.test["clean"]) for f in e.folds]
+
+
+@needs_data("midi_emopia", "midi_vgmidi")
+def test_emopia_official_split_and_vgmidi_folds():
+    (e,) = protocols.protocol_emopia()
+    (f,) = e.folds
+    assert len(f.test["emopia_test"]) == 88 and len(f.train) == 990 and len(f.test["vgmidi"]) == 204
+    assert {it.clip.split for it in f.train} == {"train", "val"}
+    (v,) = protocols.protocol_vgmidi()
+    tested = [k for fo in v.folds for k in _keys(fo.test["clean"])]
+    assert len(tested) == len(set(tested)) == 204
+    for fo in v.folds:
+        assert not {it.group for it in fo.train} & {it.group for it in fo.test["clean"]}
+    assert {tuple(v.target(it.clip)) for it in v.folds[0].train} <= {(1.0, 1.0), (1.0, -1.0), (-1.0, 1.0),
+                                                                    (-1.0, -1.0)}
+
+
+@needs_data("speech_ravdess", "music_4q")
+def test_mixed_protocol_test_folds_share_no_speaker_and_no_song_with_training():
+    speech, sfold, music, mfold, mixes = protocols.seed001_design(n_mix=5)
+    assert len(mixes) == 1440 * 5
+    per_clip = Counter(mx.speech.path for mx in mixes)
+    assert set(per_clip.values()) == {5}
+    for s in {mx.speech.path for mx in mixes[:50]}:
+        songs = [mx.music.path for mx in mixes if mx.speech.path == s]
+        assert len(set(songs)) == 5                          # 5 distinct songs per speech clip
+    assert all(0 <= mx.slot < 6 for mx in mixes)            # 30 s clips: 6 slots of 4.5 s
+    exps = {e.task: e for e in protocols.protocol_mixed(n_mix=5)}
+    e = exps["speech_train_mixed"]
+    assert len(e.folds) == 6
+    tested = [k for f in e.folds for k in _keys(f.test["mixed"])]
+    assert len(tested) == len(set(tested)) == 7200
+    for f in e.folds:
+        tr_spk = {it.group for it in f.train}
+        tr_song = {it.other.path for it in f.train}
+        for cond, items in f.test.items():
+            assert not tr_spk & {it.group for it in items}, (f.name, cond)
+        te_song = {it.other.path for it in f.test["mixed"]}
+        assert te_song and not tr_song & te_song, f.name
+    m = exps["music_train_mixed"]
+    for f in m.folds:
+        assert not {it.clip.path for it in f.train} & {it.clip.path for it in f.test["mixed"]}
+        assert not {it.other.group for it in f.train} & {it.other.group for it in f.test["mixed"]}
+        assert not {it.group for it in f.train} & {it.group for it in f.test["mixed"]}   # artists
+
+
+@needs_data("speech_ravdess", "music_4q")
+def test_mixtures_hold_speech_and_music_at_equal_loudness_and_the_separator_hook_sees_them():
+    from streamer.loudness import integrated_loudness
+
+    s = next(c for c in protocols.corpus_clips("ravdess") if c.group == "actor01" and c.label == "angry")
+    m = protocols.corpus_clips("4q")[0]
+    s2, m2 = corpora.Clip(**{**s.__dict__}), corpora.Clip(**{**m.__dict__})
+    corpora.load_audio([s2], use_cache=False)
+    corpora.load_audio([m2], use_cache=False)
+    for x in (s2.audio, m2.audio):
+        assert integrated_loudness(x, 16000) == pytest.approx(-23.0, abs=0.5)
+    mx = protocols.Mixture(s2, m2, slot=2, fold=0)
+    seg = protocols.speech_segment(mx)
+    n = int(4.5 * 16000)
+    assert seg.size == n
+    np.testing.assert_allclose(seg - m2.audio[2 * n:3 * n], protocols.fit_length(s2.audio, n), atol=1e-6)
+    full = protocols.music_mixture(mx)
+    assert full.size == m2.audio.size
+    for k in range(protocols.n_slots(m2.audio.size)):
+        np.testing.assert_allclose(full[k * n:(k + 1) * n] - m2.audio[k * n:(k + 1) * n],
+                                   protocols.fit_length(s2.audio, n), atol=1e-6)
+    seen = []
+
+    def fake_separator(x):
+        seen.append(x.size)
+        return x * 0.5, x * 0.5
+
+    sep = protocols.SeparatorSpec("test-half", fake_separator)
+    exps = {e.task: e for e in protocols.protocol_mixed(separator=sep, n_mix=1)}
+    assert {"speech_train_separated", "music_train_separated"} <= set(exps)
+    assert set(exps["speech_train_clean"].folds[0].test) == {"clean", "mixed", "separated"}
+    fold0 = exps["speech_train_separated"].folds[0]
+    item = fold0.test["separated"][0]
+    mixed_item = next(it for it in fold0.test["mixed"] if it.key == item.key)
+    assert item.feature_set.startswith("sep-test-half-") and mixed_item.feature_set.startswith("mixspeech-")
+    try:  # borrow real audio for this one mixture's two clips
+        item.clip.audio, item.other.audio = s2.audio, m2.audio
+        np.testing.assert_allclose(item.audio(), 0.5 * mixed_item.audio(), atol=1e-6)
+    finally:
+        item.clip.audio = item.other.audio = None
+    assert seen == [n]
+
+
+# --------------------------------------------------------------------------- manifest
+
+def _copy(tmp_path, rel):
+    src = DATA / "speech_ravdess" / rel
+    dst = tmp_path / "audio" / src.name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    return f"audio/{src.name}"
+
+
+@needs_data("speech_ravdess")
+def test_manifest_loads_real_files_with_labels_segments_and_va_scale(tmp_path, tmp_cache):
+    rows = corpora.read_manifest("speech_ravdess")
+    picks = [next(r for r in rows if r["emotion"] == e and r["speaker"] == "actor02") for e in
+             ("happy", "sad", "neutral")]
+    rels = [_copy(tmp_path, r["path"]) for r in picks]
+    (tmp_path / "m.csv").write_text("path,label,group,start,end,extra\n"
+                                    f"{rels[0]},happy,spk2,,,x\n{rels[1]},Sad,spk2,0.5,2.0,y\n"
+                                    f"{rels[2]},neutral,spk2,,,z\n")
+    clips = load_manifest(tmp_path / "m.csv")
+    assert [c.quadrant for c in clips] == ["Q1", "Q3", None]
+    assert clips[1].start == 0.5 and clips[1].end == 2.0 and clips[0].group == "spk2"
+    corpora.load_audio(clips)
+    assert clips[1].audio.size == int(1.5 * 16000)
+    import soundfile as sf
+    assert clips[0].audio.size == sf.info(str(tmp_path / rels[0])).frames
+    # same clip objects the corpora give: items and features work on them
+    items = [protocols.clip_item(c) for c in clips]
+    results.prepare_features(items, log=None)
+    assert results.feature_matrix(items).shape[0] == 3
+
+    (tmp_path / "va.csv").write_text(f"path,valence,arousal,group\n{rels[0]},9,5,a\n{rels[1]},1,3,b\n")
+    va = load_manifest(tmp_path / "va.csv", va_scale=parse_va_scale("1,9"))
+    assert (va[0].valence, va[0].arousal, va[0].quadrant) == (1.0, 0.0, "Q1")
+    assert (va[1].valence, va[1].arousal, va[1].quadrant) == (-1.0, -0.5, "Q3")
+
+
+@needs_data("speech_ravdess")
+def test_manifest_errors_are_one_clear_line(tmp_path):
+    rel = _copy(tmp_path, corpora.read_manifest("speech_ravdess")[0]["path"])
+    cases = {
+        "path,label\nx.flac,happy\n": "missing column 'group'",
+        "path,group\nx.flac,g\n": "needs a 'label' column or 'valence' and 'arousal'",
+        f"path,label,group\n{rel},happy,g\n{rel},excited,g\n": "m.csv:3: label 'excited' is not in the taxonomy",
+        "path,label,group\naudio/missing.wav,happy,g\n": "audio file not found",
+        f"path,valence,arousal,group\n{rel},0.5,1.5,g\n": "arousal=1.5 is outside the scale [-1, 1]",
+        f"path,label,group,start,end\n{rel},happy,g,2,1\n": "end=1.0 is not after start=2.0",
+        f"path,label,group\n{rel},happy,\n": "empty 'group'",
+    }
+    for text, msg in cases.items():
+        (tmp_path / "m.csv").write_text(text)
+        with pytest.raises(ManifestError) as ei:
+            load_manifest(tmp_path / "m.csv")
+        assert msg in str(ei.value) and "\n" not in str(ei.value), str(ei.value)
+    with pytest.raises(ManifestError, match="LO,HI"):
+        parse_va_scale("9")
+
+
+# --------------------------------------------------------------------------- a real baseline
+
+@needs_data("speech_ravdess")
+def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_cache):
+    """Train on actors 1-8 (statement 1), test on actors 9-10 (never heard), 8 emotions."""
+    clips = [corpora.Clip(**{**c.__dict__}) for c in protocols.corpus_clips("ravdess")]
+    stmt = {r["path"]: r["statement"] for r in corpora.read_manifest("speech_ravdess")}
+    train = [c for c in clips if protocols.ravdess_fold(c.group) in (0, 1) and stmt[c.path] == "01"]
+    test = [c for c in clips if c.group in ("actor09", "actor10")]
+    corpora.load_audio(train + test, use_cache=False)
+    exp = protocols.Experiment("ravdess", "8class", "RAVDESS subset", "classify", protocols.RAVDESS_EMOTIONS,
+                               [protocols.Fold("actors 9-10", [protocols.clip_item(c) for c in train],
+                                               {"clean": [protocols.clip_item(c) for c in test]})])
+    settings = results.Settings.quick_settings()
+    r = results.run_experiment(exp, ["svm", "rf"], settings, log=None)
+    for name in ("svm", "rf"):
+        acc = r["systems"][name]["mean_std"]["clean"]["accuracy"][0]
+        maj = r["chance"]["clean"]["majority"]["accuracy"][0]
+        assert acc > 2.5 * max(maj, 1 / 8), f"{name}: accuracy {acc:.3f} vs majority {maj:.3f} / uniform 0.125"
+        pooled = np.array(r["systems"][name]["pooled"]["clean"]["confusion"])
+        assert pooled.sum() == len(test) == 120
+    # the page renders from JSON alone (tables + confusion PNG)
+    jd = tmp_path / "json"
+    jd.mkdir()
+    (jd / "protocol_ravdess.json").write_text(json.dumps({
+        "protocol": "ravdess", "generated": "now", "settings": settings.__dict__, "versions": results.versions(),
+        "systems": {"svm": "x", "rf": "y"}, "experiments": [r], "seconds": 1.0}))
+    doc = tmp_path / "out" / "RESULTS.md"
+    assert results.main(["--from-json", "--json-dir", str(jd), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "seed 001 Table 4.1" in text and "chance: majority class" in text
+    pngs = list((doc.parent / "img").glob("ravdess_8class_clean.png"))
+    assert pngs and pngs[0].stat().st_size > 5000

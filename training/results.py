@@ -1,0 +1,955 @@
+"""Run the evaluation protocols with every registered system and write docs/RESULTS.md.
+
+    python -m training.results                     # every protocol, every system (~1 h on 1 core)
+    python -m training.results --only ravdess      # one protocol; the others are re-read from their JSON
+    python -m training.results --from-json         # re-render docs/RESULTS.md + PNGs from docs/results/*.json
+    python -m training.results --quick             # small settings, output to the cache (not docs/)
+    python -m training.results --separator builtin # fills the "separated" cells of seed 001's grid
+    python -m training.results --manifest my.csv [--va-scale 1,9]   # your own corpus (see training.manifest)
+
+Systems are a registry (:func:`register_system`): a name, a description and a
+factory ``factory(experiment, settings) -> model`` where ``model.fit(items, y)``
+takes the training :class:`training.protocols.Item` objects (each gives its
+clip, group and audio) with their targets, and ``model.predict(items)`` returns
+class indices (classification) or an [n, 2] valence/arousal array
+(regression).  The handcrafted baselines below are the first entries; neural
+recipes register theirs the same way and run under the same folds.
+
+Results are saved per protocol as ``docs/results/protocol_<name>.json`` (every
+fold's metrics, pooled confusion matrices, chance levels, settings, versions),
+so the page can be regenerated without retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import handcrafted, protocols
+from .paths import cache_root
+from .protocols import Experiment, Item
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "RESULTS.md"
+JSON_DIR = REPO / "docs" / "results"
+IMG_DIR = REPO / "docs" / "img" / "results"
+
+
+# --------------------------------------------------------------------------- settings
+
+@dataclass
+class Settings:
+    """Knobs of a run (the defaults are the full run; ``quick()`` is the cheap one)."""
+
+    rf_trees: int = 1000                      # seed 001: 1000 trees, max_features sqrt
+    mlp_max_iter: int = 5000                  # seed 001: early stopping, max 5000 iterations
+    svm_C: tuple = (1.0, 3.0, 10.0, 30.0, 100.0)
+    svm_gamma_x: tuple = (0.25, 0.5, 1.0, 2.0)  # times 1/n_features (= 'scale' on standardised data)
+    svm_inner_folds: int = 3
+    svm_max_tune: int = 2000                  # inner CV on at most this many training items
+    mlp_alpha: tuple = (0.3, 1.0, 3.0)        # L2 weights tried by mlp_seg's inner CV
+    n_mix: int = 5                            # seed 001: each speech clip in 5 mixtures
+    music_pool: str = "4q"
+    workers: int = 1
+    seed: int = protocols.SEED
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls) -> "Settings":
+        return cls(rf_trees=100, mlp_max_iter=300, svm_C=(1.0, 10.0), svm_gamma_x=(1.0,), svm_inner_folds=2,
+                   svm_max_tune=600, mlp_alpha=(1.0,), n_mix=1, quick=True)
+
+
+# --------------------------------------------------------------------------- features of items
+
+_MEMO: dict[tuple[str, str], np.ndarray] = {}
+
+
+def prepare_features(items: Sequence[Item], workers: int = 1, log=print) -> None:
+    """Handcrafted features of every item, from the per-set caches (computing what is missing)."""
+    by_set: dict[str, list[Item]] = {}
+    seen = set()
+    for it in items:
+        k = (it.feature_set, it.key)
+        if k in _MEMO or k in seen:
+            continue
+        seen.add(k)
+        by_set.setdefault(it.feature_set, []).append(it)
+    for name, its in by_set.items():
+        def audio_of(i, its=its):
+            return its[i].audio()
+
+        def before(todo, its=its):
+            protocols.ensure_audio([c for i in todo for c in its[i].needs])
+
+        X = handcrafted.cached(name, [it.key for it in its], audio_of, workers=workers, before_compute=before,
+                               log=log)
+        for it, row in zip(its, X):
+            _MEMO[(name, it.key)] = row
+
+
+def feature_matrix(items: Sequence[Item], workers: int = 1) -> np.ndarray:
+    """Rows of :func:`prepare_features` (computing missing ones)."""
+    missing = [it for it in items if (it.feature_set, it.key) not in _MEMO]
+    if missing:
+        prepare_features(missing, workers)
+    return np.stack([_MEMO[(it.feature_set, it.key)] for it in items])
+
+
+def group_standardise(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """Each group's features z-scored with that group's own mean and std (speaker normalisation)."""
+    X = X.astype(np.float64).copy()
+    groups = np.asarray(groups)
+    for g in np.unique(groups):
+        m = groups == g
+        X[m] = (X[m] - X[m].mean(0)) / (X[m].std(0) + 1e-8)
+    return X
+
+
+# --------------------------------------------------------------------------- systems
+
+@dataclass
+class SystemSpec:
+    name: str
+    description: str
+    factory: Callable[[Experiment, Settings], object]
+    applies: Callable[[Experiment], bool] = field(default=lambda exp: True)
+
+
+SYSTEMS: dict[str, SystemSpec] = {}
+
+
+def register_system(name: str, factory: Callable[[Experiment, Settings], object], description: str,
+                    applies: Callable[[Experiment], bool] = lambda exp: True) -> None:
+    """Add a system: ``factory(experiment, settings)`` -> object with ``fit(items, y)`` / ``predict(items)``."""
+    SYSTEMS[name] = SystemSpec(name, description, factory, applies)
+
+
+class HandcraftedModel:
+    """A scikit-learn estimator on :mod:`training.handcrafted` features of the items."""
+
+    def __init__(self, exp: Experiment, make: Callable[[], object], settings: Settings,
+                 tune: Optional[dict] = None, group_norm: bool = False):
+        self.exp, self.make, self.settings, self.tune, self.group_norm = exp, make, settings, tune, group_norm
+        self.est = None
+        self.best_params: Optional[dict] = None
+
+    def _X(self, items):
+        X = feature_matrix(items, self.settings.workers)
+        return group_standardise(X, [it.group for it in items]) if self.group_norm else X
+
+    def fit(self, items: Sequence[Item], y: np.ndarray) -> "HandcraftedModel":
+        X = self._X(items)
+        groups = np.array([it.group for it in items])
+        est = self.make()
+        if self.tune and all(len(v) == 1 for v in self.tune.values()):
+            self.best_params = {k: v[0] for k, v in self.tune.items()}
+            est.set_params(**self.best_params)
+        elif self.tune:
+            from sklearn.base import clone
+            from sklearn.model_selection import GridSearchCV, GroupKFold
+
+            rng = np.random.default_rng(self.settings.seed)
+            idx = np.arange(len(X))
+            if len(idx) > self.settings.svm_max_tune:
+                idx = np.sort(rng.choice(idx, self.settings.svm_max_tune, replace=False))
+            scoring = "f1_macro" if self.exp.kind == "classify" else "neg_mean_squared_error"
+            gs = GridSearchCV(est, self.tune, scoring=scoring, n_jobs=1, refit=False,
+                              cv=GroupKFold(n_splits=min(self.settings.svm_inner_folds, len(set(groups[idx])))))
+            gs.fit(X[idx], y[idx], groups=groups[idx])
+            self.best_params = gs.best_params_
+            est = clone(est).set_params(**gs.best_params_)
+        est.fit(X, y)
+        self.est = est
+        return self
+
+    def predict(self, items: Sequence[Item]) -> np.ndarray:
+        return self.est.predict(self._X(items))
+
+
+def segment_items(items: Sequence[Item], n: int) -> list[Item]:
+    """Each item cut into ``n`` equal consecutive parts (same clip, label and group)."""
+    def part(it, k):
+        x = it.audio()
+        L = x.size // n
+        return x[k * L:(k + 1) * L] if k < n - 1 else x[k * L:]
+    return [Item(f"{it.key}#{k}", it.clip, lambda it=it, k=k: part(it, k), f"{it.feature_set}-seg{n}",
+                 needs=it.needs, other=it.other) for it in items for k in range(n)]
+
+
+class SegmentModel(HandcraftedModel):
+    """The same estimator trained on ``n`` equal parts of every clip (each part keeps the clip's label
+    and group); a clip's prediction averages its parts' decision values (classification) or outputs."""
+
+    def __init__(self, *a, n: int = 6, **kw):
+        super().__init__(*a, **kw)
+        self.n = n
+
+    def fit(self, items, y):
+        return super().fit(segment_items(items, self.n), np.repeat(np.asarray(y), self.n, axis=0))
+
+    def predict(self, items):
+        X = self._X(segment_items(items, self.n))
+        if self.exp.kind == "regress":
+            return self.est.predict(X).reshape(len(items), self.n, -1).mean(1)
+        est = self.est
+        score = est.decision_function(X) if hasattr(est, "decision_function") else est.predict_proba(X)
+        score = score.reshape(len(items), self.n, -1).mean(1)
+        return np.asarray(est.classes_)[score.argmax(1)]
+
+
+def _rf(exp: Experiment, s: Settings):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    cls = RandomForestClassifier if exp.kind == "classify" else RandomForestRegressor
+    return HandcraftedModel(exp, lambda: cls(n_estimators=s.rf_trees, max_features="sqrt", n_jobs=1,
+                                             random_state=s.seed), s)
+
+
+def _mlp(exp: Experiment, s: Settings):
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cls = MLPClassifier if exp.kind == "classify" else MLPRegressor
+    return HandcraftedModel(exp, lambda: make_pipeline(StandardScaler(), cls(
+        hidden_layer_sizes=(512,), activation="logistic", early_stopping=True, max_iter=s.mlp_max_iter,
+        batch_size=256, learning_rate="adaptive", random_state=s.seed)), s)
+
+
+def _svm_factory(group_norm: bool, segments: int = 0):
+    def make_model(exp: Experiment, s: Settings):
+        from sklearn.multioutput import MultiOutputRegressor
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVC, SVR
+
+        d = len(handcrafted.feature_names())
+        gammas = [g / d for g in s.svm_gamma_x]
+        if exp.kind == "classify":
+            make = lambda: Pipeline([("scale", StandardScaler()),  # noqa: E731
+                                     ("svm", SVC(kernel="rbf", class_weight="balanced"))])
+            grid = {"svm__C": list(s.svm_C), "svm__gamma": gammas}
+        else:
+            make = lambda: Pipeline([("scale", StandardScaler()),  # noqa: E731
+                                     ("svm", MultiOutputRegressor(SVR(kernel="rbf")))])
+            grid = {"svm__estimator__C": list(s.svm_C), "svm__estimator__gamma": gammas}
+        if segments:
+            return SegmentModel(exp, make, s, tune=grid, group_norm=group_norm, n=segments)
+        return HandcraftedModel(exp, make, s, tune=grid, group_norm=group_norm)
+    return make_model
+
+
+def _mlp_seg(exp: Experiment, s: Settings):
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cls = MLPClassifier if exp.kind == "classify" else MLPRegressor
+    make = lambda: Pipeline([("scale", StandardScaler()),  # noqa: E731
+                             ("mlp", cls(hidden_layer_sizes=(256,), max_iter=500, random_state=s.seed))])
+    return SegmentModel(exp, make, s, tune={"mlp__alpha": list(s.mlp_alpha)}, n=6)
+
+
+def _speech_exp(exp: Experiment) -> bool:
+    return exp.protocol == "ravdess" or exp.task.startswith("speech_")
+
+
+def _music_exp(exp: Experiment) -> bool:
+    return exp.protocol in ("music4q", "emopia", "vgmidi") or exp.task.startswith("music_")
+
+
+register_system("rf", _rf, "random forest, 1000 trees, max_features sqrt (seed 001's RFC/RFR)")
+register_system("mlp", _mlp, "MLP, one hidden layer of 512 logistic units, early stopping, batch 256, "
+                             "standardised features (seed 001's MLPC)")
+register_system("svm", _svm_factory(False), "RBF SVM on standardised features, balanced class weights, C and "
+                                            "gamma by grouped inner CV on the training fold (seed 003's baseline)")
+register_system("svm_seg", _svm_factory(False, segments=6),
+                "the SVM trained on 6 equal parts of every music clip (5 s of a 30 s clip), a clip's decision "
+                "values averaged over its parts (music protocols only)", applies=_music_exp)
+register_system("mlp_seg", _mlp_seg,
+                "MLP, 256 ReLU units, L2 weight alpha by grouped inner CV on the training fold, trained on 6 "
+                "equal parts of every music clip, a clip's probabilities averaged over its parts (music only)",
+                applies=_music_exp)
+register_system("svm_spknorm", _svm_factory(True),
+                "the SVM with every speaker's features z-scored by that speaker's own statistics (test speakers "
+                "too: needs unlabelled audio of each test speaker; not a streaming setting)", applies=_speech_exp)
+
+
+# --------------------------------------------------------------------------- running
+
+def _aggregate(per_fold: list[dict]) -> dict:
+    """mean and std over folds of every scalar metric."""
+    keys = [k for k, v in per_fold[0].items() if isinstance(v, (int, float)) and k != "n"]
+    return {k: [float(np.mean([m[k] for m in per_fold if k in m])), float(np.std([m[k] for m in per_fold if k in m]))]
+            for k in keys}
+
+
+def _metrics(exp: Experiment, y, p) -> dict:
+    if exp.kind == "classify":
+        return protocols.classification_metrics(y, p, exp.classes)
+    return protocols.regression_metrics(y, p)
+
+
+def _chance(exp: Experiment, ytr, yte) -> dict:
+    if exp.kind == "classify":
+        return protocols.chance_classification(ytr, yte, exp.classes)
+    return protocols.chance_regression(ytr, yte)
+
+
+def run_experiment(exp: Experiment, systems: Sequence[str], settings: Settings, log=print) -> dict:
+    """Fit every applicable system on every fold; metrics per fold and test condition, pooled confusions."""
+    t0 = time.time()
+    say = log or (lambda *_: None)
+    all_items = [it for f in exp.folds for it in f.train + [x for v in f.test.values() for x in v]]
+    prepare_features(all_items, settings.workers, log=log)
+    conds = list(exp.folds[0].test)
+    res = {"protocol": exp.protocol, "task": exp.task, "title": exp.title, "kind": exp.kind,
+           "classes": list(exp.classes), "notes": exp.notes, "conditions": conds,
+           "folds": [{"name": f.name, "n_train": len(f.train), "n_test": {c: len(v) for c, v in f.test.items()},
+                      "train_groups": len({it.group for it in f.train}),
+                      "test_groups": {c: len({it.group for it in v}) for c, v in f.test.items()}}
+                     for f in exp.folds],
+           "systems": {}, "chance": {}}
+    chance_folds: dict[str, list[dict]] = {c: [] for c in conds}
+    for f in exp.folds:
+        ytr = exp.targets(f.train)
+        for c in conds:
+            chance_folds[c].append(_chance(exp, ytr, exp.targets(f.test[c])))
+    for c in conds:
+        res["chance"][c] = {kind: _aggregate([cf[kind] for cf in chance_folds[c]]) for kind in chance_folds[c][0]}
+    for name in systems:
+        spec = SYSTEMS[name]
+        if not spec.applies(exp):
+            continue
+        per = {c: [] for c in conds}
+        pooled_y = {c: [] for c in conds}
+        pooled_p = {c: [] for c in conds}
+        params = []
+        ts = time.time()
+        for f in exp.folds:
+            model = spec.factory(exp, settings)
+            model.fit(f.train, exp.targets(f.train))
+            params.append(getattr(model, "best_params", None))
+            for c in conds:
+                y = exp.targets(f.test[c])
+                p = np.asarray(model.predict(f.test[c]))
+                m = _metrics(exp, y, p)
+                per[c].append(m)
+                pooled_y[c].append(y)
+                pooled_p[c].append(p)
+        sysres = {"description": spec.description, "seconds": round(time.time() - ts, 1),
+                  "per_fold": {c: [{k: v for k, v in m.items() if k != "confusion"} for m in per[c]] for c in conds},
+                  "mean_std": {c: _aggregate(per[c]) for c in conds},
+                  "pooled": {c: _metrics(exp, np.concatenate(pooled_y[c]), np.concatenate(pooled_p[c]))
+                             for c in conds}}
+        if any(params):
+            sysres["chosen_params"] = params
+        res["systems"][name] = sysres
+        say(f"  {exp.protocol}/{exp.task} {name}: " + ", ".join(
+            f"{c} {_headline(exp.kind, sysres['mean_std'][c])}" for c in conds) + f" ({sysres['seconds']} s)")
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def _headline(kind: str, ms: dict) -> str:
+    if kind == "classify":
+        return f"acc {100 * ms['accuracy'][0]:.1f} % F1 {ms['macro_f1'][0]:.3f}"
+    return f"CCC V {ms['valence_ccc'][0]:.3f} A {ms['arousal_ccc'][0]:.3f}"
+
+
+def versions() -> dict:
+    import scipy
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "handcrafted_features": handcrafted.HANDCRAFTED_VERSION,
+            "n_features": len(handcrafted.feature_names())}
+
+
+def run_protocol(name: str, systems: Sequence[str], settings: Settings, separator=None, log=print) -> dict:
+    """Every experiment of a protocol -> one JSON-able dict."""
+    t0 = time.time()
+    if name == "mixed":
+        exps = protocols.protocol_mixed(separator=separator, n_mix=settings.n_mix, music_corpus=settings.music_pool)
+    else:
+        exps = protocols.PROTOCOLS[name]()
+    out = {"protocol": name, "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "settings": {k: v for k, v in settings.__dict__.items()}, "versions": versions(),
+           "systems": {s: SYSTEMS[s].description for s in systems},
+           "separator": None if separator is None else separator.id,
+           "experiments": [run_experiment(e, systems, settings, log) for e in exps]}
+    out["seconds"] = round(time.time() - t0, 1)
+    protocols.release_audio()
+    return out
+
+
+# --------------------------------------------------------------------------- the seeds' numbers
+
+#: (protocol, task) -> rows quoted from the seeds: (source, system, {metric: value}, note)
+SEED_NUMBERS: dict[tuple[str, str], list[tuple[str, str, dict, str]]] = {
+    ("ravdess", "8class"): [
+        ("seed 001 Table 4.1", "D-NN, openSMILE emobase2010", {"accuracy": 0.61}, "speaker-independent 6-fold"),
+        ("seed 001 Table 4.1", "MLPC, emobase2010", {"accuracy": 0.603}, ""),
+        ("seed 001 Table 4.1", "SVC (sklearn defaults), emobase2010", {"accuracy": 0.574}, ""),
+        ("seed 001 Table 4.1", "RFC, emobase2010", {"accuracy": 0.551}, ""),
+        ("seed 001 Table 4.1", "Dummy_strat / Dummy_mf", {"accuracy": 0.13}, "13 % / 13.3 %"),
+    ],
+    ("music4q", "4quadrant"): [
+        ("seed 003 Table 2", "SVM baseline (Panda et al. features)", {"macro_f1": 0.7559},
+         "Original-4QAED, 900 clips, 10-fold x 10-repetition stratified CV, not artist-grouped"),
+        ("seed 003 Table 2", "DL baseline (CNN, mel-spectrogram)", {"macro_f1": 0.6062}, "same protocol"),
+        ("seed 003 Table 3", "DNN, top-100 / all 1714 handcrafted features", {"macro_f1": 0.7248},
+         "72.5 % / 69.2 %, Original-4QAED, same protocol"),
+        ("seed 003 Table 3", "Hybrid Augmented (DNN + CNN)", {"macro_f1": 0.6804},
+         "Original-4QAED; its 80.2 % is on New-4QAED B (1372 clips), a different, larger set"),
+        ("seed 004 Table 1", "MLP, IS13 ComParE features", {"accuracy": 0.63, "macro_f1": 0.63},
+         "4Q, 720 clips, within-dataset"),
+        ("seed 004 Table 1", "SincNet (raw waveform)", {"accuracy": 0.57, "macro_f1": 0.52}, "same"),
+    ],
+    ("emopia", "4quadrant"): [
+        ("seed 000 Table 5.1", "MER2MER DCNN / ADCRNN (3D log-mel)", {"accuracy": 0.431},
+         "43.1 % / 49.2 %, on seed 000's own instrumental test set (325 clips: DEAM/Soundtracks/EMOPIA "
+         "segments), not EMOPIA's official split"),
+    ],
+    ("transfer", "4quadrant"): [
+        ("seed 000 Table 5.1", "SER2MER DCNN (3D log-mel, MSP-Podcast -> instrumental music)",
+         {"accuracy": 0.3317}, "+- 1.7 %, test set of 325 instrumental clips"),
+        ("seed 000 Table 5.1", "SER2MER ADCRNN", {"accuracy": 0.307}, ""),
+        ("seed 000 Table 5.1", "random baseline (training distribution)", {"accuracy": 0.24}, ""),
+    ],
+}
+
+#: seed 001 Table 4.2 (speech, 8 RAVDESS emotions): (train, test) -> (RFC, D-NN, Dummy-Strat)
+SEED001_GRID = {
+    ("clean", "clean"): ("A", 0.551, 0.61, 0.13),
+    ("clean", "mixed"): ("B", 0.148, 0.14, 0.13),
+    ("clean", "separated"): ("C", 0.156, 0.171, 0.128),
+    ("mixed", "mixed"): ("D", 0.301, 0.29, 0.128),
+    ("mixed", "separated"): ("E", 0.273, 0.214, 0.134),
+    ("separated", "separated"): ("F", 0.414, 0.431, 0.131),
+}
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _pct(ms, key, std=True) -> str:
+    if key not in ms:
+        return "-"
+    m, s = ms[key]
+    return f"{100 * m:.1f} ± {100 * s:.1f}" if std else f"{100 * m:.1f}"
+
+
+def _num(ms, key, std=True) -> str:
+    if key not in ms:
+        return "-"
+    m, s = ms[key]
+    return f"{m:.3f} ± {s:.3f}" if std else f"{m:.3f}"
+
+
+SYS_LABEL = {"rf": "RF (seed 001 config)", "mlp": "MLP (seed 001 config)", "svm": "SVM (seed 003 style, tuned)",
+             "svm_spknorm": "SVM + speaker normalisation", "svm_seg": "SVM on 6 segments per clip",
+             "mlp_seg": "MLP (ReLU, L2 tuned) on 6 segments per clip"}
+
+
+def _classify_table(exp: dict, cond: str, seeds: Sequence = ()) -> list[str]:
+    nf = len(exp["folds"])
+    std = nf > 1
+    quad = "quadrant_accuracy" in next(iter(exp["systems"].values()))["mean_std"][cond] if exp["systems"] else False
+    is4 = exp["classes"] == ["Q1", "Q2", "Q3", "Q4"]
+    head = ["system", "accuracy %", "macro-F1", "UAR %"]
+    if quad:
+        head += ([] if is4 else ["4Q acc % (mapped)"]) + ["arousal half %", "valence half %"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(label, ms, std_=std):
+        r = [label, _pct(ms, "accuracy", std_), _num(ms, "macro_f1", std_), _pct(ms, "uar", std_)]
+        if quad:
+            r += ([] if is4 else [_pct(ms, "quadrant_accuracy", std_)]) + \
+                 [_pct(ms, "arousal_half_accuracy", std_), _pct(ms, "valence_half_accuracy", std_)]
+        return "| " + " | ".join(r) + " |"
+
+    for name, s in exp["systems"].items():
+        rows.append(row(f"**{SYS_LABEL.get(name, name)}**", s["mean_std"][cond]))
+    ch = exp["chance"][cond]
+    rows.append(row("chance: majority class of the training fold", ch["majority"]))
+    rows.append(row("chance: uniform guessing (expected)", ch["uniform"], False))
+    rows.append(row("chance: guessing with the training distribution (seed 001's Dummy_strat)",
+                    ch["stratified"], False))
+    for src, system, vals, note in seeds:
+        cells = [f"{src}: {system}" + (f" ({note})" if note else "")]
+        cells.append(f"{100 * vals['accuracy']:.1f}" if "accuracy" in vals else "-")
+        cells.append(f"{vals['macro_f1']:.3f}" if "macro_f1" in vals else "-")
+        cells.append("-")
+        if quad:
+            cells += ([] if is4 else ["-"]) + ["-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _regress_table(exp: dict, cond: str) -> list[str]:
+    std = len(exp["folds"]) > 1
+    head = ["system", "valence CCC", "arousal CCC", "valence RMSE", "arousal RMSE", "valence R2", "arousal R2",
+            "4Q acc % (signs)", "arousal half %", "valence half %"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(label, ms, std_=std):
+        return "| " + " | ".join([label] + [_num(ms, k, std_) for k in (
+            "valence_ccc", "arousal_ccc", "valence_rmse", "arousal_rmse", "valence_r2", "arousal_r2")] +
+            [_pct(ms, k, std_) for k in ("quadrant_accuracy", "arousal_half_accuracy",
+                                          "valence_half_accuracy")]) + " |"
+
+    for name, s in exp["systems"].items():
+        rows.append(row(f"**{SYS_LABEL.get(name, name)}**", s["mean_std"][cond]))
+    rows.append(row("chance: predict the training mean", exp["chance"][cond]["train_mean"]))
+    return rows
+
+
+def confusion_png(exp: dict, cond: str, path: Path) -> None:
+    """Row-normalised pooled confusion matrices of every system, side by side, counts annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(exp["systems"])
+    labels = exp["classes"] if exp["kind"] == "classify" else ["Q1", "Q2", "Q3", "Q4"]
+    k = len(labels)
+    fig, axes = plt.subplots(1, len(names), figsize=(2.2 + 2.6 * len(names) * (k / 6 + 0.35), 3.2 + 0.2 * k),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        cm = np.array(exp["systems"][name]["pooled"][cond]["confusion"], float)
+        rn = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(rn, vmin=0, vmax=1, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7 if k > 4 else 9,
+                        color="white" if rn[i, j] > 0.6 else "black")
+        acc = exp["systems"][name]["pooled"][cond]["accuracy"] if exp["kind"] == "classify" else \
+            exp["systems"][name]["pooled"][cond].get("quadrant_accuracy", 0)
+        ax.set_title(f"{SYS_LABEL.get(name, name)}\npooled acc {100 * acc:.1f} %", fontsize=8)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(labels, rotation=60 if k > 4 else 0, fontsize=7)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.suptitle(f"{exp['title']} -- test: {cond}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _img(protocol: str, exp: dict, cond: str, img_dir: Path, doc_dir: Path, lines: list[str]) -> None:
+    if not exp["systems"]:
+        return
+    p = img_dir / f"{protocol}_{exp['task']}_{cond}.png"
+    confusion_png(exp, cond, p)
+    lines += [f"![confusion matrices, {exp['title']}, test {cond}]({os.path.relpath(p, doc_dir)})", ""]
+
+
+def _fold_summary(exp: dict) -> str:
+    f = exp["folds"]
+    conds = exp["conditions"]
+    tests = ", ".join(f"{c} {sum(x['n_test'][c] for x in f)}" for c in conds)
+    return (f"{len(f)} fold(s); training items per fold {min(x['n_train'] for x in f)}-"
+            f"{max(x['n_train'] for x in f)} ({min(x['train_groups'] for x in f)}-"
+            f"{max(x['train_groups'] for x in f)} groups); test items over all folds: {tests}.")
+
+
+PROTOCOL_TEXT = {
+    "ravdess": ("RAVDESS, speaker-independent 6-fold",
+                "1440 RAVDESS clips, 24 actors; 6 folds of 4 actors (actors 1-4, 5-8, ..., 21-24: 2 male and 2 "
+                "female each); every clip is tested exactly once, by a model that never heard its speaker. "
+                "8 emotions (seed 001's task) and, separately trained, the 4 quadrants with neutral left out "
+                "(1344 clips). The 8-class table also maps each predicted emotion to its quadrant "
+                "(`4Q acc (mapped)`, neutral clips left out, a predicted neutral counts as wrong)."),
+    "music4q": ("4Q music, 10-fold stratified, artist-grouped",
+                "The 630 clips of the 4Q audio emotion dataset held here (463 artists), 10 folds by a seeded "
+                "greedy stratified group split (`protocols.stratified_group_folds`): no artist in two folds, "
+                "quadrant counts per fold within one or two of each other. Seed 003's 75.6 % was on the full 900 clips with plain stratified folds "
+                "(artists may repeat across folds), seed 004's 0.63 on 720 clips."),
+    "emopia": ("EMOPIA official split",
+               "EMOPIA 1.0 MIDI rendered to 16 kHz piano audio (`python -m training.render`, one of three "
+               "SoundFonts per clip); trained on the official train + val clips (990), tested on the official "
+               "test clips (88). The same models are also tested on all 204 labelled VGMIDI phrases (another "
+               "piano-MIDI corpus, never trained on). One split, so no ± over folds: with 88 test clips one "
+               "clip is 1.1 points."),
+    "transfer": ("Speech -> music transfer (seed 000)",
+                 "Trained on speech only: every non-neutral RAVDESS and TESS clip (3744: Q1 784, Q2 1776, Q3 592, "
+                 "Q4 192 -- calm exists only in RAVDESS) with its quadrant; tested on music that no model saw: "
+                 "EMOPIA's official test clips (instrumental piano, the closest to seed 000's instrumental test "
+                 "set), all 1078 EMOPIA clips, and all 630 4Q clips (mostly sung). The features are "
+                 "standardised with the training (speech) statistics, as seed 000 did nothing to adapt either."),
+    "vgmidi": ("VGMIDI valence/arousal regression",
+               "204 labelled VGMIDI phrases (rendered piano) with valence and arousal in {-1, +1}; 5 folds "
+               "stratified by quadrant and grouped by piece. CCC / RMSE / R2 per dimension, and the quadrant "
+               "from the signs of the predictions."),
+    "mixed": ("Seed 001's clean / mixed / separated grid",
+              "Speech: the 1440 RAVDESS clips in the same 6 actor folds as above. Music: the 630 4Q clips in 6 "
+              "folds (stratified by quadrant, grouped by artist); speech fold i is only ever mixed with music "
+              "fold i, so a test fold's speakers AND songs are unseen in training. Every clip is R128-normalised "
+              "to -23 LUFS first (equal loudness, seed 001 section 3.2); each speech clip, padded (centred) to "
+              "4.5 s, is mixed with 5 distinct music clips of its fold (7200 mixtures, as the seed's), "
+              "in every 4.5 s slot; the speech model hears one slot per mixture (seeded random), the music model "
+              "the whole 30 s mixture. Training on `clean` is the RAVDESS protocol above (same folds, same "
+              "models). The music clips are mostly sung (seed 001 removed vocal music from DEAM), which makes "
+              "the speech task harder than the seed's."),
+}
+
+
+def render(results: dict[str, dict], img_dir: Path = IMG_DIR, doc_path: Path = DOC) -> str:
+    """The whole RESULTS.md from the per-protocol result dicts."""
+    doc_dir = doc_path.parent
+    L = ["# emotrack results: evaluation protocols and baselines", "",
+         "Generated by `python -m training.results` from `docs/results/protocol_*.json` (re-render without "
+         "retraining: `python -m training.results --from-json`). Every number is measured on data held out "
+         "from training under the protocol named (../shared/data/README.md), with chance levels and the "
+         "seeds' own numbers beside ours. Percentages are mean ± standard deviation over folds; confusion "
+         "matrices are pooled over folds (rows: true class).", ""]
+    any_r = next(iter(results.values()), None)
+    if any_r:
+        v = any_r["versions"]
+        L += [f"Features: `training/handcrafted.py` v{v['handcrafted_features']} ({v['n_features']} per clip). "
+              f"Software: Python {v['python']}, numpy {v['numpy']}, scipy {v['scipy']}, scikit-learn "
+              f"{v['scikit-learn']}.", ""]
+    L += ["## Systems", ""]
+    seen = {}
+    for r in results.values():
+        seen.update(r["systems"])
+    L += [f"- **{SYS_LABEL.get(n, n)}** (`{n}`): {d}" for n, d in seen.items()]
+    L += ["", "All systems see the same handcrafted features (MFCC, log-mel bands, spectral shape and contrast, "
+          "ZCR, RMS dynamics, autocorrelation F0 and voicing, chroma with key clarity and mode, onset rate, "
+          "tempo; clip statistics over active frames, see `training/handcrafted.py` for the list and the "
+          "seeds' feature sets they stand in for). Nothing is tuned on test data: the SVM's C and gamma "
+          "come from a grouped inner cross-validation inside each training fold.", ""]
+    if "summary" in results.get("_meta", {}):
+        pass
+    L += summary_lines(results)
+    order = ["ravdess", "mixed", "music4q", "emopia", "transfer", "vgmidi"]
+    for name in order + [n for n in results if n not in order]:
+        if name not in results or name.startswith("_"):
+            continue
+        r = results[name]
+        title, text = PROTOCOL_TEXT.get(name, (name, ""))
+        L += [f"## {title}", "", text, "",
+              f"_Run: {r['generated']}, {r['seconds'] / 60:.1f} min"
+              + (", QUICK settings (not the full protocol)" if r["settings"].get("quick") else "") + "._", ""]
+        if name == "mixed":
+            L += mixed_section(r, img_dir, doc_dir)
+            continue
+        for exp in r["experiments"]:
+            L += [f"### {exp['title']}", "", _fold_summary(exp), ""]
+            seeds = SEED_NUMBERS.get((name, exp["task"]), [])
+            for cond in exp["conditions"]:
+                if len(exp["conditions"]) > 1:
+                    L += [f"Test: **{cond}**", ""]
+                if exp["kind"] == "classify":
+                    L += _classify_table(exp, cond, seeds if cond == exp["conditions"][0] else ()) + [""]
+                else:
+                    L += _regress_table(exp, cond) + [""]
+                _img(name, exp, cond, img_dir, doc_dir, L)
+            for n in exp.get("notes", []):
+                L += [n, ""]
+            params = {s: v.get("chosen_params") for s, v in exp["systems"].items() if v.get("chosen_params")}
+            if params:
+                L += ["SVM parameters chosen by the inner CV, per fold: " + "; ".join(
+                    f"`{s}` " + ", ".join(_short_params(p) for p in ps) for s, ps in params.items()), ""]
+    L += [manifest_section(), ""]
+    return "\n".join(L) + "\n"
+
+
+def _short_params(p: Optional[dict]) -> str:
+    if not p:
+        return "-"
+    d = len(handcrafted.feature_names())
+    out = []
+    for k, v in p.items():
+        if k.endswith("gamma"):
+            out.append(f"g={v * d:.2g}/d")
+        else:
+            out.append(f"C={v:g}")
+    return "(" + " ".join(out) + ")"
+
+
+def mixed_section(r: dict, img_dir: Path, doc_dir: Path) -> list[str]:
+    exps = {e["task"]: e for e in r["experiments"]}
+    systems = [s for s in next(iter(exps.values()))["systems"]]
+    L = ["### Speech: seed 001 Table 4.2, 8 RAVDESS emotions, accuracy %", "",
+         "| | train -> test | " + " | ".join(SYS_LABEL.get(s, s) for s in systems) +
+         " | chance (Dummy_strat) | seed 001 RFC | seed 001 D-NN | seed 001 Dummy-Strat |",
+         "|" + "---|" * (len(systems) + 6)]
+    sep = r.get("separator")
+    for (tr, te), (letter, rfc, dnn, dummy) in SEED001_GRID.items():
+        e = exps.get(f"speech_train_{tr}")
+        if e is None or te not in e["conditions"]:
+            cells = ["n/a (no separator given: `--separator`)"] * len(systems) + ["-"]
+        else:
+            cells = [_pct(e["systems"][s]["mean_std"][te], "accuracy") if s in e["systems"] else "-"
+                     for s in systems]
+            cells.append(_pct(e["chance"][te]["stratified"], "accuracy", False))
+        L.append(f"| {letter} | {tr} -> {te} | " + " | ".join(cells) +
+                 f" | {100 * rfc:.1f} | {100 * dnn:.1f} | {100 * dummy:.1f} |")
+    L += ["", "Seed 001's own rows: RFC / D-NN on openSMILE emobase2010 features, DEAM + Soundtrack "
+          "music without vocals, Spleeter 2stems as the separator. "
+          + (f"Separator here: `{sep}`." if sep else
+             "No separator was given to this run, so rows C, E and F are empty: "
+             "`python -m training.results --only mixed --separator builtin` (or `module:callable` mapping a "
+             "16 kHz mix to (speech, music)) fills them."), ""]
+    for task, e in exps.items():
+        if not task.startswith("speech_"):
+            continue
+        L += [f"#### {e['title']}", "", _fold_summary(e), ""]
+        for cond in e["conditions"]:
+            L += [f"Test: **{cond}**", ""] + _classify_table(e, cond) + [""]
+            if cond == task.split("_")[-1] or (task.endswith("clean") and cond == "mixed"):
+                _img("mixed", e, cond, img_dir, doc_dir, L)
+    L += ["### Music side: 4Q quadrants of whole mixtures", "",
+          "Each 4Q clip once, with one speech clip of its fold in every 4.5 s slot; same 6 music folds. Seed 001's "
+          "music experiments were valence/arousal regression on DEAM + Soundtrack (its Table 4.6), so no seed "
+          "number is comparable here; its finding was that music models trained on mixed audio did as well as or "
+          "better than on music alone, and that clean-trained models fail on mixed audio.", "",
+          "| train -> test | " + " | ".join(SYS_LABEL.get(s, s) for s in systems if s in
+                                             exps.get("music_train_clean", {}).get("systems", {})) +
+          " | chance (majority) |", "|" + "---|" * 2 + "---|" * len([
+              s for s in systems if s in exps.get("music_train_clean", {}).get("systems", {})])]
+    for task, e in exps.items():
+        if not task.startswith("music_"):
+            continue
+        tr = task.split("_")[-1]
+        for cond in e["conditions"]:
+            cells = [f"{_pct(e['systems'][s]['mean_std'][cond], 'accuracy')} (F1 "
+                     f"{_num(e['systems'][s]['mean_std'][cond], 'macro_f1', False)})" for s in e["systems"]]
+            L.append(f"| {tr} -> {cond} | " + " | ".join(cells) + " | "
+                     + _pct(e["chance"][cond]["majority"], "accuracy") + " |")
+    L.append("")
+    for task, e in exps.items():
+        if task.startswith("music_"):
+            tr = task.split("_")[-1]
+            if tr in e["conditions"]:
+                _img("mixed", e, tr, img_dir, doc_dir, L)
+    return L
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The headline numbers against the targets of issue 3 and the seeds."""
+    L = ["## Summary", "", "| protocol | our best (system) | chance | seed |", "|---|---|---|---|"]
+
+    def best(exp, cond, key):
+        c = [(v["mean_std"][cond][key][0], v["mean_std"][cond][key][1], s, len(exp["folds"]))
+             for s, v in exp["systems"].items() if key in v["mean_std"][cond]]
+        return max(c) if c else None
+
+    def fmt(b, pct=True):
+        if b is None:
+            return "-"
+        if len(b) > 3 and b[3] == 1:  # one split: no spread over folds
+            return (f"{100 * b[0]:.1f} %" if pct else f"{b[0]:.3f}") + f" ({b[2]})"
+        return (f"{100 * b[0]:.1f} ± {100 * b[1]:.1f} %" if pct else f"{b[0]:.3f} ± {b[1]:.3f}") + f" ({b[2]})"
+
+    def get(p, task):
+        for e in results.get(p, {}).get("experiments", []):
+            if e["task"] == task:
+                return e
+        return None
+
+    e = get("ravdess", "8class")
+    if e:
+        L.append(f"| RAVDESS 8 emotions, speaker-independent 6-fold, accuracy | {fmt(best(e, 'clean', 'accuracy'))}"
+                 f"; without speaker normalisation {fmt(max_excl(e, 'clean', 'accuracy', 'svm_spknorm'))} | "
+                 f"{100 * e['chance']['clean']['majority']['accuracy'][0]:.1f} % majority, 12.5 % uniform | "
+                 f"seed 001 D-NN 61 % |")
+    e = get("ravdess", "4quadrant")
+    if e:
+        L.append(f"| RAVDESS 4 quadrants, speaker-independent 6-fold, accuracy | {fmt(best(e, 'clean', 'accuracy'))}"
+                 f"; without speaker normalisation {fmt(max_excl(e, 'clean', 'accuracy', 'svm_spknorm'))} | "
+                 f"{100 * e['chance']['clean']['majority']['accuracy'][0]:.1f} % majority, 25 % uniform | - |")
+    e = get("mixed", "speech_train_mixed")
+    if e:
+        L.append(f"| Seed 001 grid, mixed -> mixed (8 emotions), accuracy | {fmt(best(e, 'mixed', 'accuracy'))} | "
+                 f"{100 * e['chance']['mixed']['stratified']['accuracy'][0]:.1f} % Dummy_strat | "
+                 f"seed 001 RFC 30.1 %, D-NN 29 % |")
+    e = get("mixed", "speech_train_clean")
+    if e:
+        L.append(f"| Seed 001 grid, clean -> mixed, accuracy | {fmt(best(e, 'mixed', 'accuracy'))} | "
+                 f"{100 * e['chance']['mixed']['stratified']['accuracy'][0]:.1f} % Dummy_strat | "
+                 f"seed 001 RFC 14.8 %, D-NN 14 % |")
+    e = get("mixed", "speech_train_separated")
+    L.append("| Seed 001 grid, separated -> separated | " +
+             (fmt(best(e, 'separated', 'accuracy')) if e else "not run (no separator yet)") +
+             " | | seed 001 RFC 41.4 %, D-NN 43.1 % |")
+    e = get("music4q", "4quadrant")
+    if e:
+        L.append(f"| 4Q music, 10-fold artist-grouped, macro-F1 | {fmt(best(e, 'clean', 'macro_f1'), False)} | "
+                 f"{e['chance']['clean']['uniform']['macro_f1'][0]:.3f} uniform | seed 003 SVM 0.756 (900 clips, "
+                 f"not artist-grouped); seed 004 MLP 0.63 |")
+    e = get("emopia", "4quadrant")
+    if e:
+        L.append(f"| EMOPIA official test, accuracy | {fmt(best(e, 'emopia_test', 'accuracy'))} | "
+                 f"{100 * e['chance']['emopia_test']['majority']['accuracy'][0]:.1f} % majority | "
+                 f"(seed 000 MER2MER 43.1-49.2 % on its own test set) |")
+    e = get("transfer", "4quadrant")
+    if e:
+        L.append(f"| Speech -> music (EMOPIA test), accuracy | {fmt(best(e, 'emopia_test', 'accuracy'))} | "
+                 f"{100 * e['chance']['emopia_test']['majority']['accuracy'][0]:.1f} % majority, 25 % uniform | "
+                 f"seed 000 SER2MER 33.2 % (random 24 %) |")
+        L.append(f"| Speech -> music (4Q, all), accuracy | {fmt(best(e, '4q_all', 'accuracy'))} | "
+                 f"{100 * e['chance']['4q_all']['majority']['accuracy'][0]:.1f} % majority | |")
+    e = get("vgmidi", "va")
+    if e:
+        L.append(f"| VGMIDI VA regression, CCC valence / arousal | {fmt(best(e, 'clean', 'valence_ccc'), False)} / "
+                 f"{fmt(best(e, 'clean', 'arousal_ccc'), False)} | 0 | - |")
+    L += ["", "`± x` is the standard deviation over folds (one split: no ±); `(name)` is the system that scored "
+          "best on that line. Picking the best of several systems on the test folds flatters it slightly; every "
+          "system's own number is in the tables below.", ""]
+    return L
+
+
+def max_excl(exp, cond, key, excl):
+    c = [(v["mean_std"][cond][key][0], v["mean_std"][cond][key][1], s, len(exp["folds"]))
+         for s, v in exp["systems"].items() if s != excl and key in v["mean_std"][cond]]
+    return max(c) if c else None
+
+
+def manifest_section() -> str:
+    return """## Your own corpus (generic manifest)
+
+IEMOCAP, MSP-Podcast, CREMA-D, DEAM, PMEmo, EMOPIA audio or your own recordings plug in without code:
+write a CSV and run
+
+    python -m training.results --manifest path/to/manifest.csv [--va-scale 1,9] [--folds 5]
+
+It runs every system under folds grouped by the `group` column (stratified by quadrant), or under the
+CSV's `split` column when it has `test` rows, prints the tables and writes `manifest_<name>.json`.
+In code, `training.manifest.load_manifest(csv)` returns the same `Clip` objects as `training.corpora`
+(`training.corpora.load_audio` decodes them, R128-normalised, 16 kHz mono).
+
+| column | required | meaning |
+|---|---|---|
+| `path` | yes | audio file, relative to the CSV's folder (or absolute); what soundfile reads (wav, flac, ogg/opus, mp3), other containers through ffmpeg |
+| `label` | `label`, or `valence` + `arousal` | categorical label, mapped by the one table in `streamer/taxonomy.py` (happy, surprised, angry, fearful, disgust, sad, boredom, calm, neutral, ... or Q1..Q4); neutral has no quadrant and is left out of quadrant tasks |
+| `valence`, `arousal` | (see above) | graded targets in [-1, 1], or on the scale given by `--va-scale LO,HI` (e.g. `1,9` for DEAM / SAM ratings, `1,7` for MSP-Podcast), mapped linearly to [-1, 1]; the quadrant follows the taxonomy's rule (>= 0 is positive / high) |
+| `group` | yes | speaker, artist or song: no group is split across folds |
+| `start`, `end` | no | segment of the file in seconds (empty: from the start / to the end) |
+| `split` | no | `train` / `val` / `test`: used instead of folds when there are `test` rows |
+
+Labels outside the taxonomy table (IEMOCAP's `frustrated` or `excited`, CREMA-D's codes) are refused with
+the line number: rename them to a table label or a quadrant you can justify, or give valence/arousal.
+Every problem (missing column, unknown label, value outside the scale, end before start, missing file) is
+one line naming the CSV line and what to do, raised before any audio is decoded.
+
+Example (categorical, IEMOCAP-style, with segments):
+
+    path,label,group,start,end
+    Session1/wav/Ses01F_impro01_F000.wav,neutral,Ses01F,,
+    Session1/wav/Ses01F_impro01_F005.wav,angry,Ses01F,0.5,3.2
+
+Example (DEAM-style 1-9 ratings, `--va-scale 1,9`):
+
+    path,valence,arousal,group
+    audio/2.mp3,3.1,3.0,2
+"""
+
+
+# --------------------------------------------------------------------------- CLI
+
+def load_json_results(json_dir: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted(json_dir.glob("protocol_*.json")):
+        r = json.loads(p.read_text())
+        out[r["protocol"]] = r
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.results", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=None, help=f"comma-separated protocols ({', '.join(protocols.PROTOCOLS)})")
+    ap.add_argument("--systems", default="rf,mlp,svm,svm_seg,mlp_seg,svm_spknorm", help="comma-separated registered systems")
+    ap.add_argument("--quick", action="store_true", help="cheap settings; JSON + doc go to the cache unless "
+                                                        "--json-dir/--doc are given")
+    ap.add_argument("--from-json", action="store_true", help="only re-render the doc and PNGs from the JSON files")
+    ap.add_argument("--separator", default=None, help="builtin | spleeter | module:callable (mix -> speech, music)")
+    ap.add_argument("--workers", type=int, default=1, help="processes for feature extraction (1 or 2)")
+    ap.add_argument("--json-dir", default=None)
+    ap.add_argument("--doc", default=None)
+    ap.add_argument("--manifest", default=None, help="a generic manifest CSV (training.manifest): run it only")
+    ap.add_argument("--va-scale", default=None, help="LO,HI of the manifest's valence/arousal columns")
+    ap.add_argument("--folds", type=int, default=5, help="folds for --manifest without a split column")
+    a = ap.parse_args(argv)
+
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(max(1, a.workers))
+    except ImportError:
+        pass
+    settings = Settings.quick_settings() if a.quick else Settings()
+    settings.workers = a.workers
+    systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    for s in systems:
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s!r}; registered: {', '.join(SYSTEMS)}")
+
+    if a.manifest:
+        from .manifest import ManifestError, load_manifest, parse_va_scale
+        try:
+            clips = load_manifest(a.manifest, parse_va_scale(a.va_scale))
+        except ManifestError as exc:
+            print(f"training.results: {exc}", file=sys.stderr)
+            return 2
+        exps = protocols.protocol_manifest(clips, k=a.folds)
+        r = {"protocol": "manifest", "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             "settings": dict(settings.__dict__), "versions": versions(),
+             "systems": {s: SYSTEMS[s].description for s in systems if s != "svm_spknorm"},
+             "experiments": [run_experiment(e, [s for s in systems if s != "svm_spknorm"], settings) for e in exps]}
+        out = Path(a.json_dir or ".") / f"manifest_{clips[0].corpus}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(r, indent=1))
+        for exp in r["experiments"]:
+            print(f"\n### {exp['title']}\n\n{_fold_summary(exp)}\n")
+            for cond in exp["conditions"]:
+                rows = _classify_table(exp, cond) if exp["kind"] == "classify" else _regress_table(exp, cond)
+                print("\n".join(rows) + "\n")
+        print(f"wrote {out}")
+        return 0
+
+    default_dir = cache_root() / "results-quick" if a.quick else None
+    json_dir = Path(a.json_dir) if a.json_dir else (default_dir / "results" if a.quick else JSON_DIR)
+    doc = Path(a.doc) if a.doc else (default_dir / "RESULTS.md" if a.quick else DOC)
+    img_dir = IMG_DIR if doc == DOC else doc.parent / "img"
+    json_dir.mkdir(parents=True, exist_ok=True)
+    if not a.from_json:
+        names = a.only.split(",") if a.only else list(protocols.PROTOCOLS)
+        for n in names:
+            if n not in protocols.PROTOCOLS:
+                ap.error(f"unknown protocol {n!r}; known: {', '.join(protocols.PROTOCOLS)}")
+        separator = None
+        if a.separator:
+            separator = protocols.separator_from_name(a.separator)
+        for n in names:
+            print(f"protocol {n} ...", flush=True)
+            r = run_protocol(n, systems, settings, separator=separator if n == "mixed" else None)
+            (json_dir / f"protocol_{n}.json").write_text(json.dumps(r, indent=1))
+            print(f"protocol {n}: {r['seconds'] / 60:.1f} min -> {json_dir / f'protocol_{n}.json'}", flush=True)
+    results = load_json_results(json_dir)
+    if not results:
+        print(f"training.results: no protocol_*.json in {json_dir}", file=sys.stderr)
+        return 1
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render(results, img_dir=img_dir, doc_path=doc))
+    print(f"wrote {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
