@@ -307,3 +307,29 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     assert "seed 001 Table 4.1" in text and "chance: majority class" in text
     pngs = list((doc.parent / "img").glob("ravdess_8class_clean.png"))
     assert pngs and pngs[0].stat().st_size > 5000
+
+
+def test_causal_speaker_normalisation_uses_only_what_was_heard_and_converges_to_the_batch_one():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(["a", "b"], 40)
+    X = rng.normal(size=(80, 5)) * np.where(groups == "a", 2.0, 0.5)[:, None] + np.where(groups == "a", 3.0, -1.0)[:, None]
+    keys = [f"clip{i}" for i in range(80)]
+    prior = results.group_stats_prior(X, groups)
+    Z, pos = results.online_group_standardise(X, groups, keys, prior, prior_n=5.0)
+    assert sorted(pos[groups == "a"]) == list(range(1, 41))
+    # causal: changing a clip heard LATER leaves every earlier clip's features unchanged
+    a = np.flatnonzero(groups == "a")
+    last = a[pos[a].argmax()]
+    X2 = X.copy()
+    X2[last] += 100.0
+    Z2, _ = results.online_group_standardise(X2, groups, keys, prior, prior_n=5.0)
+    earlier = a[pos[a] < pos[last]]
+    np.testing.assert_array_equal(Z2[earlier], Z[earlier])
+    assert not np.allclose(Z2[last], Z[last])
+    # with no prior, the last clip of a group is z-scored exactly as the batch normalisation does it
+    Z0, pos0 = results.online_group_standardise(X, groups, keys, prior, prior_n=0.0)
+    full = results.group_standardise(X, groups)
+    np.testing.assert_allclose(Z0[last], full[last], rtol=1e-6, atol=1e-6)
+    # the first clip of a speaker, with the prior, is not blown up by a zero variance
+    first = a[pos[a].argmin()]
+    assert np.all(np.isfinite(Z[first])) and np.abs(Z[first]).max() < 10
