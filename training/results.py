@@ -190,9 +190,8 @@ class HandcraftedModel:
             return X
         by = [it.clip.corpus for it in items] if self.group_norm == "corpus" else [it.group for it in items]
         if self.group_norm == "online":
-            if train:  # training speakers: all their clips are known
+            if train:  # trained as it is tested: the training speakers' clips normalised causally too
                 self.prior = group_stats_prior(X, by)
-                return group_standardise(X, by)
             return online_group_standardise(X, by, [it.key for it in items], self.prior)[0]
         return group_standardise(X, by)
 
@@ -337,7 +336,8 @@ register_system("svm_spknorm_online", _svm_factory("online"),
                 "the SVM with causal speaker normalisation, as a live stream would do it: a test speaker's "
                 "clips in a seeded random order, each z-scored with the running statistics of that speaker's "
                 "clips heard so far (itself included), shrunk toward the training speakers' average with the "
-                "weight of 5 clips; the score averages over a 60-clip session from the speaker's first clip",
+                "weight of 5 clips (the training speakers are normalised the same way); the score averages over "
+                "a 60-clip session from the speaker's first clip",
                 applies=lambda exp: exp.protocol == "ravdess")
 register_system("svm_spknorm", _svm_factory(True),
                 "the SVM with every speaker's features z-scored by that speaker's own statistics (test speakers "
