@@ -722,7 +722,10 @@ def render(results: dict[str, dict], img_dir: Path = IMG_DIR, doc_path: Path = D
         title, text = PROTOCOL_TEXT.get(name, (name, ""))
         L += [f"## {title}", "", text, "",
               f"_Run: {r['generated']}, {r['seconds'] / 60:.1f} min"
-              + (", QUICK settings (not the full protocol)" if r["settings"].get("quick") else "") + "._", ""]
+              + (", QUICK settings (not the full protocol)" if r["settings"].get("quick") else "")
+              + "".join(f"; `{', '.join(a['systems'])}` added by a later run on the same folds and features "
+                        f"({a['generated']}, {a['seconds'] / 60:.1f} min)" for a in r.get("added_runs", []))
+              + "._", ""]
         if name.startswith("mixed"):
             L += mixed_section(r, img_dir, doc_dir)
             continue
