@@ -757,18 +757,27 @@ LIMITS = """## Limits, and what is missing
   `training/handcrafted.py` computes a smaller set of the same families with numpy/scipy. Our plain SVM on
   RAVDESS lands where seed 001's SVC did (57 %), its RF a little under its RFC.
 - **Speaker normalisation is what lifts RAVDESS past 65 % (8 emotions) and 70 % (quadrants).** Without it
-  the best handcrafted system stays near 57 % / 65 %. It uses every test speaker's unlabelled clips (all
-  60, balanced over emotions by RAVDESS's design), so it is an upper bound for a stream that has heard a
-  speaker for a while, not for the first seconds of a new one.
-- **Mixed -> mixed stays at the seed's level (about 29 %), short of the 40 % target.** More training
-  mixtures help: a development check on the same folds (a ReLU MLP, not in the tables) reached 23 % with
-  one training mixture per speech clip and 26 % with two, against about 29 % with the protocol's five, i.e.
-  roughly +3 points per doubling. More mixtures per clip, a neural model, or separation first (seed 001:
-  41-43 %) are the ways up; the separated rows fill in with `--separator` once the separator exists. A
+  the best handcrafted system stays near 57 % / 65 %. Over all of a test speaker's unlabelled clips (60,
+  balanced over emotions by RAVDESS's design) it is an upper bound; the causal variant, which a stream can
+  run, reaches the quadrant target and misses the 8-emotion one by a hair. Its first five clips of a new
+  speaker score about 48 % (8 emotions), below the unnormalised SVM; from the sixth clip on, 64-69 %.
+  A speaker who keeps one mood for minutes would bias its statistics, which RAVDESS cannot show.
+  The shipped streaming CNNs do not adapt per stream yet.
+- **Seed 001's grid: above the seed, short of the targets.** Mixed -> mixed is at the seed's level with
+  sung 4Q music (about 29-30 %) and above it with instrumental piano (about 36 %), short of 40 %. More
+  training mixtures help: a development check on the same folds (a ReLU MLP, not in the tables) reached
+  23 % with one training mixture per speech clip and 26 % with two, against about 29 % with the protocol's
+  five, roughly +3 points per doubling. Separated -> separated with the built-in separator reaches about
+  45 % over piano (seed 001, Spleeter with its trained weights: 41-43 %), short of 50 %; over sung music it
+  stays low, because the built-in separator gains only about 1 dB SI-SDR when the music is singing
+  (`docs/results/separation.md`) and Spleeter's trained weights cannot be downloaded here. A
   median-spectrum background subtraction in front of the features (a REPET-like cheap "separator") did not
-  help in a development check. Our music is mostly sung (4Q), which seed 001 avoided.
+  help in a development check.
 - **4Q music macro-F1 stays under 0.70** with artist-grouped folds on 630 clips; seed 003's 0.756 had 900
-  clips, Panda et al.'s feature set and folds in which an artist can be on both sides.
+  clips, Panda et al.'s feature set and folds in which an artist can be on both sides. Tried on the same
+  folds, none passing `svm_seg`: each segment's features plus its clip's (0.665), the 100-200 best features
+  by ANOVA F inside the inner CV (0.653), logistic regression on segments (0.668), and a majority vote of
+  `svm_seg`, `rf` and `mlp_seg` (equal to `svm_seg`, 0.674 vs 0.674 over the first 9 folds).
 - **Speech -> music transfer is near chance** for these features (seed 000's 33.2 % was a CNN trained on
   37k natural podcast clips); arousal transfers a little on 4Q, valence does not.
 - **EMOPIA audio is rendered MIDI** (three piano SoundFonts), not the original recordings; its test split
