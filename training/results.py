@@ -763,13 +763,14 @@ LIMITS = """## Limits, and what is missing
   speaker score about 48 % (8 emotions), below the unnormalised SVM; from the sixth clip on, 64-69 %.
   A speaker who keeps one mood for minutes would bias its statistics, which RAVDESS cannot show.
   The shipped streaming CNNs do not adapt per stream yet.
-- **Seed 001's grid: above the seed, short of the targets.** Mixed -> mixed is at the seed's level with
+- **Seed 001's grid: at or above the seed except separated -> separated over sung music; short of the
+  targets.** Mixed -> mixed is at the seed's level with
   sung 4Q music (about 29-30 %) and above it with instrumental piano (about 36 %), short of 40 %. More
   training mixtures help: a development check on the same folds (a ReLU MLP, not in the tables) reached
   23 % with one training mixture per speech clip and 26 % with two, against about 29 % with the protocol's
   five, roughly +3 points per doubling. Separated -> separated with the built-in separator reaches about
   45 % over piano (seed 001, Spleeter with its trained weights: 41-43 %), short of 50 %; over sung music it
-  stays low, because the built-in separator gains only about 1 dB SI-SDR when the music is singing
+  stays at about 33 %, because the built-in separator gains only about 1 dB SI-SDR when the music is singing
   (`docs/results/separation.md`) and Spleeter's trained weights cannot be downloaded here. A
   median-spectrum background subtraction in front of the features (a REPET-like cheap "separator") did not
   help in a development check.
