@@ -48,9 +48,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from engines.models import sha256_of
+
 from . import schema
 from .errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
-from .sources import SAMPLE_RATE, is_url, open_source
+from .sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
 
 INDEX_NAME = "index.json"
 INDEX_VERSION = 1
@@ -405,17 +407,9 @@ def file_lines(name: str, results: list[ChunkResult], specs: dict, sources: tupl
     return lines, summary
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _sha256_or_none(path: Path) -> Optional[str]:
     try:
-        return _sha256(path)
+        return sha256_of(path)
     except OSError:  # gone or unreadable since it was processed: it will not count as finished
         return None
 
@@ -459,13 +453,7 @@ def unique_names(paths: list[str]) -> list[str]:
     """Stream (and output) names: the file stem, ``-2``, ``-3`` ... for repeats (as replay names them)."""
     names, seen = [], {}
     for p in paths:
-        base = Path(p).stem or "stream"
-        seen[base] = seen.get(base, 0) + 1
-        name = base if seen[base] == 1 else f"{base}-{seen[base]}"
-        while name in names:
-            seen[base] += 1
-            name = f"{base}-{seen[base]}"
-        names.append(name)
+        names.append(unique_stream_name(Path(p).stem or "stream", names, seen))
     return names
 
 
@@ -505,9 +493,9 @@ def is_finished(entry: Optional[dict], path: str, out_dir: Path, key: str, *, ve
             or entry.get("mtime_ns") != st.st_mtime_ns:
         return False
     out = out_dir / entry.get("output", "")
-    if not out.is_file() or _sha256(out) != entry.get("output_sha256"):
+    if not out.is_file() or sha256_of(out) != entry.get("output_sha256"):
         return False
-    return not verify_input or _sha256(Path(path)) == entry.get("sha256")
+    return not verify_input or sha256_of(Path(path)) == entry.get("sha256")
 
 
 # ----------------------------------------------------------------------------- executors

@@ -342,7 +342,7 @@ def _run_batched(args) -> int:
     """Several inputs in one process: one stream each, one batched inference for all."""
     from .batching import BatchedInference, BatchWorker, StreamPublisher, run_batched, run_live
     from .pipeline import Pipeline
-    from .sources import open_source
+    from .sources import open_source, unique_stream_name
 
     if args.name:
         raise ParameterError("--name works with one INPUT only; several inputs are named after their files")
@@ -357,13 +357,7 @@ def _run_batched(args) -> int:
             except EmotrackError as exc:
                 stem = "stdin" if spec == "-" else (Path(spec).stem or spec)
                 src = _FailedSource(stem, exc)
-            base = src.name or "stream"
-            seen[base] = seen.get(base, 0) + 1
-            name = base if seen[base] == 1 else f"{base}-{seen[base]}"
-            while name in names:
-                seen[base] += 1
-                name = f"{base}-{seen[base]}"
-            names.append(name)
+            names.append(unique_stream_name(src.name or "stream", names, seen))
             opened.append(src)
         publisher = _make_publisher(args, ",".join(names))
         stop = threading.Event()

@@ -506,6 +506,19 @@ class DeviceSource(Source):
             self._stream = None
 
 
+def unique_stream_name(base: str, names: list[str], seen: dict[str, int]) -> str:
+    """``base`` the first time, then ``base-2``, ``base-3`` ...; never one already in ``names``.
+
+    ``seen`` counts each base; the caller keeps it (and appends the result to ``names``) across calls.
+    """
+    seen[base] = seen.get(base, 0) + 1
+    name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+    while name in names:
+        seen[base] += 1
+        name = f"{base}-{seen[base]}"
+    return name
+
+
 def is_url(spec: str) -> bool:
     scheme = urlparse(spec).scheme
     return len(scheme) > 1  # one letter is a Windows drive
