@@ -144,6 +144,41 @@ def test_emopia_official_split_and_vgmidi_folds():
                                                                     (-1.0, -1.0)}
 
 
+@needs_data("speech_ravdess", "speech_tess", "music_4q", "midi_emopia")
+def test_crosscorpus_trains_on_one_corpus_tests_on_another_with_the_shared_classes():
+    exps = {e.task: e for e in protocols.protocol_crosscorpus()}
+    assert "crosscorpus" in protocols.PROTOCOLS
+    want = {"7emotions": (("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+                          {"ravdess": 1248, "tess": 2800}),
+            "3quadrants": (("Q1", "Q2", "Q3"), {"ravdess": 1152, "tess": 2400}),
+            "4quadrants": (("Q1", "Q2", "Q3", "Q4"), {"4q": 630, "emopia": 1078})}
+    assert len(exps) == 6
+    for task, (classes, n) in want.items():
+        for src, dst in (tuple(n), tuple(n)[::-1]):
+            e = exps[f"{task}_{src}_to_{dst}"]
+            (f,) = e.folds
+            assert e.classes == classes and e.kind == "classify"
+            assert {it.clip.corpus for it in f.train} == {src} and len(f.train) == n[src]
+            test = f.test[f"{dst}_all"]
+            assert {it.clip.corpus for it in test} == {dst} and len(test) == n[dst]
+            train_keys = set(_keys(f.train))
+            for items in f.test.values():
+                assert not train_keys & set(_keys(items))
+            # every class on both sides (TESS "ps"/"fear" are surprised/fearful); calm never, neutral only as a class
+            for items in (f.train, test):
+                assert set(e.targets(items)) == set(range(len(classes))), (e.task, len(items))
+                assert not any(it.clip.label == "calm" for it in items)
+    # 4Q -> EMOPIA is also scored on EMOPIA's official test clips (the within-corpus number's test set)
+    assert {it.clip.split for it in exps["4quadrants_4q_to_emopia"].folds[0].test["emopia_test"]} == {"test"}
+    assert len(exps["4quadrants_4q_to_emopia"].folds[0].test["emopia_test"]) == 88
+    # adaptation systems run here (causal speaker normalisation on speech only) and, as before, not elsewhere
+    online, cnorm = results.SYSTEMS["svm_spknorm_online"].applies, results.SYSTEMS["svm_corpusnorm"].applies
+    assert all(cnorm(e) for e in exps.values())
+    assert [online(e) for e in exps.values()] == [True] * 4 + [False] * 2
+    for e in protocols.protocol_ravdess() + protocols.protocol_4q():
+        assert online(e) == (e.protocol == "ravdess") and not cnorm(e)
+
+
 @needs_data("speech_ravdess", "music_4q")
 def test_mixed_protocol_test_folds_share_no_speaker_and_no_song_with_training():
     speech, sfold, music, mfold, mixes = protocols.seed001_design(n_mix=5)

@@ -50,6 +50,7 @@ from .corpora import SR, Clip
 SEED = 20261122
 SLOT_S = 4.5
 RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+SHARED_EMOTIONS = tuple(e for e in RAVDESS_EMOTIONS if e != "calm")  # RAVDESS and TESS both have these
 
 
 # --------------------------------------------------------------------------- items and experiments
@@ -99,8 +100,8 @@ class Experiment:
 
 
 def class_of(clip: Clip, classes: Sequence[str]) -> str:
-    """The clip's class name within ``classes``: its quadrant for 4-class tasks, else its label."""
-    if tuple(classes) == taxonomy.QUADRANTS:
+    """The clip's class name within ``classes``: its quadrant for quadrant tasks, else its label."""
+    if set(classes) <= set(taxonomy.QUADRANTS):
         return clip.quadrant
     lab = clip.label.lower()
     return {"fear": "fearful", "ps": "surprised", "pleasant_surprise": "surprised"}.get(lab, lab)
@@ -393,6 +394,39 @@ def protocol_transfer() -> list[Experiment]:
                        taxonomy.QUADRANTS, [fold])]
 
 
+def _class_counts(items: Sequence[Item], classes: Sequence[str]) -> str:
+    n = {c: 0 for c in classes}
+    for it in items:
+        n[class_of(it.clip, classes)] += 1
+    return ", ".join(f"{c} {k}" for c, k in n.items())
+
+
+def protocol_crosscorpus() -> list[Experiment]:
+    """Train on all of one corpus, test on all of another (one fold each way): RAVDESS <-> TESS on their 7
+    shared emotions and on quadrants Q1-Q3 (TESS has no Q4), 4Q <-> EMOPIA on the 4 quadrants."""
+    names = {"ravdess": "RAVDESS", "tess": "TESS", "4q": "4Q", "emopia": "EMOPIA"}
+    groups = {"ravdess": "speakers", "tess": "speakers", "4q": "artists", "emopia": "songs"}
+    tasks = [("7emotions", "7 shared emotions (no calm)", SHARED_EMOTIONS, ("ravdess", "tess")),
+             ("3quadrants", "quadrants Q1-Q3 (no neutral, no calm)", ("Q1", "Q2", "Q3"), ("ravdess", "tess")),
+             ("4quadrants", "4 quadrants", taxonomy.QUADRANTS, ("4q", "emopia"))]
+    exps = []
+    for task, what, classes, pair in tasks:
+        items = {c: [clip_item(x) for x in corpus_clips(c) if class_of(x, classes) in classes] for c in pair}
+
+        def side(c, items=items, classes=classes):
+            return (f"all {len(items[c])} {names[c]} clips ({_class_counts(items[c], classes)}; "
+                    f"{len({it.group for it in items[c]})} {groups[c]})")
+        for src, dst in (pair, pair[::-1]):
+            test = {f"{dst}_all": items[dst]}
+            if dst == "emopia":  # the within-corpus EMOPIA number is on these 88 clips
+                test["emopia_test"] = [it for it in items[dst] if it.clip.split == "test"]
+            exps.append(Experiment(
+                "crosscorpus", f"{task}_{src}_to_{dst}", f"{names[src]} -> {names[dst]}, {what}", "classify",
+                tuple(classes), [Fold(f"{src} -> {dst}", items[src], test)],
+                notes=[f"Trained on {side(src)}; tested on {side(dst)}."]))
+    return exps
+
+
 def seed001_design(n_mix: int = 5, music_corpus: str = "4q", k: int = 6, seed: int = SEED):
     """(speech clips, speech folds, music clips, music folds, mixtures) of seed 001's mixed protocol."""
     speech = corpus_clips("ravdess")
@@ -488,6 +522,7 @@ PROTOCOLS = {
     "music4q": protocol_4q,
     "emopia": protocol_emopia,
     "transfer": protocol_transfer,
+    "crosscorpus": protocol_crosscorpus,
     "vgmidi": protocol_vgmidi,
     "mixed": protocol_mixed,
 }
