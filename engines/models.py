@@ -22,6 +22,11 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 REQUIRED_CARD_FIELDS = ("id", "source", "task", "onnx", "window_s", "hop_s", "inputs", "outputs",
                         "features", "training_data", "protocol", "metrics", "licence")
 OUTPUTS = ("quadrant", "va", "activity")
+#: inputs the streamer computes for a window (:mod:`streamer.inputs`), and their shapes
+INPUT_KINDS = ("features", "handcrafted", "waveform")
+INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
+                   "waveform": "[N, samples]"}
+INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 
 
 class ModelCardError(Exception):
@@ -55,13 +60,15 @@ def load_card(onnx_path: Path) -> dict:
         raise ModelCardError(f"model card {card_path} lacks fields {missing}")
     card["inputs"] = _by_name(card["inputs"], card_path, "inputs")
     card["outputs"] = _by_name(card["outputs"], card_path, "outputs")
-    if card.get("streamable") is False or sorted(card["inputs"]) != ["features"]:
-        raise ModelCardError(f"{onnx_path.name} takes inputs {sorted(card['inputs'])}, not the streamer's "
-                             "'features' alone: it can be evaluated offline (emotrack evaluate) but not "
+    names = sorted(card["inputs"])
+    if card.get("streamable") is False or not names or any(n not in INPUT_KINDS for n in names):
+        raise ModelCardError(f"{onnx_path.name} takes inputs {names}; the streamer computes "
+                             f"{', '.join(INPUT_KINDS)}: it can be evaluated offline (emotrack evaluate) but not "
                              "streamed")
-    shape = card["inputs"].get("features", {}).get("shape")
-    if not isinstance(shape, list) or len(shape) != 4:
-        raise ModelCardError(f"model card {card_path}: inputs.features.shape must be [N, frames, n_mels, 3]")
+    for n, spec in card["inputs"].items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or len(shape) != INPUT_RANKS[n]:
+            raise ModelCardError(f"model card {card_path}: inputs.{n}.shape must be {INPUT_SHAPE_DOC[n]}")
     want = card.get("onnx_sha256")
     if want and sha256_of(onnx_path) != want:
         raise ModelCardError(f"{onnx_path} does not match the sha256 in its card {card_path}: "
@@ -95,12 +102,23 @@ class LoadedModel:
         return self.card["source"]
 
     @property
+    def input_names(self) -> tuple[str, ...]:
+        """The inputs this model takes (a subset of :data:`INPUT_KINDS`), in card order."""
+        return tuple(self.card["inputs"])
+
+    @property
     def frames(self) -> int:
+        """Log-mel frames per window of the ``features`` input (0 for a model without it)."""
+        if "features" not in self.card["inputs"]:
+            return 0
         return int(self.card["inputs"]["features"]["shape"][1])
 
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a batch [shape=(n, frames, n_mels, 3)]; returns quadrant, va, activity."""
-        out = self.backend.run({"features": features})
+    def predict(self, inputs: "dict[str, np.ndarray] | np.ndarray") -> dict[str, np.ndarray]:
+        """Run a batch of inputs by name (a bare array: the ``features`` input,
+        [shape=(n, frames, n_mels, 3)]); returns quadrant, va, activity."""
+        if not isinstance(inputs, dict):
+            inputs = {"features": inputs}
+        out = self.backend.run(inputs)
         missing = [k for k in OUTPUTS if k not in out]
         if missing:
             raise ModelCardError(f"model {self.id} lacks outputs {missing}")

@@ -44,7 +44,7 @@ def available() -> tuple[bool, str]:
 
 
 class TensorRTBackend(Backend):
-    """``run({"features": x}) -> {"quadrant", "va", "activity"}`` on a TensorRT engine.
+    """``run({name: x}) -> {"quadrant", "va", "activity"}`` on a TensorRT engine of a one-input model.
 
     ``max_batch``/``fp16``/``opt_batch`` left at None take any valid cached
     engine of this model for this host (e.g. one ``emotrack engines build``
@@ -159,12 +159,12 @@ class TensorRTBackend(Backend):
     # --------------------------------------------------------------- run
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "features" in inputs:
-            x = inputs["features"]
+        if self._input in inputs:
+            x = inputs[self._input]
         elif len(inputs) == 1:
             x = next(iter(inputs.values()))
         else:
-            raise BackendError(f"tensorrt backend takes one input ('features'), got {sorted(inputs)}")
+            raise BackendError(f"tensorrt backend takes one input ({self._input!r}), got {sorted(inputs)}")
         x = np.asarray(x)
         if x.ndim != 1 + len(self.input_dims) or tuple(x.shape[1:]) != self.input_dims:
             raise BackendError(f"tensorrt backend: input shape {tuple(x.shape)} does not match the engine's "

@@ -373,7 +373,7 @@ def _network_flags(trt) -> int:
 
 
 def model_input_dims(onnx_path: Path, name: str, graph_dims: tuple) -> tuple[int, ...]:
-    """Non-batch dims of the input: the model card's ``inputs.features.shape[1:]`` where a card
+    """Non-batch dims of input ``name``: the model card's ``inputs.<name>.shape[1:]`` where a card
     is beside the model, else the ONNX graph's (which must then be static); both must agree."""
     from .models import ModelCardError, load_card
 
@@ -386,10 +386,10 @@ def model_input_dims(onnx_path: Path, name: str, graph_dims: tuple) -> tuple[int
         card = None
     if card is not None:
         try:
-            shape = card["inputs"]["features"]["shape"]
+            shape = card["inputs"][name]["shape"]
             dims = tuple(int(d) for d in shape[1:])
         except (KeyError, TypeError, ValueError):
-            raise EngineBuildError(f"the card of {onnx_path.name} has no usable inputs.features.shape") from None
+            raise EngineBuildError(f"the card of {onnx_path.name} has no usable inputs.{name}.shape") from None
         if len(dims) != len(graph_dims) or any(g > 0 and g != c for g, c in zip(graph_dims, dims)):
             raise EngineBuildError(f"{onnx_path.name}: input {name!r} has non-batch dims {list(graph_dims)} "
                                    f"in the graph but {list(dims)} in its card")

@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import EmotrackError, ParameterError
+from .inputs import stack_inputs
 from .pipeline import Pipeline, RunStats
 from .sources import SAMPLE_RATE, Source
 from .window import Window
@@ -77,15 +78,16 @@ class BatchedInference:
         self.batches: list[tuple[str, int, int]] = []
         self._lock = threading.Lock()
 
-    def predict(self, source: str, feats: list[np.ndarray], streams: Optional[list] = None) -> list[dict]:
-        """Outputs of ``feats`` (a list of [frames, n_mels, 3]) for ``source``,
-        run in batches of at most max_batch; one {quadrant, va, activity} row-dict each."""
+    def predict(self, source: str, feats: list[dict], streams: Optional[list] = None) -> list[dict]:
+        """Outputs of ``feats`` (the inputs of one window each, by name:
+        :meth:`streamer.window.WindowStream.inputs`) for ``source``, run in batches of at
+        most max_batch; one {quadrant, va, activity} row-dict each."""
         model = self.models[source]
         cap = self.max_batch[source]
         outs: list[dict] = []
         for i in range(0, len(feats), cap):
             chunk = feats[i:i + cap]
-            out = model.predict(np.stack(chunk))
+            out = model.predict(stack_inputs(chunk))
             with self._lock:
                 self.batches.append((source, len(chunk),
                                      len({id(s) for s in streams[i:i + cap]}) if streams else 1))
@@ -126,7 +128,7 @@ class _Queue:
     def add(self, st: _Stream, wins: list[Window]) -> None:
         for w in wins:  # features now: the windows are views valid until the next push
             q = self.items[w.key]
-            q.append((st, Window(w.key, w.start, w.end, None), st.pipe.windows.features(w)))
+            q.append((st, Window(w.key, w.start, w.end, None), st.pipe.inputs(w)))
             if len(q) >= self.engine.max_batch[w.key]:
                 self.run(w.key)
 
@@ -237,7 +239,7 @@ class BatchWorker:
         self._closed = False
         self._thread.start()
 
-    def submit(self, source: str, feats: np.ndarray, tag=None,
+    def submit(self, source: str, feats: dict, tag=None,
                callback: Optional[Callable[[Future], None]] = None) -> Future:
         if self._closed:
             raise RuntimeError("BatchWorker is closed")
@@ -311,7 +313,7 @@ def run_live(streams: list[tuple[str, Source, Pipeline]], worker: BatchWorker,
 
         def submit(wins):
             for w in wins:
-                fut = worker.submit(w.key, pipe.windows.features(w), st)
+                fut = worker.submit(w.key, pipe.inputs(w), st)
                 out.put((st, Window(w.key, w.start, w.end, None), fut, st.source.last_arrival))
         try:
             for block in st.source.blocks():

@@ -230,7 +230,7 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     from engines.backends import tensorrt_available
     from engines.models import load_model
 
-    from . import features as F
+    from . import descriptors, features as F
     from .publish import Publisher
     from .separation import BuiltinSeparator, NoneSeparator
     from .sources import FFmpegSource, SoundFileSource, _Resampler
@@ -283,12 +283,13 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         win, hop = int(win_s * SR), int(hop_s * SR)
         starts = list(range(0, max(1, x.size - win + 1), hop))
 
-        def per_window() -> float:
-            t = _time(lambda: [F.extract(x[s:s + win]) for s in starts])
-            return t / len(starts) * 1e3
-        ms = repeat(reps, per_window)
-        st[f"features_extract_{name}"] = {"ms_per_window": ms, "windows": len(starts),
-                                          "rtf": summary([hop_s * 1e3 / v for v in ms["runs"]])}
+        for kind, fn in (("extract", F.extract), ("descriptors", descriptors.features)):
+            def per_window() -> float:
+                t = _time(lambda: [fn(x[s:s + win]) for s in starts])
+                return t / len(starts) * 1e3
+            ms = repeat(reps, per_window)
+            st[f"features_{kind}_{name}"] = {"ms_per_window": ms, "windows": len(starts),
+                                             "rtf": summary([hop_s * 1e3 / v for v in ms["runs"]])}
 
     def stream_features() -> float:
         ws = WindowStream({"speech": ("mix", 3 * SR, SR), "music": ("mix", 10 * SR, 2 * SR)}, 4 * SR, F.DEFAULT_PARAMS)
@@ -306,12 +307,15 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     inf: dict = {}
     for source in ("speech", "music"):
         m = load_model(None, source, backend="onnxruntime")
-        feats = np.random.default_rng(0).standard_normal((8, m.frames, 64, 3)).astype(np.float32)
-        m.predict(feats[:1])
+        rng = np.random.default_rng(0)
+        feats = {n: rng.standard_normal((8, *m.card["inputs"][n]["shape"][1:])).astype(np.float32)
+                 for n in m.input_names}
+        one = {n: v[:1] for n, v in feats.items()}
+        m.predict(one)
         n_calls = 20
 
         def b1() -> float:
-            return _time(lambda: [m.predict(feats[:1]) for _ in range(n_calls)]) / n_calls * 1e3
+            return _time(lambda: [m.predict(one) for _ in range(n_calls)]) / n_calls * 1e3
 
         def b8() -> float:
             return _time(lambda: [m.predict(feats) for _ in range(n_calls // 4)]) / (n_calls // 4) / 8 * 1e3

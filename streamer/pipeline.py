@@ -18,6 +18,7 @@ import numpy as np
 
 from . import features as F
 from .errors import EmotrackError, ModelError
+from .inputs import input_shape, stack_inputs
 from .schema import QUADRANTS
 from .separation import Separator
 from .sources import SAMPLE_RATE, Source
@@ -35,9 +36,12 @@ def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> N
         raise ModelError(f"model {model.id} was trained with other feature parameters ({', '.join(diff)}) "
                          "than this emotrack computes; retrain or use a matching emotrack version")
     n = int(round(float(model.card["window_s"]) * params.sample_rate))
-    if params.n_frames(n) != model.frames:
-        raise ModelError(f"model {model.id}: window_s={model.card['window_s']} gives {params.n_frames(n)} frames "
-                         f"but the model takes {model.frames}")
+    for name in model.input_names:
+        want = list(input_shape(name, n, params))
+        got = list(model.card["inputs"][name]["shape"][1:])
+        if got != want:
+            raise ModelError(f"model {model.id}: window_s={model.card['window_s']} gives {name} of shape {want} "
+                             f"but the model takes {got}")
 
 
 def summarise(window_outputs: dict[str, np.ndarray], i: int) -> dict:
@@ -95,10 +99,10 @@ class Pipeline:
         self.hops_s = {}
         for src, m in models.items():
             check_model_features(m, params)
+            win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
             # One call before the stream starts: the runtime allocates its buffers
             # here, not inside the first live hop.
-            m.predict(np.zeros((1, m.frames, params.n_mels, 3), np.float32))
-            win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
+            m.predict({n: np.zeros((1, *input_shape(n, win, params)), np.float32) for n in m.input_names})
             hop_s = float((hops_s or {}).get(src) or m.card["hop_s"])
             if hop_s <= 0:
                 raise EmotrackError(f"--{src}-hop {hop_s} must be > 0")
@@ -119,10 +123,13 @@ class Pipeline:
             by_source.setdefault(w.key, []).append(w)
         for src, ws in by_source.items():
             model = self.models[src]
-            feats = np.stack([self.windows.features(w) for w in ws])
-            out = model.predict(feats)
+            out = model.predict(stack_inputs([self.inputs(w) for w in ws]))
             for i, w in enumerate(ws):
                 self.publish(src, w, out, i)
+
+    def inputs(self, w: Window) -> dict[str, np.ndarray]:
+        """The inputs of window ``w`` that its model takes."""
+        return self.windows.inputs(w, self.models[w.key].input_names)
 
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
         """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.

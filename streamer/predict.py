@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import features as F
+from .inputs import stack_inputs, window_inputs
 from .pipeline import summarise
 from .sources import SAMPLE_RATE, open_source
 
@@ -34,8 +35,7 @@ def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARA
     wins = clip_windows(np.asarray(x, np.float32), window, hop)
     outs = {"quadrant": [], "va": [], "activity": []}
     for i in range(0, len(wins), batch):
-        feats = np.stack([F.extract(w, params) for w in wins[i:i + batch]])
-        o = model.predict(feats)
+        o = model.predict(stack_inputs([window_inputs(w, model.input_names, params) for w in wins[i:i + batch]]))
         for k in outs:
             outs[k].append(o[k])
     mean = {k: np.concatenate(v).mean(axis=0, keepdims=True) for k, v in outs.items()}

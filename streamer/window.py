@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import ParameterError
 from .features import FeatureParams, LogMelStream, extract
+from .inputs import window_inputs
 
 
 class RingBuffer:
@@ -128,6 +129,12 @@ class WindowStream:
         if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
             return mel.window_features(w.samples, w.start, n)
         return extract(w.samples, self.params)
+
+    def inputs(self, w: Window, names) -> dict[str, np.ndarray]:
+        """Model inputs ``names`` of window ``w`` (:func:`streamer.inputs.window_inputs`), the
+        log-mel ``features`` from the frame cache where it covers the window."""
+        feats = self.features(w) if "features" in names else None
+        return window_inputs(w.samples, names, self.params, features=feats)
 
     def push(self, stems: dict[str, np.ndarray]) -> Iterator[list[Window]]:
         """Write one block per stem (equal lengths); yield the completed windows.

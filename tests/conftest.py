@@ -32,12 +32,13 @@ def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.3) -> np.ndar
 
 
 def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float, seed: int = 0,
-                     model_id: str | None = None) -> Path:
+                     model_id: str | None = None, input_name: str = "features") -> Path:
     """A small real ONNX graph with the shipped models' I/O contract, and its card.
 
     features [N, T, 64, 3] -> mean over time -> [N, 64*3] -> three linear heads
     (softmax quadrant, tanh va, sigmoid activity).  Weights are seeded random,
-    so outputs differ per window and are deterministic.
+    so outputs differ per window and are deterministic.  ``input_name="handcrafted"``:
+    the heads read the window's descriptors [N, D] (:mod:`streamer.descriptors`) instead.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -46,16 +47,25 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
 
     frames = DEFAULT_PARAMS.n_frames(int(round(window_s * SR)))
     r = np.random.default_rng(seed)
-    d = 64 * 3
-    inits = [
+    if input_name == "handcrafted":
+        from streamer.descriptors import feature_names
+
+        d = len(feature_names())
+        in_shape = ["N", d]
+        first = [helper.make_node("Mul", ["handcrafted", "scale"], ["pooled"])]
+        extra = [numpy_helper.from_array(np.array([0.01], np.float32), "scale")]
+    else:
+        d = 64 * 3
+        in_shape = ["N", frames, 64, 3]
+        first = [helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0)]
+        extra = [numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    inits = extra + [
         numpy_helper.from_array(np.array([-1, d], np.int64), "shape"),
         numpy_helper.from_array((r.standard_normal((d, 4)) * 0.002).astype(np.float32), "wq"),
         numpy_helper.from_array((r.standard_normal((d, 2)) * 0.002).astype(np.float32), "wv"),
         numpy_helper.from_array((r.standard_normal((d, 1)) * 0.002).astype(np.float32), "wa"),
-        numpy_helper.from_array(np.array([1], np.int64), "axes"),
     ]
-    nodes = [
-        helper.make_node("ReduceMean", ["features", "axes"], ["pooled"], keepdims=0),
+    nodes = first + [
         helper.make_node("Reshape", ["pooled", "shape"], ["flat"]),
         helper.make_node("MatMul", ["flat", "wq"], ["lq"]),
         helper.make_node("Softmax", ["lq"], ["quadrant"], axis=-1),
@@ -66,7 +76,7 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
     ]
     graph = helper.make_graph(
         nodes, f"tiny_{source}",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", frames, 64, 3])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("quadrant", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("va", TensorProto.FLOAT, ["N", 2]),
          helper.make_tensor_value_info("activity", TensorProto.FLOAT, ["N", 1])],
@@ -80,7 +90,7 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
     card = {
         "id": model_id or f"tiny-{source}-{seed}", "source": source, "task": "test model (random weights)",
         "onnx": path.name, "onnx_sha256": sha256_of(path), "window_s": window_s, "hop_s": hop_s,
-        "inputs": {"features": {"shape": [None, frames, 64, 3], "dtype": "float32"}},
+        "inputs": {input_name: {"shape": [None, *in_shape[1:]], "dtype": "float32"}},
         "outputs": {"quadrant": {"shape": [None, 4], "labels": ["Q1", "Q2", "Q3", "Q4"]},
                     "va": {"shape": [None, 2], "labels": ["valence", "arousal"]},
                     "activity": {"shape": [None, 1]}},

@@ -78,7 +78,7 @@ def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
         from engines.models import load_model
 
         m = load_model(onnx_path, cfg["task"], backend="onnxruntime")
-        o = m.predict(feed["features"])
+        o = m.predict(feed)
         np.testing.assert_allclose(o["quadrant"], got["quadrant"], atol=1e-6)
 
     if cfg["arch"]["name"] == "ensemble":  # the other fusion: mean of the two branches' heads

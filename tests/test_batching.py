@@ -204,7 +204,7 @@ def test_worker_respects_max_batch_and_latency_budget(tiny_models):
     try:
         # a lone window is not held forever: it runs when the budget is spent, alone
         t0 = time.monotonic()
-        lone = worker.submit("speech", x[0])
+        lone = worker.submit("speech", {"features": x[0]})
         out = lone.result(timeout=30)
         assert time.monotonic() - t0 >= 0.25
         assert engine.batches == [("speech", 1, 1)]
@@ -213,7 +213,7 @@ def test_worker_respects_max_batch_and_latency_budget(tiny_models):
         # a burst is cut at max_batch, well before the budget
         engine.batches.clear()
         got = []
-        futs = [worker.submit("speech", x[i], tag=i % 2, callback=lambda f: got.append(f)) for i in range(7)]
+        futs = [worker.submit("speech", {"features": x[i]}, tag=i % 2, callback=lambda f: got.append(f)) for i in range(7)]
         outs = [f.result(timeout=30) for f in futs]
         assert len(got) == 7
         sizes = [n for _, n, _ in engine.batches]

@@ -48,17 +48,20 @@ def test_card_must_match_its_onnx_file(tiny_models):
         load_card(p)
 
 
-@pytest.mark.parametrize("edit", [
-    lambda c: c["inputs"].update(handcrafted={"dtype": "float32", "shape": ["N", 414]}),
-    lambda c: c.update(streamable=False),
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["inputs"].update(spectrum={"dtype": "float32", "shape": ["N", 257]}), "not streamed"),
+    (lambda c: c.update(streamable=False), "not streamed"),
+    (lambda c: c["inputs"]["features"].update(shape=["N", 298, 64]), r"shape must be \[N, frames, n_mels, 3\]"),
+    (lambda c: c["inputs"].update(handcrafted={"dtype": "float32", "shape": ["N", 4, 124]}),
+     r"handcrafted.shape must be \[N, descriptors\]"),
 ])
-def test_models_the_streamer_cannot_feed_are_refused(tiny_models, edit):
-    """Recipe models on two inputs or raw waveform (ensemble, SincNet) are offline-only."""
+def test_models_the_streamer_cannot_feed_are_refused(tiny_models, edit, message):
+    """Inputs the streamer does not compute, cards that say so, and malformed input shapes."""
     p = tiny_models["speech"]
     card = json.loads(p.with_suffix(".json").read_text())
     edit(card)
     p.with_suffix(".json").write_text(json.dumps(card))
-    with pytest.raises(ModelCardError, match="not the streamer's"):
+    with pytest.raises(ModelCardError, match=message):
         load_model(p, "speech")
 
 

@@ -53,7 +53,8 @@ import numpy as np
 
 from streamer import taxonomy
 from streamer.errors import EmotrackError, ParameterError
-from streamer.features import DEFAULT_PARAMS, extract, loudness_normalise, mfcc_from_logmel
+from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
+from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing
 from .export import OPSET, op_types
@@ -242,8 +243,7 @@ def mix_config(cfg: dict) -> mixing.MixConfig:
 
 def input_shapes(cfg: dict) -> dict:
     mc = mix_config(cfg)
-    return {"features": (mc.n_frames, DEFAULT_PARAMS.n_mels, 3), "waveform": (mc.n_samples,),
-            "handcrafted": (len(handcrafted.feature_names()),)}
+    return {n: input_shape(n, mc.n_samples) for n in INPUT_KINDS}
 
 
 def input_names(cfg: dict) -> tuple:
@@ -304,21 +304,6 @@ def _window(rng: np.random.Generator, mc: mixing.MixConfig, mode: str, targets, 
             o, _ = mixing.speech_slots(rng, others, n, mc.slot_s)
             x = x + o * mixing.db(smr)
     return mixing.finish(rng, x, mc), c, float(act.mean())
-
-
-def window_inputs(x: np.ndarray, names) -> dict:
-    """Model inputs of one window of audio, by input name."""
-    out = {}
-    for n in names:
-        if n == "features":
-            out[n] = extract(x)
-        elif n == "waveform":
-            out[n] = loudness_normalise(np.asarray(x, np.float32))
-        elif n == "handcrafted":
-            out[n] = handcrafted.features(x)
-        else:
-            raise ValueError(f"unknown input {n!r}")
-    return out
 
 
 def va_target(c) -> tuple[float, float]:
@@ -809,8 +794,8 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
                          "delta-delta after R128 normalisation); standardisation is inside the graph"),
             "waveform": "the 16 kHz mono window after R128 loudness normalisation (-23 LUFS)",
-            "handcrafted": (f"training.handcrafted.features of the window ({len(handcrafted.feature_names())} "
-                            "descriptors, names in training.handcrafted.feature_names()); standardised in the "
+            "handcrafted": (f"streamer.descriptors.features of the window ({len(handcrafted.feature_names())} "
+                            "descriptors, names in streamer.descriptors.feature_names()); standardised in the "
                             "graph")}
     outputs = [{"name": "quadrant", "dtype": "float32", "shape": ["N", 4], "activation": "softmax",
                 "labels": list(taxonomy.QUADRANTS)},
@@ -841,7 +826,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "inputs": [{"name": n, "dtype": "float32", "shape": ["N", *shapes[n]], "description": desc[n]}
                    for n in names],
         "outputs": outputs,
-        "streamable": tuple(names) == ("features",),
+        "streamable": all(n in INPUT_KINDS for n in names),
         "features": DEFAULT_PARAMS.to_dict(),
         "standardisation": state["norm"],
         "architecture": archs.describe(arch, a, model),
