@@ -22,6 +22,7 @@ TINY = {
     "lstm_mfcc_va": ["arch.lstm=12", "arch.dense=[16, 16, 8]"],
     "ensemble_music": ["arch.cnn_filters=[4, 8]", "arch.cnn_dense=8", "arch.dnn=[16]", "arch.fusion_dense=8",
                        "train.batch_size=16"],
+    "dnn_music": ["arch.dense=[16, 8]"],
     "sincnet_music": ["arch.sinc_filters=8", "arch.sinc_len=65", "arch.conv_filters=[8, 8]",
                       "arch.dense=[32, 32]", "arch.chunk_s=0.25", "train.run_eagerly=false"],
 }

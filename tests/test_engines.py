@@ -7,6 +7,9 @@ from engines.backends import BackendError, OnnxRuntimeBackend, select_backend
 from engines.models import MODELS_DIR, ModelCardError, load_card, load_model
 from engines.tensorrt_backend import available as tensorrt_available
 from streamer.features import DEFAULT_PARAMS
+from streamer.inputs import input_shape, stack_inputs, window_inputs
+
+from conftest import tone
 
 no_tensorrt_here = pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT is usable on this host "
                                       "(tests/test_tensorrt.py covers it)")
@@ -86,8 +89,13 @@ def test_shipped_models_have_complete_cards_and_run(source):
         assert card[key], key
     assert card["features"] == DEFAULT_PARAMS.to_dict()
     assert "non-commercial" in card["licence"].lower()
-    frames = DEFAULT_PARAMS.n_frames(int(round(card["window_s"] * DEFAULT_PARAMS.sample_rate)))
-    assert m.frames == frames
-    out = m.predict(np.zeros((2, frames, 64, 3), np.float32))
+    n = int(round(card["window_s"] * DEFAULT_PARAMS.sample_rate))
+    for name in m.input_names:  # what the streamer computes for a window is what the model takes
+        assert card["inputs"][name]["shape"][1:] == list(input_shape(name, n))
+    rng = np.random.default_rng(0)
+    wins = [tone(220.0 * (k + 1), card["window_s"]) + 0.01 * rng.standard_normal(n).astype(np.float32)
+            for k in range(2)]
+    out = m.predict(stack_inputs([window_inputs(w, m.input_names) for w in wins]))
     assert out["quadrant"].shape == (2, 4) and out["activity"].shape == (2,)
+    np.testing.assert_allclose(out["quadrant"].sum(1), 1.0, atol=1e-5)
     assert (MODELS_DIR / f"{source}.onnx").stat().st_size < 4 * 1024 * 1024

@@ -13,7 +13,7 @@ Inputs, by name (:data:`INPUTS`):
 * ``features`` [N, T, 64, 3]: :func:`streamer.features.extract` (log-mel dB,
   delta, delta-delta of an R128-normalised window), as the shipped model.
 * ``waveform`` [N, samples]: the R128-normalised 16 kHz window (SincNet).
-* ``handcrafted`` [N, D]: :func:`training.handcrafted.features` of the window (ensemble).
+* ``handcrafted`` [N, D]: :func:`streamer.descriptors.features` of the window (ensemble, dnn).
 
 Standardisation constants (mean/std computed on the training windows) live in
 non-trainable weights of a :class:`Standardise` layer at the start of each
@@ -43,6 +43,7 @@ INPUTS = {
     "cnn_mfcc": ("features",),
     "lstm_mfcc": ("features",),
     "ensemble": ("handcrafted", "features"),
+    "dnn": ("handcrafted",),
     "sincnet": ("waveform",),
 }
 
@@ -83,6 +84,9 @@ DEFAULTS: dict[str, dict] = {
     # heads and their outputs are averaged.
     "ensemble": {"cnn_filters": [32, 64, 128, 128], "cnn_dense": 64, "dnn": [256, 128],
                  "fusion_dense": 64, "fusion": "feature", "dropout": 0.3},
+    # seed 003's handcrafted-feature DNN alone (the ensemble's first branch; seed 001's MLP on
+    # handcrafted features is its one-layer case): standardised descriptors -> Dense stack.
+    "dnn": {"dense": [256, 128], "dropout": 0.3, "input_dropout": 0.1},
     # seed 004 -> SincNet (Ravanelli & Bengio 2018): 80 sinc band-pass filters of 251
     # taps (min low cut-off and band 50 Hz, mel-spaced initialisation), max-pool 3,
     # layer norm, leaky relu 0.2; 2 x Conv1D 60 k5; 3 x Dense 2048 + batch norm + leaky
@@ -426,6 +430,19 @@ def build_ensemble(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
     return tf.keras.Model([hin, fin], out, name="ensemble")
 
 
+def build_dnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
+    """Seed 003's DNN on handcrafted descriptors (:mod:`streamer.descriptors`) of the window."""
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    inp = tf.keras.Input(shapes["handcrafted"], name="handcrafted")
+    x = custom_layers()["Standardise"](*norm["handcrafted"], name="standardise_hc")(inp)
+    if p["input_dropout"]:
+        x = layers.Dropout(p["input_dropout"])(x)
+    x = _dense_stack(x, p["dense"], p["dropout"])
+    return tf.keras.Model(inp, _heads(x, n_emotions), name="dnn")
+
+
 def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample_rate: int = 16000):
     """Seed 004's SincNet (Ravanelli & Bengio 2018) on ``waveform`` chunks, posteriors averaged."""
     import tensorflow as tf
@@ -464,7 +481,8 @@ def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample
 
 
 BUILDERS = {"dcnn": build_dcnn, "adcrnn": build_adcrnn, "cnn_mfcc": build_cnn_mfcc,
-            "lstm_mfcc": build_lstm_mfcc, "ensemble": build_ensemble, "sincnet": build_sincnet}
+            "lstm_mfcc": build_lstm_mfcc, "ensemble": build_ensemble, "sincnet": build_sincnet,
+            "dnn": build_dnn}
 
 
 def build(arch: str, shapes: dict, norm: dict, params: Optional[dict] = None, n_emotions: int = 0,

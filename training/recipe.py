@@ -643,6 +643,50 @@ def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: O
     return res
 
 
+def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
+    """What the shipped models' cards report besides the test split, measured the same way
+    (:func:`training.train.finish`): ``cross_corpus``, clip-level metrics on target corpora the
+    recipe never trained on (music: the labelled VGMIDI phrases; speech: RAVDESS or TESS when
+    left out), and ``activity``, the mean activity head over held-out windows with the target
+    source, with the other source only, and over near-silence."""
+    sess = session(onnx_path, threads)
+    mc = mix_config(cfg)
+    rng = np.random.default_rng(12345)
+    task = cfg["task"]
+    index = corpora.speech_index() if task == "speech" else corpora.music_index()
+    cross = [c for c in index if c.corpus not in cfg["data"]["corpora"] and c.quadrant is not None
+             and (task == "speech" or c.split == "xtest")]
+    corpora.load_audio(cross)
+    out = {"cross_corpus": {}}
+    for corpus in sorted({c.corpus for c in cross}):
+        cl = [c for c in cross if c.corpus == corpus]
+        out["cross_corpus"][f"{corpus}_never_trained_on"] = clip_metrics(
+            [clip_outputs(sess, c.audio, cfg) for c in cl], cl, cfg)
+    data = clips(cfg, None, splits=("test",))
+    with_ = [c.audio for c in data["targets"]["test"]][:60]
+    if task == "speech":
+        music = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"][:60]
+        without = [c.audio for c in corpora.load_audio(music)]
+        other = "60 held-out 4Q test songs"
+    else:
+        speech = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
+        corpora.load_audio(speech)
+        without = [mixing.speech_slots(rng, speech, 30 * corpora.SR, mc.slot_s, phase=0.0)[0] for _ in range(30)]
+        other = "30 x 30 s of held-out RAVDESS speech in 4.5 s slots"
+    silence = [np.random.default_rng(i).standard_normal(int(mc.n_samples * 2)).astype(np.float32) * 1e-4
+               for i in range(10)]
+
+    def mean_activity(audios) -> float:
+        return round(float(np.mean([clip_outputs(sess, x, cfg)["activity"].mean() for x in audios])), 4)
+
+    out["activity"] = {"with_target_source": mean_activity(with_), "other_source_only": mean_activity(without),
+                       "near_silence_-80dBFS_noise": mean_activity(silence),
+                       "protocol": (f"mean activity output over the sliding windows of held-out audio: with the "
+                                    f"target source = the first 60 held-out test clips (clean); other source only "
+                                    f"= {other}; near-silence = white noise")}
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 
 def _log(msg: str) -> None:
@@ -783,12 +827,26 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
     return card
 
 
+def corpora_used(cfg: dict) -> list[str]:
+    """Every corpus whose audio is in the training windows: the targets and the mixed-in others."""
+    return list(cfg["data"]["corpora"]) + (list(cfg["mixing"]["others"]) if cfg["mixing"]["mode"] == "mixed" else [])
+
+
+def train_licences() -> dict:
+    from .train import LICENCES
+
+    return LICENCES
+
+
+def licence(cfg: dict) -> str:
+    return ("trained on " + ", ".join(train_licences()[c] for c in corpora_used(cfg))
+            + ": research / non-commercial use only")
+
+
 def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
                command: str, t_start: float, stopped: str = "") -> dict:
     """A card in the format of engines/models/speech.json, plus the resolved recipe."""
     from engines.models import sha256_of
-
-    from .train import LICENCES
 
     mc, shapes, names = mix_config(cfg), input_shapes(cfg), input_names(cfg)
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
@@ -809,6 +867,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
     a = dict(cfg["arch"])
     arch = a.pop("name")
     t = cfg["train"]
+    used = corpora_used(cfg)
     return {
         "id": f"emotrack-{cfg['name']}",
         "source": cfg["task"],
@@ -832,8 +891,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "architecture": archs.describe(arch, a, model),
         "parameters": int(model.count_params()),
         "training_data": {
-            "corpora": [LICENCES[c] for c in cfg["data"]["corpora"]]
-                       + ([LICENCES[c] for c in cfg["mixing"]["others"]] if cfg["mixing"]["mode"] == "mixed" else []),
+            "corpora": [train_licences()[c] for c in used],
             "classes": cfg["data"]["classes"],
             "windows_per_epoch": t["windows_per_epoch"],
             "epochs_run": len(state["history"]),
@@ -855,8 +913,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         },
         "metrics": metrics,
         "speed": {"forward_pass": timing, "keras_onnx_max_abs_diff": diff},
-        "licence": ("trained on " + ", ".join(LICENCES[c] for c in cfg["data"]["corpora"])
-                    + ": research / non-commercial use only"),
+        "licence": licence(cfg),
         "seed": cfg["seed"],
         "training_seconds": state.get("train_seconds"),
         "total_seconds": round(time.time() - t_start, 1),
@@ -911,6 +968,9 @@ def cmd_evaluate(a) -> int:
         from engines.models import sha256_of
 
         card["metrics"] = res
+        if a.split == "test" and not a.max_clips:
+            cfg = saved_config(card["recipe"])
+            card.update(held_out_extras(p, cfg, a.threads), licence=licence(cfg))
         card["onnx_sha256"] = sha256_of(p)
         p.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return 0
@@ -979,7 +1039,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", choices=SPLITS, default="test")
     v.add_argument("--max-clips", type=int, default=None)
     v.add_argument("--out", help="write the JSON here (default: stdout)")
-    v.add_argument("--write-card", action="store_true", help="store the metrics in the model card")
+    v.add_argument("--write-card", action="store_true",
+                   help="store the metrics in the model card (on the whole test split also cross-corpus "
+                        "metrics, the activity head's means and the licence of every corpus used)")
     v.add_argument("--threads", type=int, default=1)
     v.set_defaults(func=cmd_evaluate)
     ls = sub.add_parser("list", help="list the recipes in training/recipes")

@@ -54,26 +54,33 @@ def section(card: dict) -> list[str]:
     """The markdown section of one card."""
     sp = card["speed"]["forward_pass"]
     td = card["training_data"]
+    recipe = card.get("recipe")  # cards of recipe runs (training.recipe) have the resolved recipe
+    fresh = not recipe or recipe["train"].get("resample_windows", True)
+    inputs = ", ".join(f"`{i['name']}` {i['shape']}" for i in card["inputs"])
+    mixing = card["protocol"].get("mixing") or (f"mode {td['mixing']['mode']}, other source from "
+                                                f"{', '.join(td['mixing']['others'])}" if "mixing" in td else "-")
     lines = [f"## {card['source']} model: `{card['id']}`", "",
              f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
              f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{card['source']}.json`",
-             f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input `features` "
-             f"{card['inputs'][0]['shape']}, outputs `quadrant` (Q1..Q4 softmax), `va` (tanh), "
-             f"`activity` (sigmoid)",
+             f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input {inputs}, outputs `quadrant` "
+             f"(Q1..Q4 softmax), `va` (tanh), `activity` (sigmoid)",
              f"- architecture: {card['architecture']}",
              f"- ONNX ops: {', '.join(card['onnx_op_types'])}",
              f"- forward pass (onnxruntime CPU, 1 thread, batch 1): median {sp['median_ms']} ms, "
              f"p90 {sp['p90_ms']} ms; Keras vs ONNX max abs diff {card['speed']['keras_onnx_max_abs_diff']:.2g}",
-             f"- training: {td['epochs_run']} epochs of {td['windows_per_epoch']} freshly mixed windows "
-             f"(best epoch {td['best_epoch']} by validation macro-F1), {card['training_seconds']:.0f} s "
+             f"- training: {td['epochs_run']} epochs of {td['windows_per_epoch']} "
+             + ("freshly mixed windows" if fresh else "mixed windows, drawn once and reused every epoch")
+             + f" (best epoch {td['best_epoch']} by validation macro-F1), {card['training_seconds']:.0f} s "
              f"on 2 CPU cores; seed {card['seed']}",
-             f"- data: {'; '.join(td['corpora'])}; clip counts {json.dumps(td['clip_counts'])}",
-             f"- sampling: {td['sampling']}",
+             f"- data: {'; '.join(td['corpora'])}"
+             + (f"; clip counts {json.dumps(td['clip_counts'])}" if "clip_counts" in td else ""),
+             *([f"- sampling: {td['sampling']}"] if "sampling" in td else []),
+             *([f"- recipe: `training/recipes/{recipe['name']}.toml` ({recipe['description']})"] if recipe else []),
              f"- licence: {card['licence']}",
              f"- command: `{card['command']}`",
              *([f"- note: {td['note']}"] if td.get("note") else []), "",
              "Protocol: " + (card["protocol"]["speech"] if card["source"] == "speech"
-                             else card["protocol"]["music"]) + ". Mixing: " + card["protocol"]["mixing"] + ".",
+                             else card["protocol"]["music"]) + ". Mixing: " + mixing + ".",
              "", "### Held-out, clip level", ""]
     lines += metric_table(card["metrics"]) + [""]
     cc = {k: v for k, v in card.get("cross_corpus", {}).items() if isinstance(v, dict)}
