@@ -58,16 +58,20 @@ def check_parity(model, path: Path, x: np.ndarray, tol: float = 1e-4) -> float:
     return diff
 
 
-def time_forward(path: Path, n_frames: int, repeats: int = 50) -> dict:
-    """Median / p90 ms of one-window forward passes on one CPU thread."""
+def time_forward(path: Path, inputs: "int | dict", repeats: int = 50) -> dict:
+    """Median / p90 ms of one-window forward passes on one CPU thread; ``inputs``: a batch of
+    model inputs by name (the first window is timed), or the frame count of a ``features`` model."""
     s = session(path, threads=1)
-    x = np.random.default_rng(0).standard_normal((1, n_frames, 64, 3)).astype(np.float32)
+    if isinstance(inputs, dict):
+        one = {k: np.asarray(v[:1], np.float32) for k, v in inputs.items()}
+    else:
+        one = {"features": np.random.default_rng(0).standard_normal((1, inputs, 64, 3)).astype(np.float32)}
     for _ in range(5):
-        s.run(None, {"features": x})
+        s.run(None, one)
     t = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        s.run(None, {"features": x})
+        s.run(None, one)
         t.append((time.perf_counter() - t0) * 1e3)
     return {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
             "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}

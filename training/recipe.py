@@ -57,7 +57,7 @@ from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
 from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing
-from .export import OPSET, op_types
+from .export import OPSET, op_types, time_forward
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 EMOTIONS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -533,21 +533,6 @@ def parity(model, path: Path, feed: dict, tol: float = 1e-4) -> float:
     return diff
 
 
-def time_forward(path: Path, feed: dict, repeats: int = 30) -> dict:
-    """Median / p90 ms of a batch-1 forward pass, one thread."""
-    s = session(path, 1)
-    one = {k: v[:1] for k, v in feed.items()}
-    for _ in range(3):
-        s.run(None, one)
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        s.run(None, one)
-        t.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": round(float(np.median(t)), 3), "p90_ms": round(float(np.percentile(t, 90)), 3),
-            "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def _uar(y: np.ndarray, p: np.ndarray, n: int) -> float:
@@ -820,8 +805,8 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
             _log(f"{k}: quadrant acc {m.get('quadrant_accuracy')} macro-F1 {m.get('quadrant_macro_f1')} "
                  f"(majority {m.get('chance_quadrant_majority')})"
                  + (f"; 8-class acc {e8['accuracy']} (majority {e8['chance_majority']})" if e8 else ""))
-    card = model_card(model, cfg, onnx_path, state, metrics, diff, time_forward(onnx_path, probe), command,
-                      t_start, stopped)
+    timing = time_forward(onnx_path, probe, repeats=30)
+    card = model_card(model, cfg, onnx_path, state, metrics, diff, timing, command, t_start, stopped)
     onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     _log(f"wrote {onnx_path.with_suffix('.json')}")
     return card
