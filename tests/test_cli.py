@@ -214,3 +214,21 @@ def test_stream_without_a_capture_device_is_one_clear_line(tiny_models):
     proc = run("stream", "--no-pub", *_tiny_args(tiny_models))
     assert proc.returncode == 3
     assert_one_line_error(proc, "no capture device")
+
+
+def test_replay_with_the_descriptor_music_model(tmp_path):
+    """The alternative music model (handcrafted descriptors) through the real CLI on the shipped example:
+    every music window published, and the windows inside the held-out Q2 song called Q2 more often than
+    the windows inside the other songs."""
+    out = tmp_path / "dnn.jsonl"
+    proc = run("replay", str(MIX), "--no-pub", "--sources", "music", "--music-model",
+               str(REPO / "engines" / "models" / "music_dnn.onnx"), "--out", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    msgs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    music = [m for m in msgs if m.get("source") == "music"]
+    assert len(music) == 41 and {m["model"] for m in music} == {"emotrack-dnn_music"}
+    truth = json.loads((REPO / "examples" / "heldout_mix.ogg.truth.json").read_text())["songs"]
+    q2 = next(s for s in truth if s["quadrant"] == "Q2")
+    inside = [m["quadrant"] == "Q2" for m in music if q2["t_start"] <= m["t_start"] and m["t_end"] <= q2["t_end"]]
+    outside = [m["quadrant"] == "Q2" for m in music if m["t_start"] >= q2["t_end"]]
+    assert inside and outside and np.mean(inside) > np.mean(outside)

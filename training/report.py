@@ -59,9 +59,10 @@ def section(card: dict) -> list[str]:
     inputs = ", ".join(f"`{i['name']}` {i['shape']}" for i in card["inputs"])
     mixing = card["protocol"].get("mixing") or (f"mode {td['mixing']['mode']}, other source from "
                                                 f"{', '.join(td['mixing']['others'])}" if "mixing" in td else "-")
-    lines = [f"## {card['source']} model: `{card['id']}`", "",
+    default = Path(card["onnx"]).stem == card["source"]
+    lines = [f"## {card['source']} model{'' if default else ' (alternative)'}: `{card['id']}`", "",
              f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
-             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{card['source']}.json`",
+             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{Path(card['onnx']).stem}.json`",
              f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input {inputs}, outputs `quadrant` "
              f"(Q1..Q4 softmax), `va` (tanh), `activity` (sigmoid)",
              f"- architecture: {card['architecture']}",
@@ -71,7 +72,8 @@ def section(card: dict) -> list[str]:
              f"- training: {td['epochs_run']} epochs of {td['windows_per_epoch']} "
              + ("freshly mixed windows" if fresh else "mixed windows, drawn once and reused every epoch")
              + f" (best epoch {td['best_epoch']} by validation macro-F1), {card['training_seconds']:.0f} s "
-             f"on 2 CPU cores; seed {card['seed']}",
+             + (f"of fitting ({card['total_seconds']:.0f} s in all, drawing the windows and evaluating included) "
+                if recipe else "") + f"on 2 CPU cores; seed {card['seed']}",
              f"- data: {'; '.join(td['corpora'])}"
              + (f"; clip counts {json.dumps(td['clip_counts'])}" if "clip_counts" in td else ""),
              *([f"- sampling: {td['sampling']}"] if "sampling" in td else []),
@@ -148,9 +150,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     lines = ["# emotrack models", ""]
     if a.preamble:
         lines += [Path(a.preamble).read_text().rstrip(), ""]
-    for kind in ("speech", "music"):
-        p = Path(a.models) / f"{kind}.json"
-        if p.exists():
+    # the defaults first, then any other emotion model shipped beside them (e.g. music_dnn)
+    cards = sorted(Path(a.models).glob("*.json"), key=lambda p: ({"speech": 0, "music": 1}.get(p.stem, 2), p.stem))
+    for p in cards:
+        if p.stem != "separator":
             lines += section(json.loads(p.read_text()))
     p = Path(a.models) / "separator.json"
     if p.exists():
