@@ -796,7 +796,11 @@ LIMITS = """## Limits, and what is missing
   on held-out RAVDESS actors it moved the speech CNN's quadrant accuracy by about +1 point, and on TESS's
   2400 non-neutral clips, with the same CNN trained on RAVDESS only, it fell from 57.7 % to 43.9 %, because
   it also removes the corpus's real class balance; a per-stream log-mel band mean normalisation gained
-  +2.6 points there (53.9 % -> 56.5 % on 800 of those clips) and nothing on RAVDESS.
+  +2.6 points there (53.9 % -> 56.5 % on 800 of those clips) and nothing on RAVDESS. For the descriptor
+  music model (`music_dnn`), a per-stream standardisation of its inputs (running mean and variance of the
+  stream's descriptors, shrunk toward its training statistics with the weight of 50-1000 windows; one
+  stream per test corpus, 3 clip orders) cost 4-13 points on held-out 4Q artists (64.2 % unadapted) and
+  3-6 on EMOPIA's test (62.5 %), and gained 1-5 on VGMIDI, never trained on (35.3 %).
 - **Seed 001's grid: at or above the seed except separated -> separated over sung music; short of the
   targets.** Mixed -> mixed is at the seed's level with
   sung 4Q music (about 29-30 %) and above it with instrumental piano (about 36 %), short of 40 %. More
