@@ -419,6 +419,20 @@ def test_card_and_graph_dims_must_agree(tiny_models, monkeypatch):
         tb.build_engine(tiny_models["speech"])
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_model_gets_its_engine_input_dims_from_its_card(path):
+    """Emotion models and the separator alike (their cards differ): the engine profile's non-batch
+    dims are the card's shape of the graph's one input, whatever that input is called."""
+    import onnx
+
+    graph_input = onnx.load(str(path)).graph.input[0]
+    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in graph_input.type.tensor_type.shape.dim)
+    card = json.loads(path.with_suffix(".json").read_text())
+    spec = {i["name"]: i for i in card["inputs"]} if isinstance(card["inputs"], list) else card["inputs"]
+    want = tuple(int(d) for d in spec[graph_input.name]["shape"][1:])
+    assert tb.model_input_dims(path, graph_input.name, dims[1:]) == want
+
+
 def test_get_engine_builds_once_then_uses_the_cache(tiny_models, monkeypatch):
     c = fake_tensorrt.install(monkeypatch)
     said = []
@@ -506,10 +520,10 @@ def test_a_plan_that_does_not_deserialize_is_a_clear_error(tiny_models, monkeypa
 # ----------------------------------------------------------------------------- GPU
 
 
-def _real_windows(model_path: Path, limit: int = 24) -> np.ndarray:
-    """Feature windows of the shipped example mix, at the model's window and hop."""
+def _real_windows(model_path: Path, limit: int = 24) -> dict:
+    """The model's inputs (by name) for windows of the shipped example mix, at its window and hop."""
     from engines.models import load_card
-    from streamer import features as F
+    from streamer.inputs import stack_inputs, window_inputs
     from streamer.predict import clip_windows, read_clip
     from streamer.sources import SAMPLE_RATE
 
@@ -519,12 +533,17 @@ def _real_windows(model_path: Path, limit: int = 24) -> np.ndarray:
     x = read_clip(str(MIX))
     wins = clip_windows(x, int(round(card["window_s"] * SAMPLE_RATE)), int(round(card["hop_s"] * SAMPLE_RATE)))
     idx = np.linspace(0, len(wins) - 1, min(limit, len(wins))).round().astype(int)
-    return np.stack([F.extract(w) for w in wins[idx]])
+    return stack_inputs([window_inputs(w, list(card["inputs"])) for w in wins[idx]])
+
+
+def _rows(inputs: dict, n: int) -> dict:
+    return {k: v[:n] for k, v in inputs.items()}
 
 
 def _gpu_models(tmp_path):
+    """The tiny model and every shipped emotion model (the separator has its own chunked input)."""
     models = {"tiny-speech": build_tiny_model(tmp_path / "tiny", "speech", 3.0, 1.0, seed=1)}
-    models.update({p.stem: p for p in SHIPPED})
+    models.update({p.stem: p for p in SHIPPED if p.stem != "separator"})
     return models
 
 
@@ -558,12 +577,13 @@ def test_gpu_parity_with_onnxruntime(tmp_path, precision, atol):
         pytest.skip(f"{host['gpu_name']} has no fast FP16")
     for name, path in _gpu_models(tmp_path).items():
         x = _real_windows(path)
-        ref = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]).run({"features": x})
+        ref = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]).run(x)
         be = TensorRTBackend(path, max_batch=8, fp16=precision == "fp16")
+        n_all = len(next(iter(x.values())))
         try:
             assert be.precision == precision
-            for n in (1, 3, 8, len(x)):  # len(x) > 8: split into engine-sized batches
-                got = be.run({"features": x[:n]})
+            for n in (1, 3, 8, n_all):  # n_all > 8: split into engine-sized batches
+                got = be.run(_rows(x, n))
                 for k in ("quadrant", "va", "activity"):
                     assert got[k].shape == ref[k][:n].shape, (name, k)
                     np.testing.assert_allclose(got[k], ref[k][:n], atol=atol, rtol=0, err_msg=f"{name} {k} n={n}")
@@ -571,7 +591,7 @@ def test_gpu_parity_with_onnxruntime(tmp_path, precision, atol):
             be.close()
             be.close()
         with pytest.raises(BackendError):
-            be.run({"features": x[:1]})
+            be.run(_rows(x, 1))
 
 
 @pytest.mark.gpu
@@ -581,7 +601,7 @@ def test_gpu_auto_selects_tensorrt(tmp_path):
     be = select_backend("auto", path)
     try:
         assert be.name == "tensorrt", be.description
-        out = be.run({"features": _real_windows(path, limit=4)})
+        out = be.run(_real_windows(path, limit=4))
         assert out["quadrant"].shape == (4, 4)
     finally:
         be.close()
@@ -594,17 +614,17 @@ def test_gpu_throughput(tmp_path, capsys):
 
     for name, path in _gpu_models(tmp_path).items():
         x = _real_windows(path, limit=16)
-        x = np.concatenate([x] * (16 // len(x) + 1))[:16]
+        x = {k: np.concatenate([v] * (16 // len(v) + 1))[:16] for k, v in x.items()}
         cpu = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"])
         for label, be in (("tensorrt", TensorRTBackend(path, max_batch=16)), ("onnxruntime-cpu", cpu)):
-            be.run({"features": x})  # warm-up
+            be.run(x)  # warm-up
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < 2.0:
-                out = be.run({"features": x})
-                n += len(x)
+                out = be.run(x)
+                n += 16
             dt = time.perf_counter() - t0
             assert np.isfinite(out["va"]).all()
             with capsys.disabled():
                 print(f"\n{name} {label}: {n / dt:.0f} windows/s at batch 16 "
-                      f"({1000 * dt / (n / len(x)):.2f} ms per batch)")
+                      f"({1000 * dt / (n / 16):.2f} ms per batch)")
             be.close()
