@@ -14,25 +14,32 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from streamer import taxonomy
-from streamer.features import extract
+from streamer.inputs import stack_inputs, window_inputs
 from streamer.predict import clip_windows
 
 from .corpora import SR, Clip
-from .mixing import MixConfig, model_input
+from .mixing import MixConfig, model_input, speech_slots
 
 
-def features_of(x: np.ndarray, cfg: MixConfig) -> np.ndarray:
-    """Features of every sliding window of a clip [W, T, 64, 3] (of its separated stem when
-    training uses a separator: :func:`training.mixing.model_input`)."""
+def input_names(sess) -> tuple[str, ...]:
+    """The inputs an onnxruntime session takes (``features``, ``handcrafted``, ``waveform``)."""
+    return tuple(i.name for i in sess.get_inputs())
+
+
+def features_of(x: np.ndarray, cfg: MixConfig, names=("features",)) -> dict[str, np.ndarray]:
+    """Inputs ``names`` of every sliding window of a clip, stacked [W, ...] (of its separated stem
+    when training uses a separator: :func:`training.mixing.model_input`)."""
     x = model_input(x, cfg.source)
-    return np.stack([extract(w) for w in clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))])
+    wins = clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))
+    return stack_inputs([window_inputs(w, names) for w in wins])
 
 
-def run_model(sess, feats: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    """onnxruntime outputs for a stack of windows."""
+def run_model(sess, feats: dict[str, np.ndarray], batch: int = 32) -> dict[str, np.ndarray]:
+    """onnxruntime outputs for stacked windows (:func:`features_of`)."""
     outs = {"quadrant": [], "va": [], "activity": []}
-    for i in range(0, len(feats), batch):
-        r = sess.run(["quadrant", "va", "activity"], {"features": feats[i:i + batch]})
+    n = len(next(iter(feats.values())))
+    for i in range(0, n, batch):
+        r = sess.run(["quadrant", "va", "activity"], {k: v[i:i + batch] for k, v in feats.items()})
         for k, v in zip(outs, r):
             outs[k].append(v)
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -86,7 +93,8 @@ def clip_level(sess, clips: Sequence[Clip], cfg: MixConfig, audio_of: Callable[[
     """Metrics over ``clips`` (non-neutral ones scored; neutral ones summarised)."""
     probs, va, act = [], [], []
     # ``mapper`` may be lazy (Pool.imap): features of one clip at a time, never all in memory
-    for f in mapper(_feat_job, ((audio_of(c), cfg) for c in clips)):
+    names = input_names(sess)
+    for f in mapper(_feat_job, ((audio_of(c), cfg, names) for c in clips)):
         o = run_model(sess, f)
         probs.append(o["quadrant"].mean(0))
         va.append(o["va"].mean(0))
@@ -106,11 +114,38 @@ def clip_level(sess, clips: Sequence[Clip], cfg: MixConfig, audio_of: Callable[[
 
 
 def _feat_job(args):
-    x, cfg = args
-    return features_of(x, cfg)
+    x, cfg, names = args
+    return features_of(x, cfg, names)
 
 
 def activity_windows(sess, audios: Sequence[np.ndarray], cfg: MixConfig, mapper=map) -> float:
     """Mean activity output over every sliding window of ``audios``."""
-    vals = [run_model(sess, f)["activity"][:, 0] for f in mapper(_feat_job, ((a, cfg) for a in audios))]
+    names = input_names(sess)
+    vals = [run_model(sess, f)["activity"][:, 0] for f in mapper(_feat_job, ((a, cfg, names) for a in audios))]
     return round(float(np.mean(np.concatenate(vals))), 4)
+
+
+def other_source_only(cfg: MixConfig, others: Sequence[Clip], rng: np.random.Generator) -> tuple[list, str]:
+    """Held-out audio of the other source alone, and its description: for a speech model the first
+    60 held-out 4Q songs of ``others``, for a music model 30 x 30 s of held-out RAVDESS speech in
+    seed 001's 4.5 s slots."""
+    if cfg.source == "speech":
+        return [o.audio for o in others if o.corpus == "4q"][:60], "held-out 4Q test songs (first 60)"
+    spk = [o for o in others if o.corpus == "ravdess"] or list(others)
+    return ([speech_slots(rng, spk, 30 * SR, cfg.slot_s, phase=0.0)[0] for _ in range(30)],
+            "30 s of held-out RAVDESS speech in 4.5 s slots")
+
+
+def activity_report(sess, cfg: MixConfig, with_: Sequence[np.ndarray], others: Sequence[Clip],
+                    rng: np.random.Generator, mapper=map,
+                    with_text: str = "held-out target clips (clean)") -> dict:
+    """The activity head's mean over held-out windows with the target source (``with_``), with the
+    other source only (:func:`other_source_only` of ``others``) and over near-silence."""
+    without, other_text = other_source_only(cfg, others, rng)
+    silence = [np.random.default_rng(i).standard_normal(int(cfg.window_s * SR * 2)).astype(np.float32) * 1e-4
+               for i in range(10)]
+    return {"with_target_source": activity_windows(sess, with_, cfg, mapper),
+            "other_source_only": activity_windows(sess, without, cfg, mapper),
+            "near_silence_-80dBFS_noise": activity_windows(sess, silence, cfg, mapper),
+            "protocol": (f"mean activity output over all sliding windows of held-out clips: with the target "
+                         f"source = {with_text}; other source only = {other_text}; near-silence = white noise")}

@@ -58,6 +58,7 @@ from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing
 from .export import OPSET, op_types, time_forward
+from .train import LICENCES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 EMOTIONS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -648,27 +649,10 @@ def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
         out["cross_corpus"][f"{corpus}_never_trained_on"] = clip_metrics(
             [clip_outputs(sess, c.audio, cfg) for c in cl], cl, cfg)
     data = clips(cfg, None, splits=("test",))
-    with_ = [c.audio for c in data["targets"]["test"]][:60]
-    if task == "speech":
-        music = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"][:60]
-        without = [c.audio for c in corpora.load_audio(music)]
-        other = "60 held-out 4Q test songs"
-    else:
-        speech = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
-        corpora.load_audio(speech)
-        without = [mixing.speech_slots(rng, speech, 30 * corpora.SR, mc.slot_s, phase=0.0)[0] for _ in range(30)]
-        other = "30 x 30 s of held-out RAVDESS speech in 4.5 s slots"
-    silence = [np.random.default_rng(i).standard_normal(int(mc.n_samples * 2)).astype(np.float32) * 1e-4
-               for i in range(10)]
-
-    def mean_activity(audios) -> float:
-        return round(float(np.mean([clip_outputs(sess, x, cfg)["activity"].mean() for x in audios])), 4)
-
-    out["activity"] = {"with_target_source": mean_activity(with_), "other_source_only": mean_activity(without),
-                       "near_silence_-80dBFS_noise": mean_activity(silence),
-                       "protocol": (f"mean activity output over the sliding windows of held-out audio: with the "
-                                    f"target source = the first 60 held-out test clips (clean); other source only "
-                                    f"= {other}; near-silence = white noise")}
+    other_index = corpora.music_index() if task == "speech" else corpora.speech_index()
+    others = corpora.load_audio([c for c in other_index if c.split == "test" and c.corpus in ("4q", "ravdess")])
+    out["activity"] = evaluate.activity_report(sess, mc, [c.audio for c in data["targets"]["test"]][:60], others, rng,
+                                               with_text="the first 60 held-out test clips (clean)")
     return out
 
 
@@ -817,14 +801,8 @@ def corpora_used(cfg: dict) -> list[str]:
     return list(cfg["data"]["corpora"]) + (list(cfg["mixing"]["others"]) if cfg["mixing"]["mode"] == "mixed" else [])
 
 
-def train_licences() -> dict:
-    from .train import LICENCES
-
-    return LICENCES
-
-
 def licence(cfg: dict) -> str:
-    return ("trained on " + ", ".join(train_licences()[c] for c in corpora_used(cfg))
+    return ("trained on " + ", ".join(LICENCES[c] for c in corpora_used(cfg))
             + ": research / non-commercial use only")
 
 
@@ -876,7 +854,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "architecture": archs.describe(arch, a, model),
         "parameters": int(model.count_params()),
         "training_data": {
-            "corpora": [train_licences()[c] for c in used],
+            "corpora": [LICENCES[c] for c in used],
             "classes": cfg["data"]["classes"],
             "windows_per_epoch": t["windows_per_epoch"],
             "epochs_run": len(state["history"]),

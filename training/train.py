@@ -324,7 +324,6 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
                                          or te["others"], 0.0) for c in rav}
         metrics["ravdess_test_actors_19_24_mixed_4q_test_0dB"] = evaluate.clip_level(
             sess, rav, cfg, lambda c: mixes[c.path], pool.imap)
-        without = [o.audio for o in te["others"] if o.corpus == "4q"][:60]
         with_ = [c.audio for c in rav]
         for corpus in sorted({c.corpus for c in sp["xtest"]}):
             xc = [c for c in sp["xtest"] if c.corpus == corpus]
@@ -351,22 +350,8 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
         if sp["xtest"]:
             cross["vgmidi_labelled_never_trained_on"] = evaluate.clip_level(
                 sess, sp["xtest"], cfg, lambda c: c.audio, pool.imap)
-        spk = [o for o in te["others"] if o.corpus == "ravdess"] or te["others"]
         with_ = [c.audio for c in te["targets"] if c.corpus == "4q"]
-        without = [mixing.speech_slots(rng, spk, 30 * corpora.SR, cfg.slot_s, phase=0.0)[0]
-                   for _ in range(30)]
-    n_sil = 10
-    silence = [np.random.default_rng(i).standard_normal(int(cfg.window_s * corpora.SR * 2))
-               .astype(np.float32) * 1e-4 for i in range(n_sil)]
-    activity = {
-        "with_target_source": evaluate.activity_windows(sess, with_, cfg, pool.imap),
-        "other_source_only": evaluate.activity_windows(sess, without, cfg, pool.imap),
-        "near_silence_-80dBFS_noise": evaluate.activity_windows(sess, silence, cfg, pool.imap),
-        "protocol": ("mean activity output over all sliding windows of held-out clips: with the "
-                     "target source = held-out target clips (clean); other source only = "
-                     + ("held-out 4Q test songs (first 60)" if a.kind == "speech" else
-                        "30 s of held-out RAVDESS speech in 4.5 s slots") + "; near-silence = white noise"),
-    }
+    activity = evaluate.activity_report(sess, cfg, with_, te["others"], rng, pool.imap)
     pool.close()
     log(json.dumps(metrics, indent=1)[:3000])
 
