@@ -324,22 +324,48 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
                                                {"clean": [protocols.clip_item(c) for c in test]})])
     settings = results.Settings.quick_settings()
     r = results.run_experiment(exp, ["svm", "rf"], settings, log=None)
-    for name in ("svm", "rf"):
+    # the late fusion of SVM + MLP + RF, run later and added to the same results
+    r2 = results.run_experiment(exp, ["fusion", "fusion_spknorm_online"], settings, log=None)
+    r["systems"].update(r2["systems"])
+    for name in ("svm", "rf", "fusion", "fusion_spknorm_online"):
         acc = r["systems"][name]["mean_std"]["clean"]["accuracy"][0]
         maj = r["chance"]["clean"]["majority"]["accuracy"][0]
         assert acc > 2.5 * max(maj, 1 / 8), f"{name}: accuracy {acc:.3f} vs majority {maj:.3f} / uniform 0.125"
         pooled = np.array(r["systems"][name]["pooled"]["clean"]["confusion"])
         assert pooled.sum() == len(test) == 120
+    # every tuned member's choice is kept, named by its place in the fusion
+    assert {"0:svm__C", "0:svm__gamma", "1:mlp__alpha"} <= set(r2["systems"]["fusion"]["chosen_params"][0])
+    r["systems"] = {k: r["systems"][k] for k in ("svm", "rf")}
+
+    def doc_of(exps, **extra):
+        return {"protocol": "ravdess", "generated": "now", "settings": settings.__dict__,
+                "versions": results.versions(), "systems": {k: "x" for e in exps for k in e["systems"]},
+                "experiments": exps, "seconds": 1.0, **extra}
+
+    merged = results.add_systems(doc_of([r]), doc_of([r2], generated="later"), "python -m training.results --add")
+    assert list(merged["experiments"][0]["systems"]) == ["svm", "rf", "fusion", "fusion_spknorm_online"]
+    assert merged["added_runs"] == [{"systems": ["fusion", "fusion_spknorm_online"], "generated": "later",
+                                     "seconds": 1.0, "command": "python -m training.results --add (same folds and "
+                                                                "features; merged)"}]
+    other = json.loads(json.dumps(r2))
+    other["folds"][0]["n_test"]["clean"] = 119
+    with pytest.raises(ValueError, match="folds differ"):
+        results.add_systems(doc_of([r]), doc_of([other]), "x")
     # the page renders from JSON alone (tables + confusion PNG)
     jd = tmp_path / "json"
     jd.mkdir()
-    (jd / "protocol_ravdess.json").write_text(json.dumps({
-        "protocol": "ravdess", "generated": "now", "settings": settings.__dict__, "versions": results.versions(),
-        "systems": {"svm": "x", "rf": "y"}, "experiments": [r], "seconds": 1.0}))
+    (jd / "protocol_ravdess.json").write_text(json.dumps(merged))
     doc = tmp_path / "out" / "RESULTS.md"
     assert results.main(["--from-json", "--json-dir", str(jd), "--doc", str(doc)]) == 0
     text = doc.read_text()
     assert "seed 001 Table 4.1" in text and "chance: majority class" in text
+    assert "| **Fusion + causal speaker normalisation (streaming)** |" in text
+    assert "`fusion, fusion_spknorm_online` added by a later run" in text
+    # the summary keeps the causal fusion with the causal systems, not with the unadapted ones
+    summary = next(line for line in text.splitlines() if line.startswith("| RAVDESS 8 emotions"))
+    without = summary.split("without")[1]
+    assert any(f"({n})" in without for n in ("svm", "rf", "fusion")) and "spknorm" not in without, summary
+    assert "(fusion_spknorm_online)" in summary.split("causal (streaming)")[1].split(";")[0], summary
     pngs = list((doc.parent / "img").glob("ravdess_8class_clean.png"))
     assert pngs and pngs[0].stat().st_size > 5000
 
