@@ -344,7 +344,8 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
 
     merged = results.add_systems(doc_of([r]), doc_of([r2], generated="later"), "python -m training.results --add")
     assert list(merged["experiments"][0]["systems"]) == ["svm", "rf", "fusion", "fusion_spknorm_online"]
-    assert merged["added_runs"] == [{"systems": ["fusion", "fusion_spknorm_online"], "generated": "later",
+    assert merged["added_runs"] == [{"systems": ["fusion", "fusion_spknorm_online"], "tasks": ["8class"],
+                                     "generated": "later",
                                      "seconds": 1.0, "command": "python -m training.results --add (same folds and "
                                                                 "features; merged)"}]
     other = json.loads(json.dumps(r2))
