@@ -761,7 +761,8 @@ PROTOCOL_TEXT = {
                  "set), all 1078 EMOPIA clips, and all 630 4Q clips (mostly sung). The features are "
                  "standardised with the training (speech) statistics, as seed 000 did nothing to adapt either; "
                  "`svm_corpusnorm` (and `fusion_corpusnorm`) instead z-scores every corpus (RAVDESS, TESS, the "
-                 "music test set) with its own statistics, a simple unsupervised domain adaptation. Seed 000 trained on 37k MSP-Podcast clips; "
+                 "music test set) with its own statistics, a simple unsupervised domain adaptation. Seed 000 "
+                 "trained on 37k MSP-Podcast clips; "
                  "here 3744 acted clips of 26 speakers."),
     "crosscorpus": ("Cross-corpus: train on one corpus, test on another",
                     "Each experiment is one fold: trained on ALL of one corpus, tested on ALL of another (class counts "
@@ -1130,7 +1131,8 @@ def summary_lines(results: dict) -> list[str]:
                  f"{fmt(best(e, 'emopia_all', 'accuracy', only=corpus))}; official test (88): without "
                  f"{fmt(best(e, 'emopia_test', 'accuracy', only=plain))}, per-corpus normalisation "
                  f"{fmt(best(e, 'emopia_test', 'accuracy', only=corpus))}; within-corpus (EMOPIA "
-                 f"train+val -> the same 88) {fmt(best(w, 'emopia_test', 'accuracy', only=shared(e, w))) if w else '-'} | "
+                 f"train+val -> the same 88) "
+                 f"{fmt(best(w, 'emopia_test', 'accuracy', only=shared(e, w))) if w else '-'} | "
                  f"{maj(e, 'emopia_all')} (all), 25 % uniform | - | reported |")
     e, w = get("crosscorpus", "4quadrants_emopia_to_4q"), get("music4q", "4quadrant")
     if e:
@@ -1149,7 +1151,8 @@ def summary_lines(results: dict) -> list[str]:
           "speaker's features with statistics of all of that speaker's clips, the test speakers' included "
           "(unlabelled): it needs a batch of audio per speaker, which a live stream does not have at its start. "
           "The causal variants (`svm_spknorm_online`, `fusion_spknorm_online`) are what a stream can do: they "
-          "normalise each clip only with what they have heard of that speaker so far, from the first clip on. RAVDESS speakers act every emotion "
+          "normalise each clip only with what they have heard of that speaker so far, from the first clip on. "
+          "RAVDESS speakers act every emotion "
           "equally often; a real speaker's statistics mix emotion with voice, so expect less gain there."
           + (" Cross-corpus lines: `without adaptation` is the best of the unadapted systems; the within-corpus "
              "number beside it is the best of the unadapted systems run on both, on the corpus's own protocol, "
