@@ -367,6 +367,13 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     without = summary.split("without")[1]
     assert any(f"({n})" in without for n in ("svm", "rf", "fusion")) and "spknorm" not in without, summary
     assert "(fusion_spknorm_online)" in summary.split("causal (streaming)")[1].split(";")[0], summary
+    # a subset of a protocol's tasks is only ever added to saved results, never written alone
+    for argv in (["--only", "ravdess", "--tasks", "8class", "--json-dir", str(jd)],
+                 ["--add", "--only", "emopia", "--tasks", "4quadrant", "--json-dir", str(jd)]):
+        with pytest.raises(SystemExit) as exc:
+            results.main(argv + ["--doc", str(doc)])
+        assert exc.value.code == 2
+    assert not (jd / "protocol_emopia.json").exists()
     pngs = list((doc.parent / "img").glob("ravdess_8class_clean.png"))
     assert pngs and pngs[0].stat().st_size > 5000
 

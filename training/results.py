@@ -1309,6 +1309,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
         if tasks and not a.add:
             ap.error("--tasks needs --add (a protocol's JSON must keep all of its tasks)")
+        for n in names if tasks else ():
+            saved = json_dir / f"protocol_{n if n != 'mixed' or a.music_pool == '4q' else 'mixed_' + a.music_pool}.json"
+            if not saved.exists():
+                ap.error(f"--tasks adds to saved results, and {saved} does not exist: run the whole protocol first")
         separator = None
         if a.separator:
             separator = protocols.separator_from_name(a.separator)
