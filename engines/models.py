@@ -58,8 +58,8 @@ def load_card(onnx_path: Path) -> dict:
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ModelCardError(f"model card {card_path} lacks fields {missing}")
-    card["inputs"] = _by_name(card["inputs"], card_path, "inputs")
-    card["outputs"] = _by_name(card["outputs"], card_path, "outputs")
+    card["inputs"] = specs_by_name(card["inputs"], card_path, "inputs")
+    card["outputs"] = specs_by_name(card["outputs"], card_path, "outputs")
     names = sorted(card["inputs"])
     if card.get("streamable") is False or not names or any(n not in INPUT_KINDS for n in names):
         raise ModelCardError(f"{onnx_path.name} takes inputs {names}; the streamer computes "
@@ -76,7 +76,7 @@ def load_card(onnx_path: Path) -> dict:
     return card
 
 
-def _by_name(specs, card_path: Path, what: str) -> dict:
+def specs_by_name(specs, card_path: Path, what: str) -> dict:
     """Card I/O specs as {name: spec}; cards may list them or map them by name."""
     if isinstance(specs, dict):
         return specs

@@ -424,11 +424,12 @@ def test_every_shipped_model_gets_its_engine_input_dims_from_its_card(path):
     """Emotion models and the separator alike (their cards differ): the engine profile's non-batch
     dims are the card's shape of the graph's one input, whatever that input is called."""
     import onnx
+    from engines.models import specs_by_name
 
     graph_input = onnx.load(str(path)).graph.input[0]
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in graph_input.type.tensor_type.shape.dim)
-    card = json.loads(path.with_suffix(".json").read_text())
-    spec = {i["name"]: i for i in card["inputs"]} if isinstance(card["inputs"], list) else card["inputs"]
+    card_path = path.with_suffix(".json")
+    spec = specs_by_name(json.loads(card_path.read_text())["inputs"], card_path, "inputs")
     want = tuple(int(d) for d in spec[graph_input.name]["shape"][1:])
     assert tb.model_input_dims(path, graph_input.name, dims[1:]) == want
 

@@ -649,8 +649,11 @@ def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
         out["cross_corpus"][f"{corpus}_never_trained_on"] = clip_metrics(
             [clip_outputs(sess, c.audio, cfg) for c in cl], cl, cfg)
     data = clips(cfg, None, splits=("test",))
-    other_index = corpora.music_index() if task == "speech" else corpora.speech_index()
-    others = corpora.load_audio([c for c in other_index if c.split == "test" and c.corpus in ("4q", "ravdess")])
+    if task == "speech":  # only what evaluate.other_source_only uses: 60 4Q test songs, or RAVDESS test speech
+        others = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"][:60]
+    else:
+        others = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
+    others = corpora.load_audio(others)
     out["activity"] = evaluate.activity_report(sess, mc, [c.audio for c in data["targets"]["test"]][:60], others, rng,
                                                with_text="the first 60 held-out test clips (clean)")
     return out

@@ -527,6 +527,12 @@ def versions() -> dict:
             "n_features": len(handcrafted.feature_names())}
 
 
+def result_name(protocol: str, music_pool: str = "4q") -> str:
+    """The name of a protocol's results (``protocol_<name>.json``, its section): the grid over another
+    music pool than 4Q has its own, ``mixed_<pool>``."""
+    return f"mixed_{music_pool}" if protocol == "mixed" and music_pool != "4q" else protocol
+
+
 def run_protocol(name: str, systems: Sequence[str], settings: Settings, separator=None, log=print,
                  tasks: Optional[Sequence[str]] = None) -> dict:
     """Every experiment of a protocol (or only those whose task is in ``tasks``) -> one JSON-able dict."""
@@ -540,8 +546,7 @@ def run_protocol(name: str, systems: Sequence[str], settings: Settings, separato
         if unknown:
             raise ValueError(f"{name}: no task {', '.join(sorted(unknown))}; tasks: {', '.join(e.task for e in exps)}")
         exps = [e for e in exps if e.task in tasks]
-    if name == "mixed" and settings.music_pool != "4q":
-        name = f"mixed_{settings.music_pool}"  # its own JSON and section: protocol_mixed_<pool>.json
+    name = result_name(name, settings.music_pool)
     out = {"protocol": name, "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "settings": {k: v for k, v in settings.__dict__.items()}, "versions": versions(),
            "systems": {s: SYSTEMS[s].description for s in systems},
@@ -1055,7 +1060,6 @@ def summary_lines(results: dict) -> list[str]:
         return f"{100 * e['chance'][cond]['majority']['accuracy'][0]:.1f} % majority"
 
     online, corpus, plain = systems_adapting("online"), systems_adapting("corpus"), systems_adapting("")
-    norm = systems_adapting("group") + online + corpus
     for task, what, goal, seed in (("8class", "8 emotions", 0.65, "seed 001 D-NN 61 %, SVC 57.4 %, RFC 55.1 %"),
                                    ("4quadrant", "4 quadrants (no neutral)", 0.70, "-")):
         e = get("ravdess", task)
@@ -1063,7 +1067,7 @@ def summary_lines(results: dict) -> list[str]:
             continue
         b_all = best(e, "clean", "accuracy", online)
         b_on = best(e, "clean", "accuracy", only=online)
-        b0 = best(e, "clean", "accuracy", norm)
+        b0 = best(e, "clean", "accuracy", only=plain)
         uni = 12.5 if task == "8class" else 25
         cells = [f"speaker normalisation over all of a speaker's clips {fmt(b_all)}"]
         targets = [f"{met(b_all, goal)} with it"]
@@ -1310,7 +1314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if tasks and not a.add:
             ap.error("--tasks needs --add (a protocol's JSON must keep all of its tasks)")
         for n in names if tasks else ():
-            saved = json_dir / f"protocol_{n if n != 'mixed' or a.music_pool == '4q' else 'mixed_' + a.music_pool}.json"
+            saved = json_dir / f"protocol_{result_name(n, a.music_pool)}.json"
             if not saved.exists():
                 ap.error(f"--tasks adds to saved results, and {saved} does not exist: run the whole protocol first")
         separator = None
