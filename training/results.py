@@ -38,6 +38,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from streamer import adapt
+
 from . import handcrafted, protocols
 from .paths import cache_root
 from .protocols import Experiment, Item
@@ -120,11 +122,9 @@ def group_standardise(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
 
 
 def group_stats_prior(X: np.ndarray, groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The mean of the groups' feature means and of their variances: what a new speaker looks like before
-    any of their audio has been heard."""
-    groups = np.asarray(groups)
-    ms, vs = zip(*[(X[groups == g].mean(0), X[groups == g].var(0)) for g in np.unique(groups)])
-    return np.mean(ms, 0), np.mean(vs, 0)
+    """What a new speaker looks like before any of their audio has been heard
+    (:func:`streamer.adapt.group_prior`)."""
+    return adapt.group_prior(X, groups)
 
 
 def online_group_standardise(X: np.ndarray, groups: Sequence[str], keys: Sequence[str],
@@ -134,26 +134,18 @@ def online_group_standardise(X: np.ndarray, groups: Sequence[str], keys: Sequenc
 
     Each group's items are taken in a seeded random order; item ``i`` is z-scored with the running mean and
     variance of items ``0..i`` of its group (itself included: a window is normalised with what has been heard
-    up to its end), shrunk toward ``prior`` with the weight of ``prior_n`` items. Returns the features and
-    each item's position (1-based) in its group's order.
+    up to its end), shrunk toward ``prior`` with the weight of ``prior_n`` items: the streamer's
+    :class:`streamer.adapt.StreamStandardiser`. Returns the features and each item's position (1-based) in
+    its group's order.
     """
-    X = X.astype(np.float64)
     groups, keys = np.asarray(groups), list(keys)
-    out, pos = np.empty_like(X), np.zeros(len(X), int)
-    mu0, var0 = prior
+    order, pos = [], np.zeros(len(X), int)
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         idx = idx[np.argsort([hashlib.sha1(f"{seed}:{keys[i]}".encode()).hexdigest() for i in idx])]
-        s1 = prior_n * mu0
-        s2 = prior_n * (var0 + mu0 ** 2)
-        for n, i in enumerate(idx, 1):
-            s1 = s1 + X[i]
-            s2 = s2 + X[i] ** 2
-            m = s1 / (n + prior_n)
-            v = np.maximum(s2 / (n + prior_n) - m ** 2, 0.0)
-            out[i] = (X[i] - m) / (np.sqrt(v) + 1e-8)
-            pos[i] = n
-    return out, pos
+        order.extend(idx)
+        pos[idx] = np.arange(1, len(idx) + 1)
+    return adapt.standardise_groups(X, groups, prior, prior_n, order), pos
 
 
 # --------------------------------------------------------------------------- systems
@@ -391,6 +383,12 @@ def _crosscorpus_speech(exp: Experiment) -> bool:
     return exp.protocol == "crosscorpus" and exp.folds[0].train[0].clip.corpus in ("ravdess", "tess")
 
 
+def _streamed_speech_exp(exp: Experiment) -> bool:
+    """Speech tasks whose test speakers each say many clips, as one stream would hear them (RAVDESS, the
+    seed 001 grid's speech, speech corpus -> corpus): where causal speaker normalisation applies."""
+    return _speech_exp(exp) or _crosscorpus_speech(exp)
+
+
 register_system("rf", _rf, "random forest, 1000 trees, max_features sqrt (seed 001's RFC/RFR)")
 register_system("mlp", _mlp, "MLP, one hidden layer of 512 logistic units, early stopping, batch 256, "
                              "standardised features (seed 001's MLPC)")
@@ -413,9 +411,9 @@ register_system("svm_spknorm_online", _svm_factory("online"),
                 "clips in a seeded random order, each z-scored with the running statistics of that speaker's "
                 "clips heard so far (itself included), shrunk toward the training speakers' average with the "
                 "weight of 5 clips (the training speakers are normalised the same way); the score averages over "
-                "a whole session from the speaker's first clip (60 clips per RAVDESS actor; 1400 per TESS speaker "
-                "cross-corpus)",
-                applies=lambda exp: exp.protocol == "ravdess" or _crosscorpus_speech(exp), adapt="online")
+                "a whole session from the speaker's first clip (60 clips per RAVDESS actor; 300 mixtures per actor "
+                "in seed 001's grid; 1400 per TESS speaker cross-corpus)",
+                applies=_streamed_speech_exp, adapt="online")
 register_system("svm_spknorm", _svm_factory(True),
                 "the SVM with every speaker's features z-scored by that speaker's own statistics (test speakers "
                 "too: needs unlabelled audio of each test speaker; not a streaming setting)", applies=_speech_exp,
@@ -430,7 +428,7 @@ register_system("fusion_seg", _fusion_factory(False, segments=6),
                           "(music only)", applies=_music_exp)
 register_system("fusion_spknorm_online", _fusion_factory("online"),
                 _FUSION + ", on features with causal speaker normalisation as `svm_spknorm_online`'s",
-                applies=lambda exp: exp.protocol == "ravdess" or _crosscorpus_speech(exp), adapt="online")
+                applies=_streamed_speech_exp, adapt="online")
 register_system("fusion_corpusnorm", _fusion_factory("corpus"),
                 _FUSION + ", on features with per-corpus normalisation as `svm_corpusnorm`'s",
                 applies=lambda exp: exp.protocol in ("transfer", "crosscorpus"), adapt="corpus")
@@ -1224,6 +1222,9 @@ def add_systems(old: dict, new: dict, command: str) -> dict:
             raise ValueError(f"{new['protocol']}/{e['task']}: the folds differ from the existing results'")
         o["systems"].update(e["systems"])
     added = [s for e in new["experiments"] for s in e["systems"]]
+    if not added:
+        raise ValueError(f"{new['protocol']}: none of the systems applies to "
+                         f"{', '.join(e['task'] for e in new['experiments'])}; nothing to add")
     old["systems"].update({s: d for s, d in new["systems"].items() if s in added})
     old.setdefault("added_runs", []).append({"systems": sorted(set(added), key=added.index),
                                              "tasks": [e["task"] for e in new["experiments"]],
@@ -1331,7 +1332,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             minutes = r["seconds"] / 60
             if a.add and out.exists():
                 cmd = " ".join(["python -m training.results", *(sys.argv[1:] if argv is None else argv)])
-                r = add_systems(json.loads(out.read_text()), r, cmd)
+                try:
+                    r = add_systems(json.loads(out.read_text()), r, cmd)
+                except ValueError as exc:
+                    print(f"training.results: {exc}", file=sys.stderr)
+                    return 2
             out.write_text(json.dumps(r, indent=1))
             print(f"protocol {r['protocol']}: {minutes:.1f} min -> {out}", flush=True)
     results = load_json_results(json_dir)
