@@ -23,6 +23,7 @@ TINY = {
     "ensemble_music": ["arch.cnn_filters=[4, 8]", "arch.cnn_dense=8", "arch.dnn=[16]", "arch.fusion_dense=8",
                        "train.batch_size=16"],
     "dnn_music": ["arch.dense=[16, 8]"],
+    "dnn_speech_adapt": ["arch.dense=[16, 8]", "data.corpora=['ravdess']"],
     "sincnet_music": ["arch.sinc_filters=8", "arch.sinc_len=65", "arch.conv_filters=[8, 8]",
                       "arch.dense=[32, 32]", "arch.chunk_s=0.25", "train.run_eagerly=false"],
 }

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from streamer import taxonomy
+from streamer.adapt import Adaptation, StreamStandardiser
 from streamer.inputs import stack_inputs, window_inputs
 from streamer.predict import clip_windows
 
@@ -26,12 +27,18 @@ def input_names(sess) -> tuple[str, ...]:
     return tuple(i.name for i in sess.get_inputs())
 
 
-def features_of(x: np.ndarray, cfg: MixConfig, names=("features",)) -> dict[str, np.ndarray]:
+def features_of(x: np.ndarray, cfg: MixConfig, names=("features",),
+                stream: Optional[StreamStandardiser] = None, update: bool = True) -> dict[str, np.ndarray]:
     """Inputs ``names`` of every sliding window of a clip, stacked [W, ...] (of its separated stem
-    when training uses a separator: :func:`training.mixing.model_input`)."""
+    when training uses a separator: :func:`training.mixing.model_input`); ``stream``: a model's
+    per-stream adaptation (:mod:`streamer.adapt`) of its handcrafted input, updated with each window
+    when ``update``."""
     x = model_input(x, cfg.source)
     wins = clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))
-    return stack_inputs([window_inputs(w, names) for w in wins])
+    per = [window_inputs(w, names) for w in wins]
+    if stream is not None:
+        per = [{**p, "handcrafted": stream(p["handcrafted"], update=update)} for p in per]
+    return stack_inputs(per)
 
 
 def run_model(sess, feats: dict[str, np.ndarray], batch: int = 32) -> dict[str, np.ndarray]:
@@ -118,10 +125,16 @@ def _feat_job(args):
     return features_of(x, cfg, names)
 
 
-def activity_windows(sess, audios: Sequence[np.ndarray], cfg: MixConfig, mapper=map) -> float:
-    """Mean activity output over every sliding window of ``audios``."""
+def activity_windows(sess, audios: Sequence[np.ndarray], cfg: MixConfig, mapper=map,
+                     stream: Optional[StreamStandardiser] = None, update: bool = True) -> float:
+    """Mean activity output over every sliding window of ``audios`` (``stream``, ``update``: a
+    model's adaptation, as :func:`features_of`; then the windows are taken in order, one process)."""
     names = input_names(sess)
-    vals = [run_model(sess, f)["activity"][:, 0] for f in mapper(_feat_job, ((a, cfg, names) for a in audios))]
+    if stream is not None:
+        feats = (features_of(a, cfg, names, stream, update) for a in audios)
+    else:
+        feats = mapper(_feat_job, ((a, cfg, names) for a in audios))
+    vals = [run_model(sess, f)["activity"][:, 0] for f in feats]
     return round(float(np.mean(np.concatenate(vals))), 4)
 
 
@@ -138,14 +151,30 @@ def other_source_only(cfg: MixConfig, others: Sequence[Clip], rng: np.random.Gen
 
 def activity_report(sess, cfg: MixConfig, with_: Sequence[np.ndarray], others: Sequence[Clip],
                     rng: np.random.Generator, mapper=map,
-                    with_text: str = "held-out target clips (clean)") -> dict:
+                    with_text: str = "held-out target clips (clean)", adaptation: Optional[dict] = None) -> dict:
     """The activity head's mean over held-out windows with the target source (``with_``), with the
-    other source only (:func:`other_source_only` of ``others``) and over near-silence."""
+    other source only (:func:`other_source_only` of ``others``) and over near-silence.  With a
+    model's ``adaptation`` (card section), the target windows are one stream that updates its
+    statistics; the other two start from the prior and do not update (a stream's windows below the
+    activity gate)."""
     without, other_text = other_source_only(cfg, others, rng)
     silence = [np.random.default_rng(i).standard_normal(int(cfg.window_s * SR * 2)).astype(np.float32) * 1e-4
                for i in range(10)]
-    return {"with_target_source": activity_windows(sess, with_, cfg, mapper),
-            "other_source_only": activity_windows(sess, without, cfg, mapper),
-            "near_silence_-80dBFS_noise": activity_windows(sess, silence, cfg, mapper),
-            "protocol": (f"mean activity output over all sliding windows of held-out clips: with the target "
-                         f"source = {with_text}; other source only = {other_text}; near-silence = white noise")}
+    ad = adapt_from_section(adaptation)
+    fresh = (lambda: ad.new_stream()) if ad else (lambda: None)  # noqa: E731
+    out = {"with_target_source": activity_windows(sess, with_, cfg, mapper, fresh()),
+           "other_source_only": activity_windows(sess, without, cfg, mapper, fresh(), update=False),
+           "near_silence_-80dBFS_noise": activity_windows(sess, silence, cfg, mapper, fresh(), update=False),
+           "protocol": (f"mean activity output over all sliding windows of held-out clips: with the target "
+                        f"source = {with_text}; other source only = {other_text}; near-silence = white noise")}
+    if ad:
+        out["adaptation"] = ("target windows: one stream, statistics updated; other source and near-silence: "
+                             "the prior's statistics, not updated (below the streamer's activity gate)")
+    return out
+
+
+def adapt_from_section(section: Optional[dict]) -> Optional[Adaptation]:
+    """A card's ``adaptation`` section as :class:`streamer.adapt.Adaptation` (None: no adaptation)."""
+    if not section:
+        return None
+    return Adaptation(section, {section["input"]: len(section["prior_mean"])})

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import hashlib
 import json
 import os
 import sys
@@ -51,7 +52,7 @@ from typing import Optional
 
 import numpy as np
 
-from streamer import taxonomy
+from streamer import adapt, taxonomy
 from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
 from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
@@ -96,6 +97,9 @@ DEFAULTS: dict = {
         "run_eagerly": False,    # Keras eager mode: no graph tracing (faster for a few steps, e.g. tests)
     },
     "loss_weights": {"quadrant": 1.0, "va": 0.5, "activity": 0.5, "emotion": 1.0},
+    # per-stream adaptation (streamer.adapt): "causal_standardise" z-scores the handcrafted input per
+    # speaker with running statistics, in training (each speaker's windows in drawn order) as in a stream
+    "adaptation": {"method": "none", "prior_n": 5.0, "min_activity": 0.5},
 }
 
 PROTOCOLS = {
@@ -187,7 +191,7 @@ def check(cfg: dict) -> dict:
     unknown = sorted(set(cfg) - set(DEFAULTS) - {"recipe_file"})
     if unknown:
         raise RecipeError(f"unknown recipe keys {unknown}")
-    for sec in ("data", "features", "train", "loss_weights"):
+    for sec in ("data", "features", "train", "loss_weights", "adaptation"):
         bad = sorted(set(cfg[sec]) - set(DEFAULTS[sec]))
         if bad:
             raise RecipeError(f"unknown keys in [{sec}]: {bad} (known: {sorted(DEFAULTS[sec])})")
@@ -229,7 +233,20 @@ def check(cfg: dict) -> dict:
                           "(not accuracy: seed 000's lesson)")
     if t["optimizer"] not in ("adam", "sgd"):
         raise RecipeError(f"train.optimizer = {t['optimizer']!r}: use 'adam' or 'sgd'")
+    ad = cfg["adaptation"]
+    if ad["method"] not in ("none", adapt.METHOD):
+        raise RecipeError(f"adaptation.method = {ad['method']!r}: use 'none' or {adapt.METHOD!r}")
+    if adapting(cfg) and "handcrafted" not in input_names(cfg):
+        raise RecipeError(f"adaptation.method = {adapt.METHOD!r} standardises the handcrafted input, and arch "
+                          f"{cfg['arch']['name']!r} takes {list(input_names(cfg))}")
+    if not float(ad["prior_n"]) > 0:
+        raise RecipeError(f"adaptation.prior_n = {ad['prior_n']!r}: must be > 0")
     return cfg
+
+
+def adapting(cfg: dict) -> bool:
+    """Whether the recipe's model standardises its input per stream (:mod:`streamer.adapt`)."""
+    return cfg["adaptation"]["method"] == adapt.METHOD
 
 
 def mix_config(cfg: dict) -> mixing.MixConfig:
@@ -320,16 +337,74 @@ def make_windows(seed: int, n: int, cfg: dict, targets, others, p=None) -> dict:
     rng = np.random.default_rng(seed)
     mc, mode, names = mix_config(cfg), cfg["mixing"]["mode"], input_names(cfg)
     cols = {k: [] for k in (*names, "q", "emo", "va", "va_mask", "activity")}
+    group = []
     for _ in range(n):
         x, c, act = _window(rng, mc, mode, targets, others, p)
         for k, v in window_inputs(x, names).items():
             cols[k].append(v)
+        group.append("" if c is None else f"{c.corpus}:{c.group}")
         cols["q"].append(-1 if c is None else c.q_index)
         cols["emo"].append(-1 if c is None else emotion_index(c.label))
         cols["va"].append(va_target(c))
         cols["va_mask"].append(0.0 if c is None else 1.0)
         cols["activity"].append(act)
     out = {k: np.asarray(v, dtype=np.int64 if k in ("q", "emo") else np.float32) for k, v in cols.items()}
+    out["group"] = np.asarray(group, dtype=object)  # the window's speaker/artist ("" without a target clip)
+    return out
+
+
+def adaptation_prior(batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The training speakers' average handcrafted statistics (:func:`streamer.adapt.group_prior`)
+    over the windows that have a target clip."""
+    keep = batch["group"] != ""
+    return adapt.group_prior(batch["handcrafted"][keep], batch["group"][keep])
+
+
+def adapt_windows(batch: dict, cfg: dict, prior: tuple[np.ndarray, np.ndarray], seed: int) -> dict:
+    """``batch`` with its handcrafted input standardised causally per speaker, as the streamer does it:
+    each speaker's windows in drawn order are one stream.  A window without a target clip (no
+    speech in it) is standardised with a random speaker's statistics so far and does not update them,
+    as a stream's windows below the activity gate."""
+    ad = cfg["adaptation"]
+    rng = np.random.default_rng(seed)
+    groups = batch["group"]
+    known = sorted(set(groups) - {""}) or ["-"]
+    streams: dict = {}
+    x = batch["handcrafted"]
+    out = np.empty_like(x)
+    for i, g in enumerate(groups):
+        update = bool(g)
+        g = g or known[int(rng.integers(len(known)))]
+        st = streams.get(g)
+        if st is None:
+            st = streams[g] = adapt.StreamStandardiser(prior[0], prior[1], ad["prior_n"])
+        out[i] = st(x[i], update=update)
+    return {**batch, "handcrafted": out}
+
+
+def adaptation_section(cfg: dict, state: dict) -> Optional[dict]:
+    """The model card's ``adaptation`` (None when the recipe does not adapt)."""
+    if not adapting(cfg):
+        return None
+    mean, var = state["adapt_prior"]["mean"], state["adapt_prior"]["var"]
+    return adapt.card_section(mean, var, cfg["adaptation"]["prior_n"],
+                              min_activity=cfg["adaptation"]["min_activity"])
+
+
+def clip_streams(clip_list, adaptation: Optional[dict], seed: int = corpora.SPLIT_SEED):
+    """``clip_list`` in the order streams hear them, each with its stream (None without adaptation):
+    per speaker (corpus, group) one stream, the speaker's clips in a seeded random order, as
+    :func:`training.results.online_group_standardise` orders them."""
+    if not adaptation:
+        return [(c, None) for c in clip_list]
+    ad = evaluate.adapt_from_section(adaptation)
+    out, streams = [], {}
+    for c in sorted(clip_list, key=lambda c: (c.corpus, c.group,
+                                              hashlib.sha1(f"{seed}:{c.path}".encode()).hexdigest())):
+        key = (c.corpus, c.group)
+        if key not in streams:
+            streams[key] = ad.new_stream()
+        out.append((c, streams[key]))
     return out
 
 
@@ -547,8 +622,10 @@ def _ccc(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.mean((a - a.mean()) * (b - b.mean())) / den) if den > 0 else 0.0
 
 
-def clip_outputs(sess, x: np.ndarray, cfg: dict, batch: int = 16) -> dict:
-    """Mean ONNX outputs over the clip's sliding windows (as ``emotrack predict``)."""
+def clip_outputs(sess, x: np.ndarray, cfg: dict, batch: int = 16,
+                 stream: Optional[adapt.StreamStandardiser] = None) -> dict:
+    """Mean ONNX outputs over the clip's sliding windows (as ``emotrack predict``); ``stream``: the
+    speaker's adaptation state (:func:`clip_streams`), updated with every window of the clip."""
     from streamer.predict import clip_windows
 
     mc = mix_config(cfg)
@@ -557,6 +634,8 @@ def clip_outputs(sess, x: np.ndarray, cfg: dict, batch: int = 16) -> dict:
     acc = {n: [] for n in names}
     for i in range(0, len(wins), batch):
         per = [window_inputs(w, input_names(cfg)) for w in wins[i:i + batch]]
+        if stream is not None:
+            per = [{**p, "handcrafted": stream(p["handcrafted"])} for p in per]
         feed = {k: np.stack([p[k] for p in per]) for k in per[0]}
         for n, v in zip(names, sess.run(names, feed)):
             acc[n].append(v)
@@ -608,10 +687,25 @@ def clip_metrics(outs: list[dict], clip_list, cfg: dict) -> dict:
     return m
 
 
+def streamed_metrics(sess, clip_list, cfg: dict, adaptation: Optional[dict], audio_of=lambda c: c.audio) -> dict:
+    """:func:`clip_metrics` of ``clip_list``; with ``adaptation``, each speaker's clips are one stream
+    (:func:`clip_streams`) and the metrics also say so."""
+    pairs = clip_streams(clip_list, adaptation)
+    outs = [clip_outputs(sess, audio_of(c), cfg, stream=st) for c, st in pairs]
+    m = clip_metrics(outs, [c for c, _ in pairs], cfg)
+    if adaptation:
+        m["adaptation"] = ("causal per-speaker standardisation: each test speaker's clips are one stream, in a "
+                           "seeded random order, every window standardised with the statistics heard so far")
+    return m
+
+
 def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: Optional[int] = None,
-                   data: Optional[dict] = None, threads: int = 1) -> dict:
+                   data: Optional[dict] = None, threads: int = 1, adaptation: Optional[dict] = None) -> dict:
     """Clip-level metrics of an exported model on ``split`` of the recipe's corpora,
-    per corpus; clean and, for a mixed recipe, mixed at 0 dB (training.mixing.mix_eval)."""
+    per corpus; clean and, for a mixed recipe, mixed at 0 dB (training.mixing.mix_eval).
+    ``adaptation``: the card's section for a model that adapts per stream (:func:`clip_streams`)."""
+    if adapting(cfg) and not adaptation:
+        raise RecipeError(f"{onnx_path}: the recipe adapts per stream and its card has no adaptation section")
     data = data or clips(cfg, max_clips, splits=(split,))
     sess = session(onnx_path, threads)
     rng = np.random.default_rng(12345)
@@ -621,15 +715,19 @@ def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: O
         cl = [c for c in data["targets"][split] if c.corpus == corpus]
         if not cl:
             continue
-        res[f"{corpus}_{split}_clean"] = clip_metrics([clip_outputs(sess, c.audio, cfg) for c in cl], cl, cfg)
+        res[f"{corpus}_{split}_clean"] = streamed_metrics(sess, cl, cfg, adaptation)
         others = data["others"].get(split) or []
         if cfg["mixing"]["mode"] == "mixed" and others:
-            outs = [clip_outputs(sess, mixing.mix_eval(rng, mc, c, others, 0.0), cfg) for c in cl]
-            res[f"{corpus}_{split}_mixed_0dB"] = clip_metrics(outs, cl, cfg)
+            if adaptation:  # mixed in list order (the same mixtures as without), heard in stream order
+                mixes = {c.path: mixing.mix_eval(rng, mc, c, others, 0.0) for c in cl}
+                audio_of = lambda c: mixes[c.path]  # noqa: E731
+            else:
+                audio_of = lambda c: mixing.mix_eval(rng, mc, c, others, 0.0)  # noqa: E731
+            res[f"{corpus}_{split}_mixed_0dB"] = streamed_metrics(sess, cl, cfg, adaptation, audio_of)
     return res
 
 
-def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
+def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1, adaptation: Optional[dict] = None) -> dict:
     """What the shipped models' cards report besides the test split, measured the same way
     (:func:`training.train.finish`): ``cross_corpus``, clip-level metrics on target corpora the
     recipe never trained on (music: the labelled VGMIDI phrases; speech: RAVDESS or TESS when
@@ -646,8 +744,7 @@ def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
     out = {"cross_corpus": {}}
     for corpus in sorted({c.corpus for c in cross}):
         cl = [c for c in cross if c.corpus == corpus]
-        out["cross_corpus"][f"{corpus}_never_trained_on"] = clip_metrics(
-            [clip_outputs(sess, c.audio, cfg) for c in cl], cl, cfg)
+        out["cross_corpus"][f"{corpus}_never_trained_on"] = streamed_metrics(sess, cl, cfg, adaptation)
     data = clips(cfg, None, splits=("test",))
     if task == "speech":  # only what evaluate.other_source_only uses: 60 4Q test songs, or RAVDESS test speech
         others = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"][:60]
@@ -655,7 +752,8 @@ def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1) -> dict:
         others = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
     others = corpora.load_audio(others)
     out["activity"] = evaluate.activity_report(sess, mc, [c.audio for c in data["targets"]["test"]][:60], others, rng,
-                                               with_text="the first 60 held-out test clips (clean)")
+                                               with_text="the first 60 held-out test clips (clean)",
+                                               adaptation=adaptation)
     return out
 
 
@@ -700,6 +798,12 @@ def train(cfg: dict, out: Path, resume: bool = False, max_minutes: Optional[floa
     epoch_seed = lambda e: seed * 1_000_003 + e * 1009
     e0 = state["epoch"] if state and t["resample_windows"] else 0
     first = make_windows(epoch_seed(e0), t["windows_per_epoch"], cfg, tr, data["others"]["train"], p)
+    prior = None
+    if adapting(cfg):  # the training speakers' average, from the first epoch's windows (kept for a resume)
+        prior = ((np.asarray(state["adapt_prior"]["mean"]), np.asarray(state["adapt_prior"]["var"])) if state
+                 else adaptation_prior(first))
+        val = adapt_windows(val, cfg, prior, seed * 7 + 99_992)
+        first = adapt_windows(first, cfg, prior, epoch_seed(e0) + 31)
     norm = _norm_from_json(state["norm"]) if state else standardisation(first, names)
     fixed = None if t["resample_windows"] else {k: v.copy() for k, v in first.items()}
 
@@ -716,6 +820,8 @@ def train(cfg: dict, out: Path, resume: bool = False, max_minutes: Optional[floa
     else:
         state = {"epoch": 0, "history": [], "best_epoch": 0, "best": None, "since_best": 0,
                  "lr": t["learning_rate"], "norm": _norm_to_json(norm), "train_seconds": 0.0}
+        if prior is not None:
+            state["adapt_prior"] = {"mean": prior[0].tolist(), "var": prior[1].tolist()}
     yv, swv = targets_of(val, cfg, qw, ew)
     metric, sign = t["early_stopping"], (1 if t["early_stopping"] == "val_macro_f1" else -1)
     batch = first
@@ -729,6 +835,8 @@ def train(cfg: dict, out: Path, resume: bool = False, max_minutes: Optional[floa
             batch = {k: v.copy() for k, v in fixed.items()}
         if batch is None:
             batch = make_windows(epoch_seed(e), t["windows_per_epoch"], cfg, tr, data["others"]["train"], p)
+            if prior is not None:
+                batch = adapt_windows(batch, cfg, prior, epoch_seed(e) + 31)
         if t["spec_augment"] and "features" in names:
             from .train import spec_augment
 
@@ -786,7 +894,8 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
          f"({time.time() - t_start:.1f} s so far)")
     metrics = {}
     if data is not None and data["targets"]["test"]:
-        metrics = evaluate_model(onnx_path, cfg, "test", data=data, threads=threads)
+        metrics = evaluate_model(onnx_path, cfg, "test", data=data, threads=threads,
+                                 adaptation=adaptation_section(cfg, state))
         for k, m in metrics.items():
             e8 = m.get("emotion8")
             _log(f"{k}: quadrant acc {m.get('quadrant_accuracy')} macro-F1 {m.get('quadrant_macro_f1')} "
@@ -819,8 +928,9 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
                          "delta-delta after R128 normalisation); standardisation is inside the graph"),
             "waveform": "the 16 kHz mono window after R128 loudness normalisation (-23 LUFS)",
             "handcrafted": (f"streamer.descriptors.features of the window ({len(handcrafted.feature_names())} "
-                            "descriptors, names in streamer.descriptors.feature_names()); standardised in the "
-                            "graph")}
+                            "descriptors, names in streamer.descriptors.feature_names()); "
+                            + ("standardised per stream first (the card's adaptation), then "
+                               if adapting(cfg) else "") + "standardised in the graph")}
     outputs = [{"name": "quadrant", "dtype": "float32", "shape": ["N", 4], "activation": "softmax",
                 "labels": list(taxonomy.QUADRANTS)},
                {"name": "va", "dtype": "float32", "shape": ["N", 2], "activation": "tanh",
@@ -886,6 +996,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "command": command,
         "recipe": cfg,
+        **({"adaptation": adaptation_section(cfg, state)} if adapting(cfg) else {}),
     }
 
 
@@ -924,7 +1035,8 @@ def cmd_evaluate(a) -> int:
     if "recipe" not in card:
         raise RecipeError(f"{p.with_suffix('.json')} has no recipe (not made by a recipe run); "
                           "use python -m training.train --eval-only for the shipped models")
-    res = evaluate_model(p, saved_config(card["recipe"]), a.split, a.max_clips, threads=a.threads)
+    res = evaluate_model(p, saved_config(card["recipe"]), a.split, a.max_clips, threads=a.threads,
+                         adaptation=card.get("adaptation"))
     text = json.dumps({"model": str(p), "split": a.split, "max_clips": a.max_clips, "metrics": res}, indent=1)
     if a.out:
         Path(a.out).write_text(text + "\n")
@@ -936,7 +1048,7 @@ def cmd_evaluate(a) -> int:
         card["metrics"] = res
         if a.split == "test" and not a.max_clips:
             cfg = saved_config(card["recipe"])
-            card.update(held_out_extras(p, cfg, a.threads), licence=licence(cfg))
+            card.update(held_out_extras(p, cfg, a.threads, card.get("adaptation")), licence=licence(cfg))
         card["onnx_sha256"] = sha256_of(p)
         p.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return 0
