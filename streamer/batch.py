@@ -10,8 +10,9 @@ its array and keeps exactly the windows that start in ``[start, own_end)`` (the
 last chunk also keeps the end-of-stream tail).  Stitched in order, the windows
 are those of one replay of the whole file: the same ``t_start``/``t_end`` grid,
 none missing, none twice, ``seq`` counting from 0 per stream and topic.
-Chunking needs a separator without state (``none``); with any other, and in
-one process (``--no-ray``), a file is one task.
+Chunking needs a separator without state (``none``) and models without
+per-stream adaptation (:mod:`streamer.adapt`); otherwise, and in one process
+(``--no-ray``), a file is one task.
 
 Output in ``--out DIR``: ``<name>.jsonl`` per file (the bodies ``emotrack replay
 --out`` writes: a ``start`` status, the emotion messages, an ``end`` status;
@@ -50,7 +51,7 @@ import numpy as np
 
 from engines.models import sha256_of
 
-from . import schema
+from . import adapt, schema
 from .errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
 from .sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
 
@@ -749,7 +750,8 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
         separator = make_separator(cfg)  # built here too, so that a missing separator model fails at once
         try:
             specs = window_specs(models, cfg, separator)
-            chunkable = separator.identity
+            # chunks must not depend on what came before them: no separator state, no per-stream adaptation
+            chunkable = separator.identity and not any(adapt.from_card(m.card) for m in models.values())
         finally:
             separator.close()
         key = config_key(models, cfg, specs)

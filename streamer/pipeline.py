@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import features as F
+from . import adapt, features as F
 from .errors import EmotrackError, ModelError
 from .inputs import input_shape, stack_inputs
 from .schema import QUADRANTS
@@ -97,6 +97,9 @@ class Pipeline:
         self.block_max = int(block_max_s * SAMPLE_RATE)
         specs = {}
         self.hops_s = {}
+        # per-stream adaptation of the models whose card asks for it (streamer.adapt): one state per source
+        self.adaptation = {src: a for src, m in models.items() if (a := adapt.from_card(m.card)) is not None}
+        self.streams = {src: a.new_stream() for src, a in self.adaptation.items()}
         for src, m in models.items():
             check_model_features(m, params)
             win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
@@ -128,8 +131,15 @@ class Pipeline:
                 self.publish(src, w, out, i)
 
     def inputs(self, w: Window) -> dict[str, np.ndarray]:
-        """The inputs of window ``w`` that its model takes."""
-        return self.windows.inputs(w, self.models[w.key].input_names)
+        """The inputs of window ``w`` that its model takes, adapted to the stream where its
+        model adapts (:mod:`streamer.adapt`: windows are taken in stream order, and a window whose
+        separator activity is below the card's gate does not update the statistics)."""
+        x = self.windows.inputs(w, self.models[w.key].input_names)
+        ad = self.adaptation.get(w.key)
+        if ad is not None:
+            act = None if self.sep.identity else self.sep.activity(w.key, w.start, w.end)
+            x[ad.input] = self.streams[w.key](x[ad.input], update=ad.wants_update(act))
+        return x
 
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
         """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
@@ -196,7 +206,9 @@ class Pipeline:
         return st
 
     def publish_start(self, source: Source) -> None:
-        self.pub.status("start", models={s: m.id for s, m in self.models.items()},
+        extra = {"adaptation": {s: {"method": adapt.METHOD, "input": a.input, "prior_n": a.prior_n}
+                                for s, a in self.adaptation.items()}} if self.adaptation else {}
+        self.pub.status("start", models={s: m.id for s, m in self.models.items()}, **extra,
                         backend={s: m.backend.description for s, m in self.models.items()},
                         separator=self.sep.name, live=source.live,
                         separator_latency_s=round(self.sep.latency_samples / SAMPLE_RATE, 3),

@@ -1,14 +1,15 @@
 """Clip-level prediction: one result per file (``emotrack predict``).
 
 The clip is cut into the model's windows at its hop (a clip shorter than one
-window is zero-padded, centred) and the window outputs are averaged.
+window is zero-padded, centred) and the window outputs are averaged.  A model that
+adapts per stream (:mod:`streamer.adapt`) hears each file as one stream of its own.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import features as F
+from . import adapt, features as F
 from .inputs import stack_inputs, window_inputs
 from .pipeline import summarise
 from .sources import SAMPLE_RATE, open_source
@@ -33,9 +34,14 @@ def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARA
     window = int(round(float(model.card["window_s"]) * SAMPLE_RATE))
     hop = int(round(float(model.card["hop_s"]) * SAMPLE_RATE))
     wins = clip_windows(np.asarray(x, np.float32), window, hop)
+    ad = adapt.from_card(model.card)
+    stream = ad.new_stream() if ad else None  # a model that adapts: the clip is one stream
     outs = {"quadrant": [], "va": [], "activity": []}
     for i in range(0, len(wins), batch):
-        o = model.predict(stack_inputs([window_inputs(w, model.input_names, params) for w in wins[i:i + batch]]))
+        per = [window_inputs(w, model.input_names, params) for w in wins[i:i + batch]]
+        if stream is not None:
+            per = [{**p, ad.input: stream(p[ad.input])} for p in per]
+        o = model.predict(stack_inputs(per))
         for k in outs:
             outs[k].append(o[k])
     mean = {k: np.concatenate(v).mean(axis=0, keepdims=True) for k, v in outs.items()}
