@@ -43,8 +43,8 @@ class StreamStandardiser:
         var0 = np.asarray(prior_var, np.float64)
         if mu0.shape != var0.shape or mu0.ndim != 1:
             raise ValueError(f"prior mean {mu0.shape} and variance {var0.shape} must be vectors of one length")
-        if prior_n <= 0 or not math.isfinite(prior_n):
-            raise ValueError(f"prior_n must be > 0, not {prior_n}")
+        if prior_n < 0 or not math.isfinite(prior_n):
+            raise ValueError(f"prior_n must be >= 0 (0: no prior), not {prior_n}")
         self.prior_n = float(prior_n)
         self.s1 = self.prior_n * mu0
         self.s2 = self.prior_n * (var0 + mu0 ** 2)
@@ -66,6 +66,8 @@ class StreamStandardiser:
         self.updates += 1
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n <= 0:  # no prior and nothing heard yet: leave the input as it is
+            return np.zeros_like(self.s1), np.ones_like(self.s1)
         m = self.s1 / self.n
         return m, np.sqrt(np.maximum(self.s2 / self.n - m ** 2, 0.0))
 

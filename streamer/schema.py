@@ -11,7 +11,8 @@ JSON object.  Topics:
      "probs": {"Q1": 0.1, "Q2": 0.7, "Q3": 0.1, "Q4": 0.1}, "model": "<id>"}
 
 - ``status``: ``{"schema": 1, "stream", "seq", "wall_time", "event", ...}``
-  where event is ``start`` (with the models and windows), ``heartbeat``
+  where event is ``start`` (with the models and windows, and ``adaptation``
+  per source whose model standardises its input per stream: streamer.adapt), ``heartbeat``
   (counters), or ``end`` (final counters, ``reason``).  Counters:
   ``windows`` per source, ``published``, ``pub_dropped`` (messages the PUB
   socket could not queue), ``capture_overflows`` / ``blocks_dropped`` (live

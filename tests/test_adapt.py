@@ -110,6 +110,8 @@ def test_an_adapting_model_trains_and_the_streamer_adapts_its_input(tmp_path):
     assert len(sec["prior_mean"]) == len(sec["prior_var"]) == len(descriptors.feature_names())
     m = card["metrics"]["ravdess_test_clean"]
     assert m["n_clips"] > 0 and "per-speaker" in m["adaptation"]
+    alone = card["metrics"]["ravdess_test_clean_each_clip_alone"]  # the cold start, reported beside it
+    assert alone["n_clips"] == m["n_clips"] and "of its own" in alone["adaptation"]
 
     onnx_path = tmp_path / "dnn_speech_adapt.onnx"
     mix = str(REPO / "examples" / "heldout_mix.ogg")

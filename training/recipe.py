@@ -391,17 +391,18 @@ def adaptation_section(cfg: dict, state: dict) -> Optional[dict]:
                               min_activity=cfg["adaptation"]["min_activity"])
 
 
-def clip_streams(clip_list, adaptation: Optional[dict], seed: int = corpora.SPLIT_SEED):
+def clip_streams(clip_list, adaptation: Optional[dict], seed: int = corpora.SPLIT_SEED, per_clip: bool = False):
     """``clip_list`` in the order streams hear them, each with its stream (None without adaptation):
     per speaker (corpus, group) one stream, the speaker's clips in a seeded random order, as
-    :func:`training.results.online_group_standardise` orders them."""
+    :func:`training.results.online_group_standardise` orders them; ``per_clip``: every clip a stream
+    of its own (what ``emotrack predict`` does with one file)."""
     if not adaptation:
         return [(c, None) for c in clip_list]
     ad = evaluate.adapt_from_section(adaptation)
     out, streams = [], {}
     for c in sorted(clip_list, key=lambda c: (c.corpus, c.group,
                                               hashlib.sha1(f"{seed}:{c.path}".encode()).hexdigest())):
-        key = (c.corpus, c.group)
+        key = c.path if per_clip else (c.corpus, c.group)
         if key not in streams:
             streams[key] = ad.new_stream()
         out.append((c, streams[key]))
@@ -687,15 +688,18 @@ def clip_metrics(outs: list[dict], clip_list, cfg: dict) -> dict:
     return m
 
 
-def streamed_metrics(sess, clip_list, cfg: dict, adaptation: Optional[dict], audio_of=lambda c: c.audio) -> dict:
+def streamed_metrics(sess, clip_list, cfg: dict, adaptation: Optional[dict], audio_of=lambda c: c.audio,
+                     per_clip: bool = False) -> dict:
     """:func:`clip_metrics` of ``clip_list``; with ``adaptation``, each speaker's clips are one stream
-    (:func:`clip_streams`) and the metrics also say so."""
-    pairs = clip_streams(clip_list, adaptation)
+    (:func:`clip_streams`; ``per_clip``: each clip its own) and the metrics also say so."""
+    pairs = clip_streams(clip_list, adaptation, per_clip=per_clip)
     outs = [clip_outputs(sess, audio_of(c), cfg, stream=st) for c, st in pairs]
     m = clip_metrics(outs, [c for c, _ in pairs], cfg)
     if adaptation:
-        m["adaptation"] = ("causal per-speaker standardisation: each test speaker's clips are one stream, in a "
-                           "seeded random order, every window standardised with the statistics heard so far")
+        m["adaptation"] = (("every clip a stream of its own (the prior plus the clip's own windows: what one short "
+                            "file gets)") if per_clip else
+                           ("causal per-speaker standardisation: each test speaker's clips are one stream, in a "
+                            "seeded random order, every window standardised with the statistics heard so far"))
     return m
 
 
@@ -716,6 +720,9 @@ def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: O
         if not cl:
             continue
         res[f"{corpus}_{split}_clean"] = streamed_metrics(sess, cl, cfg, adaptation)
+        if adaptation:  # the cold start: no earlier audio of the speaker
+            res[f"{corpus}_{split}_clean_each_clip_alone"] = streamed_metrics(sess, cl, cfg, adaptation,
+                                                                              per_clip=True)
         others = data["others"].get(split) or []
         if cfg["mixing"]["mode"] == "mixed" and others:
             if adaptation:  # mixed in list order (the same mixtures as without), heard in stream order

@@ -6,6 +6,13 @@
 
 Lists: ``speech-test`` (RAVDESS actors 19-24), ``music-test`` (4Q test artists),
 ``emopia-test`` (EMOPIA official test, rendered), ``vgmidi`` (cross-corpus).
+A replay of a programme built by :mod:`training.make_mix` is scored against its truth file:
+
+    emotrack replay programme.ogg --out replay.jsonl
+    python -m training.score replay.jsonl --truth programme.ogg.truth.json
+
+(each speech clip / song of the truth: the mean of the windows of that source that lie at least
+half inside its span, scored as one clip prediction).
 Neutral clips have no quadrant: they are left out of the quadrant metrics and
 summarised separately.  Metrics: :func:`training.evaluate.metrics` (accuracy,
 macro-F1, arousal/valence-half accuracy, chance levels, confusion matrix).
@@ -71,10 +78,32 @@ def score(preds: list[dict], labels: dict[str, Optional[str]]) -> dict:
     return out
 
 
+def replay_predictions(rows: list[dict], truth: dict) -> tuple[list[dict], dict]:
+    """Clip predictions from a replay's emotion messages (``--out`` JSONL rows) over the spans of a
+    :mod:`training.make_mix` truth file, and the labels (path -> quadrant) of the clips covered."""
+    preds, labels = [], {}
+    for source, spans in (("speech", truth.get("speech", [])), ("music", truth.get("songs", []))):
+        wins = [r for r in rows if r.get("topic") == f"emotion.{source}"]
+        for sp in spans:
+            inside = [w for w in wins if min(w["t_end"], sp["t_end"]) - max(w["t_start"], sp["t_start"])
+                      >= 0.5 * (w["t_end"] - w["t_start"])]
+            if not inside:
+                continue
+            probs = {q: float(np.mean([w["probs"][q] for w in inside])) for q in taxonomy.QUADRANTS}
+            key = f"{source}:{sp['path']}@{sp['t_start']:.3f}"
+            preds.append({"path": key, "source": source, "probs": probs, "windows": len(inside),
+                          "valence": float(np.mean([w["valence"] for w in inside])),
+                          "arousal": float(np.mean([w["arousal"] for w in inside]))})
+            labels[key] = sp.get("quadrant")
+    return preds, labels
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.score", description=__doc__.splitlines()[0])
     ap.add_argument("preds", nargs="?", help="JSONL from emotrack predict")
     ap.add_argument("--list", choices=sorted(LISTS), help="print the files of a held-out list and exit")
+    ap.add_argument("--truth", metavar="JSON", help="PREDS is an emotrack replay --out JSONL of a programme made by "
+                                                   "training.make_mix; score it against that programme's truth file")
     a = ap.parse_args(argv)
     if a.list:
         for p, _ in clip_files(a.list):
@@ -83,6 +112,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not a.preds:
         ap.error("give a predictions file or --list")
     preds = [json.loads(ln) for ln in Path(a.preds).read_text().splitlines() if ln.strip()]
+    if a.truth:
+        rows, truth = preds, json.loads(Path(a.truth).read_text())
+        res = {}
+        clip_preds, labels = replay_predictions(rows, truth)
+        for source in ("speech", "music"):
+            mine = [p for p in clip_preds if p["source"] == source]
+            if mine:
+                res[source] = score(mine, labels)
+                res[source]["n_windows"] = int(sum(p["windows"] for p in mine))
+        models = next((r.get("models") for r in rows if r.get("event") == "start"), None)
+        print(json.dumps({"truth": a.truth, "models": models, **res}, indent=1))
+        return 0
     labels = {}
     kinds = {p.get("source") for p in preds}
     for name in (n for n, (kind, _) in LISTS.items() if kind in kinds):
