@@ -402,3 +402,27 @@ def test_causal_speaker_normalisation_uses_only_what_was_heard_and_converges_to_
     # the first clip of a speaker, with the prior, is not blown up by a zero variance
     first = a[pos[a].argmin()]
     assert np.all(np.isfinite(Z[first])) and np.abs(Z[first]).max() < 10
+
+
+def test_a_replay_is_scored_per_truth_clip_from_the_windows_inside_it():
+    from training.score import replay_predictions, score
+
+    def win(t0, q, src="speech", length=3.0):
+        probs = {k: (0.7 if k == q else 0.1) for k in ("Q1", "Q2", "Q3", "Q4")}
+        return {"topic": f"emotion.{src}", "t_start": t0, "t_end": t0 + length, "probs": probs,
+                "valence": 0.5 if q in ("Q1", "Q4") else -0.5, "arousal": 0.5 if q in ("Q1", "Q2") else -0.5}
+
+    truth = {"speech": [{"path": "a.wav", "quadrant": "Q2", "t_start": 10.0, "t_end": 14.0},
+                        {"path": "b.wav", "quadrant": None, "t_start": 20.0, "t_end": 23.5},
+                        {"path": "c.wav", "quadrant": "Q3", "t_start": 40.0, "t_end": 43.0}],
+             "songs": [{"path": "s.mp3", "quadrant": "Q1", "t_start": 0.0, "t_end": 30.0}]}
+    rows = [win(9.0, "Q2"), win(10.0, "Q2"), win(11.0, "Q1"), win(12.5, "Q4"),  # 12.5-15.5: half inside
+            win(13.0, "Q4"),  # 1 s of 3 inside: left out
+            win(20.0, "Q3"), win(0.0, "Q1", "music", 10.0), win(20.0, "Q4", "music", 10.0)]
+    preds, labels = replay_predictions(rows, truth)
+    by = {p["path"].split("@")[0]: p for p in preds}
+    assert set(by) == {"speech:a.wav", "speech:b.wav", "music:s.mp3"}  # c.wav: no window inside
+    assert by["speech:a.wav"]["windows"] == 4 and by["music:s.mp3"]["windows"] == 2
+    assert by["speech:a.wav"]["probs"]["Q2"] == pytest.approx((0.7 + 0.7 + 0.1 + 0.1) / 4)
+    m = score([p for p in preds if p["source"] == "speech"], labels)
+    assert m["n_clips"] == 1 and m["quadrant_accuracy"] == 1.0 and m["neutral_clips"]["n"] == 1
