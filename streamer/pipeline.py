@@ -159,6 +159,8 @@ class Pipeline:
         c = dict(source.counters)
         c.update(self.pub.counters)
         c["windows"] = dict(self.stats.windows)
+        if self.streams:  # windows that updated a per-stream adaptation (the rest were below its activity gate)
+            c["adapt_updates"] = {src: st.updates for src, st in self.streams.items()}
         c["stream_time"] = round(self.windows.total / SAMPLE_RATE, 3)
         return c
 

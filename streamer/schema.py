@@ -16,7 +16,8 @@ JSON object.  Topics:
   (counters), or ``end`` (final counters, ``reason``).  Counters:
   ``windows`` per source, ``published``, ``pub_dropped`` (messages the PUB
   socket could not queue), ``capture_overflows`` / ``blocks_dropped`` (live
-  capture), ``samples_sanitised`` (NaN/inf replaced by 0), ``stream_time``.
+  capture), ``samples_sanitised`` (NaN/inf replaced by 0), ``stream_time``,
+  ``adapt_updates`` (per adapting source: windows that updated its statistics).
 
 ``seq`` counts the messages of one topic of one stream from 0 without gaps, so a
 subscriber sees its own drops as gaps.  ``--out`` JSONL lines are the same

@@ -127,6 +127,8 @@ def test_an_adapting_model_trains_and_the_streamer_adapts_its_input(tmp_path):
     start, adapted = replay(onnx_path, tmp_path / "adapted.jsonl")
     assert start["adaptation"]["speech"]["input"] == "handcrafted"
     assert len(adapted) >= 20
+    end = [json.loads(x) for x in (tmp_path / "adapted.jsonl").read_text().splitlines()][-1]
+    assert end["event"] == "end" and end["counters"]["adapt_updates"]["speech"] == len(adapted)  # no gate: all
 
     plain_dir = tmp_path / "plain"
     plain_dir.mkdir()
@@ -135,6 +137,16 @@ def test_an_adapting_model_trains_and_the_streamer_adapts_its_input(tmp_path):
     (plain_dir / "dnn_speech_adapt.json").write_text(json.dumps(plain_card))
     start2, plain = replay(plain_dir / onnx_path.name, tmp_path / "plain.jsonl")
     assert "adaptation" not in start2
+    # with the built-in separator, windows its presence estimate finds without speech do not update
+    proc = subprocess.run(emotrack_cmd("replay", mix, "--speech-model", str(onnx_path), "--sources", "speech",
+                                       "--separator", "builtin", "--out", str(tmp_path / "sep.jsonl")),
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sep_rows = [json.loads(x) for x in (tmp_path / "sep.jsonl").read_text().splitlines()]
+    n_sep = sum(r["topic"] == "emotion.speech" for r in sep_rows)
+    updates = sep_rows[-1]["counters"]["adapt_updates"]["speech"]
+    quiet = sum(r["topic"] == "emotion.speech" and r["activity"] < 0.5 for r in sep_rows)
+    assert 0 < updates < n_sep and updates == n_sep - quiet, (updates, n_sep, quiet)
     assert [r["t_start"] for r in plain] == [r["t_start"] for r in adapted]
     diff = np.abs(np.array([[r["probs"][q] for q in "Q1 Q2 Q3 Q4".split()] for r in adapted])
                   - np.array([[r["probs"][q] for q in "Q1 Q2 Q3 Q4".split()] for r in plain]))
