@@ -752,6 +752,9 @@ def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1, adaptation: Op
     for corpus in sorted({c.corpus for c in cross}):
         cl = [c for c in cross if c.corpus == corpus]
         out["cross_corpus"][f"{corpus}_never_trained_on"] = streamed_metrics(sess, cl, cfg, adaptation)
+        if adaptation:  # the same clips, each a stream of its own: what the adaptation adds or costs
+            out["cross_corpus"][f"{corpus}_never_trained_on_each_clip_alone"] = streamed_metrics(
+                sess, cl, cfg, adaptation, per_clip=True)
     data = clips(cfg, None, splits=("test",))
     if task == "speech":  # only what evaluate.other_source_only uses: 60 4Q test songs, or RAVDESS test speech
         others = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"][:60]
