@@ -57,7 +57,7 @@ from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
 from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
 
-from . import archs, corpora, evaluate, handcrafted, mixing
+from . import archs, corpora, evaluate, handcrafted, mixing, protocols
 from .export import OPSET, op_types, time_forward
 from .train import LICENCES
 
@@ -391,7 +391,7 @@ def adaptation_section(cfg: dict, state: dict) -> Optional[dict]:
                               min_activity=cfg["adaptation"]["min_activity"])
 
 
-def clip_streams(clip_list, adaptation: Optional[dict], seed: int = corpora.SPLIT_SEED, per_clip: bool = False):
+def clip_streams(clip_list, adaptation: Optional[dict], seed: int = protocols.SEED, per_clip: bool = False):
     """``clip_list`` in the order streams hear them, each with its stream (None without adaptation):
     per speaker (corpus, group) one stream, the speaker's clips in a seeded random order, as
     :func:`training.results.online_group_standardise` orders them; ``per_clip``: every clip a stream
