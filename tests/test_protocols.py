@@ -352,6 +352,9 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     other["folds"][0]["n_test"]["clean"] = 119
     with pytest.raises(ValueError, match="folds differ"):
         results.add_systems(doc_of([r]), doc_of([other]), "x")
+    empty = dict(json.loads(json.dumps(r2)), systems={})  # no system applied to the task: nothing to record
+    with pytest.raises(ValueError, match="none of the systems applies to 8class"):
+        results.add_systems(doc_of([r]), doc_of([empty]), "x")
     # the page renders from JSON alone (tables + confusion PNG)
     jd = tmp_path / "json"
     jd.mkdir()
