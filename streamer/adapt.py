@@ -130,6 +130,14 @@ class Adaptation:
         return activity is None or activity >= self.min_activity
 
 
+def from_section(section: Optional[dict]) -> Optional[Adaptation]:
+    """An ``adaptation`` section on its own (no card around it: its input's width is the prior's),
+    or None for none."""
+    if not section:
+        return None
+    return Adaptation(section, {section.get("input"): len(section.get("prior_mean") or [])})
+
+
 def from_card(card: dict) -> Optional[Adaptation]:
     """The card's adaptation, or None when the model does not adapt."""
     section = card.get("adaptation")
@@ -147,9 +155,12 @@ def from_card(card: dict) -> Optional[Adaptation]:
 
 
 def standardise_groups(X: np.ndarray, groups: Sequence, prior: tuple[np.ndarray, np.ndarray],
-                       prior_n: float = 5.0, order: Optional[Sequence[int]] = None) -> np.ndarray:
+                       prior_n: float = 5.0, order: Optional[Sequence[int]] = None,
+                       update: Optional[Sequence[bool]] = None) -> np.ndarray:
     """Rows of ``X`` standardised causally per group, as a stream per group would: rows taken in
-    ``order`` (default: row order), each with its group's statistics up to and including itself."""
+    ``order`` (default: row order), each with its group's statistics up to and including itself;
+    a row whose ``update`` is false is standardised without being counted (a window below the
+    streamer's activity gate)."""
     X = np.asarray(X)
     out = np.empty(X.shape, np.float64)
     streams: dict = {}
@@ -157,7 +168,7 @@ def standardise_groups(X: np.ndarray, groups: Sequence, prior: tuple[np.ndarray,
         st = streams.get(groups[i])
         if st is None:
             st = streams[groups[i]] = StreamStandardiser(prior[0], prior[1], prior_n)
-        out[i] = st(X[i])
+        out[i] = st(X[i], update=True if update is None else bool(update[i]))
     return out
 
 

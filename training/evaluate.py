@@ -13,8 +13,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from streamer import taxonomy
-from streamer.adapt import Adaptation, StreamStandardiser
+from streamer import adapt, taxonomy
+from streamer.adapt import StreamStandardiser
 from streamer.inputs import stack_inputs, window_inputs
 from streamer.predict import clip_windows
 
@@ -160,7 +160,7 @@ def activity_report(sess, cfg: MixConfig, with_: Sequence[np.ndarray], others: S
     without, other_text = other_source_only(cfg, others, rng)
     silence = [np.random.default_rng(i).standard_normal(int(cfg.window_s * SR * 2)).astype(np.float32) * 1e-4
                for i in range(10)]
-    ad = adapt_from_section(adaptation)
+    ad = adapt.from_section(adaptation)
     fresh = (lambda: ad.new_stream()) if ad else (lambda: None)  # noqa: E731
     out = {"with_target_source": activity_windows(sess, with_, cfg, mapper, fresh()),
            "other_source_only": activity_windows(sess, without, cfg, mapper, fresh(), update=False),
@@ -171,10 +171,3 @@ def activity_report(sess, cfg: MixConfig, with_: Sequence[np.ndarray], others: S
         out["adaptation"] = ("target windows: one stream, statistics updated; other source and near-silence: "
                              "the prior's statistics, not updated (below the streamer's activity gate)")
     return out
-
-
-def adapt_from_section(section: Optional[dict]) -> Optional[Adaptation]:
-    """A card's ``adaptation`` section as :class:`streamer.adapt.Adaptation` (None: no adaptation)."""
-    if not section:
-        return None
-    return Adaptation(section, {section["input"]: len(section["prior_mean"])})

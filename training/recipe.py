@@ -365,21 +365,13 @@ def adapt_windows(batch: dict, cfg: dict, prior: tuple[np.ndarray, np.ndarray], 
     each speaker's windows in drawn order are one stream.  A window without a target clip (no
     speech in it) is standardised with a random speaker's statistics so far and does not update them,
     as a stream's windows below the activity gate."""
-    ad = cfg["adaptation"]
     rng = np.random.default_rng(seed)
     groups = batch["group"]
     known = sorted(set(groups) - {""}) or ["-"]
-    streams: dict = {}
+    streams = [g or known[int(rng.integers(len(known)))] for g in groups]
     x = batch["handcrafted"]
-    out = np.empty_like(x)
-    for i, g in enumerate(groups):
-        update = bool(g)
-        g = g or known[int(rng.integers(len(known)))]
-        st = streams.get(g)
-        if st is None:
-            st = streams[g] = adapt.StreamStandardiser(prior[0], prior[1], ad["prior_n"])
-        out[i] = st(x[i], update=update)
-    return {**batch, "handcrafted": out}
+    out = adapt.standardise_groups(x, streams, prior, cfg["adaptation"]["prior_n"], update=groups != "")
+    return {**batch, "handcrafted": out.astype(x.dtype)}
 
 
 def adaptation_section(cfg: dict, state: dict) -> Optional[dict]:
@@ -398,7 +390,7 @@ def clip_streams(clip_list, adaptation: Optional[dict], seed: int = protocols.SE
     of its own (what ``emotrack predict`` does with one file)."""
     if not adaptation:
         return [(c, None) for c in clip_list]
-    ad = evaluate.adapt_from_section(adaptation)
+    ad = adapt.from_section(adaptation)
     out, streams = [], {}
     for c in sorted(clip_list, key=lambda c: (c.corpus, c.group,
                                               hashlib.sha1(f"{seed}:{c.path}".encode()).hexdigest())):
