@@ -381,6 +381,35 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     assert pngs and pngs[0].stat().st_size > 5000
 
 
+@needs_data("speech_ravdess")
+def test_a_flat_prior_fusion_decides_as_if_the_classes_were_equally_likely(tmp_cache):
+    """Trained with one emotion nearly absent, the fusion with a uniform prior (transfer's
+    `fusion_corpusnorm_flat`) divides the same members' probabilities by the training frequencies,
+    and so names the rare emotion more often than the plain average does."""
+    clips = protocols.corpus_clips("ravdess")
+    stmt = {r["path"]: r["statement"] for r in corpora.read_manifest("speech_ravdess")}
+    train = [c for c in clips if protocols.ravdess_fold(c.group) in (0, 1) and stmt[c.path] == "01"
+             and (c.label != "happy" or c.group == "actor01")]
+    test = [c for c in clips if c.group in ("actor09", "actor10")]
+    corpora.load_audio(train + test, use_cache=False)
+    exp = protocols.Experiment("transfer", "8class", "imbalanced", "classify", protocols.RAVDESS_EMOTIONS,
+                               [protocols.Fold("f", [protocols.clip_item(c) for c in train],
+                                               {"clean": [protocols.clip_item(c) for c in test]})])
+    tr, te = exp.folds[0].train, exp.folds[0].test["clean"]
+    ytr = exp.targets(tr)
+    results.prepare_features(tr + te, log=None)
+    model = results._fusion_factory(False, flat_prior=True)(exp, results.Settings.quick_settings()).fit(tr, ytr)
+    happy = protocols.RAVDESS_EMOTIONS.index("happy")
+    assert np.allclose(model.prior, np.bincount(ytr, minlength=8) / len(ytr)) and model.prior[happy] < 0.03
+    mean = np.mean([m.scores(te) for m in model.members], axis=0)
+    flat = model.predict(te)
+    assert np.array_equal(flat, (mean / model.prior).argmax(1))
+    model.prior = None
+    plain = model.predict(te)
+    assert np.array_equal(plain, mean.argmax(1))
+    assert (flat == happy).sum() > (plain == happy).sum(), (np.bincount(flat, minlength=8), np.bincount(plain, minlength=8))
+
+
 def test_causal_speaker_normalisation_uses_only_what_was_heard_and_converges_to_the_batch_one():
     rng = np.random.default_rng(3)
     groups = np.repeat(["a", "b"], 40)
