@@ -348,6 +348,10 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
                                      "generated": "later",
                                      "seconds": 1.0, "command": "python -m training.results --add (same folds and "
                                                                 "features; merged)"}]
+    assert "settings" not in merged["added_runs"][0]  # same knobs as the page's header
+    regrid = results.add_systems(json.loads(json.dumps(merged)), doc_of(
+        [r2], settings={**settings.__dict__, "svm_gamma_x": (0.125, 1.0), "workers": 2}), "x")
+    assert regrid["added_runs"][-1]["settings"] == {"svm_gamma_x": [0.125, 1.0]}, regrid["added_runs"]
     other = json.loads(json.dumps(r2))
     other["folds"][0]["n_test"]["clean"] = 119
     with pytest.raises(ValueError, match="folds differ"):
