@@ -1,7 +1,7 @@
 """Run the evaluation protocols with every registered system and write docs/RESULTS.md.
 
     python -m training.results                     # every protocol, every system (hours: the runs
-                                                   # in docs/results took ~7 h of one core, features cached)
+                                                   # in docs/results took ~11 h of one core, features cached)
     python -m training.results --only ravdess      # one protocol; the others are re-read from their JSON
     python -m training.results --from-json         # re-render docs/RESULTS.md + PNGs from docs/results/*.json
     python -m training.results --quick             # small settings, output to the cache (not docs/)
@@ -935,17 +935,19 @@ LIMITS = """## Limits, and what is missing
   separated over piano reaches 50 % with causal speaker normalisation, mixed -> mixed stays short of 40 %.**
   Mixed -> mixed is at the seed's level with
   sung 4Q music (about 29-30 %) and above it with instrumental piano (36.6 % with the late fusion, 35.8 %
-  with the MLP alone; 38.8 % with the fusion on causally speaker-normalised features, each test actor's 300
-  mixtures heard as one stream), short of 40 %. More
+  with the MLP alone; 39.0 % with the fusion on causally speaker-normalised features, each test actor's 300
+  mixtures heard as one stream, and 39.5 % with each speaker normalised by all of their mixtures), short of
+  40 %. More
   training mixtures help: a development check on the same folds (a ReLU MLP, not in the tables) reached
   23 % with one training mixture per speech clip and 26 % with two, against about 29 % with the protocol's
   five, roughly +3 points per doubling. Separated -> separated with the built-in separator reaches 47.1 %
   over piano with the fusion (45.5 % with the SVM alone; seed 001, Spleeter with its trained weights:
-  41-43 %) and 51.1 % with causal speaker normalisation in front of it; over sung music it
+  41-43 %) and 51.1 % with causal speaker normalisation in front of it (52.2 % normalising by all of a
+  speaker's mixtures); over sung music it
   stays at about 33 %, because the built-in separator gains only about 1 dB SI-SDR when the music is singing
   (`docs/results/separation.md`) and Spleeter's trained weights cannot be downloaded here. The fusions were
-  run on the piano grid's mixed and separated training rows only (about 80 min of one core for the two, and
-  about 110 min for the two causal ones);
+  run on the piano grid's mixed and separated training rows only (about 80 min of one core for the two,
+  about 110 min for the two causal ones and 90 min for the two batch-normalised ones);
   the sung grid has the single systems. A
   median-spectrum background subtraction in front of the features (a REPET-like cheap "separator") did not
   help in a development check.
