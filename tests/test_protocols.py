@@ -462,3 +462,18 @@ def test_a_replay_is_scored_per_truth_clip_from_the_windows_inside_it():
     assert by["speech:a.wav"]["probs"]["Q2"] == pytest.approx((0.7 + 0.7 + 0.1 + 0.1) / 4)
     m = score([p for p in preds if p["source"] == "speech"], labels)
     assert m["n_clips"] == 1 and m["quadrant_accuracy"] == 1.0 and m["neutral_clips"]["n"] == 1
+
+
+def test_score_names_an_unreadable_input_in_one_line(tmp_path, capsys):
+    from training.score import main
+
+    good = tmp_path / "replay.jsonl"
+    good.write_text('{"topic": "status", "event": "start"}\n')
+    (tmp_path / "bad.json").write_text("{not json")
+    for argv, what in (([str(tmp_path / "missing.jsonl")], "predictions"),
+                       ([str(good), "--truth", str(tmp_path / "missing.json")], "truth file"),
+                       ([str(good), "--truth", str(tmp_path / "bad.json")], "truth file")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith(f"training.score: cannot read {what} ") and err.count("\n") == 1, err

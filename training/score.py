@@ -98,6 +98,17 @@ def replay_predictions(rows: list[dict], truth: dict) -> tuple[list[dict], dict]
     return preds, labels
 
 
+def _read(path: str, what: str, lines: bool = False):
+    """A JSON file (or JSON lines) -> its content; unreadable or malformed: a one-line error (exit 2)."""
+    try:
+        text = Path(path).read_text()
+        return [json.loads(ln) for ln in text.splitlines() if ln.strip()] if lines else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"training.score: cannot read {what} {path}: {why}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.score", description=__doc__.splitlines()[0])
     ap.add_argument("preds", nargs="?", help="JSONL from emotrack predict")
@@ -111,9 +122,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if not a.preds:
         ap.error("give a predictions file or --list")
-    preds = [json.loads(ln) for ln in Path(a.preds).read_text().splitlines() if ln.strip()]
+    preds = _read(a.preds, "predictions", lines=True)
     if a.truth:
-        rows, truth = preds, json.loads(Path(a.truth).read_text())
+        rows, truth = preds, _read(a.truth, "truth file")
         res = {}
         clip_preds, labels = replay_predictions(rows, truth)
         for source in ("speech", "music"):
