@@ -38,7 +38,10 @@ EPS = 1e-8
 class StreamStandardiser:
     """Running mean/variance of one stream's input vectors, started from a prior."""
 
-    def __init__(self, prior_mean: Sequence[float], prior_var: Sequence[float], prior_n: float = 5.0):
+    def __init__(self, prior_mean: Sequence[float], prior_var: Sequence[float], prior_n: float = 5.0,
+                 input_name: Optional[str] = None):
+        """``input_name``: the model input it standardises (a card's ``adaptation.input``), for
+        :meth:`adapt_inputs`."""
         mu0 = np.asarray(prior_mean, np.float64)
         var0 = np.asarray(prior_var, np.float64)
         if mu0.shape != var0.shape or mu0.ndim != 1:
@@ -50,6 +53,7 @@ class StreamStandardiser:
         self.s2 = self.prior_n * (var0 + mu0 ** 2)
         self.n = self.prior_n
         self.updates = 0
+        self.input_name = input_name
 
     @property
     def dim(self) -> int:
@@ -82,6 +86,12 @@ class StreamStandardiser:
         if update:
             self.update(x)
         return self.transform(x)
+
+    def adapt_inputs(self, inputs: dict, update: bool = True) -> dict:
+        """One window's model inputs with the adapted one (``input_name``) standardised."""
+        if self.input_name is None:
+            raise ValueError("this stream was made without the name of the input it standardises")
+        return {**inputs, self.input_name: self(inputs[self.input_name], update=update)}
 
 
 def card_section(prior_mean, prior_var, prior_n: float, input_name: str = "handcrafted",
@@ -123,7 +133,7 @@ class Adaptation:
             raise ModelError(f"model {model_id}: adaptation.prior_n must be > 0")
 
     def new_stream(self) -> StreamStandardiser:
-        return StreamStandardiser(self.mean, self.var, self.prior_n)
+        return StreamStandardiser(self.mean, self.var, self.prior_n, input_name=self.input)
 
     def wants_update(self, activity: Optional[float]) -> bool:
         """Whether a window with separator ``activity`` (None: unknown) updates the statistics."""

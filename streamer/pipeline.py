@@ -138,7 +138,7 @@ class Pipeline:
         ad = self.adaptation.get(w.key)
         if ad is not None:
             act = None if self.sep.identity else self.sep.activity(w.key, w.start, w.end)
-            x[ad.input] = self.streams[w.key](x[ad.input], update=ad.wants_update(act))
+            x = self.streams[w.key].adapt_inputs(x, update=ad.wants_update(act))
         return x
 
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:

@@ -40,7 +40,7 @@ def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARA
     for i in range(0, len(wins), batch):
         per = [window_inputs(w, model.input_names, params) for w in wins[i:i + batch]]
         if stream is not None:
-            per = [{**p, ad.input: stream(p[ad.input])} for p in per]
+            per = [stream.adapt_inputs(p) for p in per]
         o = model.predict(stack_inputs(per))
         for k in outs:
             outs[k].append(o[k])

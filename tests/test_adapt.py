@@ -73,6 +73,21 @@ def test_gated_and_non_finite_windows_do_not_move_the_statistics():
     assert ad.wants_update(None) and ad.wants_update(0.4) and not ad.wants_update(0.39)
 
 
+def test_a_stream_standardises_the_input_its_card_names_and_no_other():
+    """The card's ``adaptation.input`` decides which of a window's inputs is adapted, in the streamer
+    and in training's evaluators alike (they all go through ``adapt_inputs``)."""
+    section = adapt.card_section(*_prior(3), prior_n=5.0, input_name="mfcc_stats")
+    st = adapt.Adaptation(section, {"mfcc_stats": 3, "features": 2}).new_stream()
+    window = {"mfcc_stats": np.array([4.0, 5.0, 6.0]), "features": np.array([7.0, 8.0])}
+    out = st.adapt_inputs(window)
+    np.testing.assert_array_equal(out["features"], window["features"])
+    assert not np.allclose(out["mfcc_stats"], window["mfcc_stats"]) and st.updates == 1
+    st.adapt_inputs(window, update=False)
+    assert st.updates == 1
+    with pytest.raises(ValueError, match="without the name"):
+        adapt.StreamStandardiser(*_prior(3)).adapt_inputs(window)
+
+
 def test_a_bad_adaptation_section_is_a_one_line_model_error():
     good = {"id": "m", "inputs": [{"name": "handcrafted", "shape": ["N", 4]}],
             "adaptation": adapt.card_section(*_prior(4), prior_n=5.0)}

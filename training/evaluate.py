@@ -31,13 +31,13 @@ def features_of(x: np.ndarray, cfg: MixConfig, names=("features",),
                 stream: Optional[StreamStandardiser] = None, update: bool = True) -> dict[str, np.ndarray]:
     """Inputs ``names`` of every sliding window of a clip, stacked [W, ...] (of its separated stem
     when training uses a separator: :func:`training.mixing.model_input`); ``stream``: a model's
-    per-stream adaptation (:mod:`streamer.adapt`) of its handcrafted input, updated with each window
+    per-stream adaptation (:mod:`streamer.adapt`) of the input its card names, updated with each window
     when ``update``."""
     x = model_input(x, cfg.source)
     wins = clip_windows(x, cfg.n_samples, int(round(cfg.hop_s * SR)))
     per = [window_inputs(w, names) for w in wins]
     if stream is not None:
-        per = [{**p, "handcrafted": stream(p["handcrafted"], update=update)} for p in per]
+        per = [stream.adapt_inputs(p, update=update) for p in per]
     return stack_inputs(per)
 
 

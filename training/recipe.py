@@ -628,7 +628,7 @@ def clip_outputs(sess, x: np.ndarray, cfg: dict, batch: int = 16,
     for i in range(0, len(wins), batch):
         per = [window_inputs(w, input_names(cfg)) for w in wins[i:i + batch]]
         if stream is not None:
-            per = [{**p, "handcrafted": stream(p["handcrafted"])} for p in per]
+            per = [stream.adapt_inputs(p) for p in per]
         feed = {k: np.stack([p[k] for p in per]) for k in per[0]}
         for n, v in zip(names, sess.run(names, feed)):
             acc[n].append(v)
