@@ -45,7 +45,10 @@ def default_model_path(source: str) -> Path:
     return MODELS_DIR / f"{source}.onnx"
 
 
-def load_card(onnx_path: Path) -> dict:
+def read_card(onnx_path: Path) -> dict:
+    """The card (JSON beside the ONNX file) as written, unchecked; a missing model or card, or a card that
+    is not a JSON object, is a one-line :class:`ModelCardError`."""
+    onnx_path = Path(onnx_path)
     card_path = onnx_path.with_suffix(".json")
     if not onnx_path.is_file():
         raise ModelCardError(f"model file not found: {onnx_path}")
@@ -53,8 +56,17 @@ def load_card(onnx_path: Path) -> dict:
         raise ModelCardError(f"model card not found beside the model: {card_path}")
     try:
         card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelCardError(f"cannot read model card {card_path}: {exc}") from None
+    if not isinstance(card, dict):
+        raise ModelCardError(f"model card {card_path} is not a JSON object")
+    return card
+
+
+def load_card(onnx_path: Path) -> dict:
+    """The card of a model the streamer can run, checked (fields, inputs it computes, sha256)."""
+    card_path = onnx_path.with_suffix(".json")
+    card = read_card(onnx_path)
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ModelCardError(f"model card {card_path} lacks fields {missing}")

@@ -167,9 +167,14 @@ def test_recipes_resolve_and_bad_values_are_one_line_errors(tmp_path):
         assert cfg["train"]["early_stopping"] in ("val_macro_f1", "val_loss")
     assert {R.resolve(n)["arch"]["name"] for n in R.list_recipes()} == set(R.archs.BUILDERS)
     assert R.resolve("dcnn_speech", ["train.learning_rate=3e-4"])["train"]["learning_rate"] == 3e-4
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    corrupt.with_suffix(".json").write_text('{"id": "half a card",')
     for args, match in ((["train", "no_such_recipe"], "unknown recipe"),
                         (["train", "dcnn_speech", "--set", "arch.bogus=1"], "unknown parameters"),
-                        (["train", "dcnn_speech", "--set", "train.early_stopping=val_accuracy"], "not accuracy")):
+                        (["train", "dcnn_speech", "--set", "train.early_stopping=val_accuracy"], "not accuracy"),
+                        (["evaluate", str(tmp_path / "absent.onnx")], "model file not found"),
+                        (["evaluate", str(corrupt)], "cannot read model card")):
         proc = subprocess.run(emotrack_cmd(*args), capture_output=True, text=True, timeout=120, cwd=REPO)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and match in proc.stderr, proc.stderr
 

@@ -21,6 +21,7 @@ import numpy as np
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Time both models and the feature extraction of their windows; print JSON."""
+    from engines.models import read_card
     from streamer.inputs import stack_inputs, window_inputs
 
     from .export import time_forward
@@ -32,7 +33,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = {}
     rng = np.random.default_rng(0)
     for kind, rate in (("speech", 1.0), ("music", 0.5)):
-        card = json.loads((Path(a.models) / f"{kind}.json").read_text())
+        card = read_card(Path(a.models) / f"{kind}.onnx")
         n = int(card["window_s"] * 16000)
         names = [i["name"] for i in card["inputs"]]
         x = (rng.standard_normal(n) * 0.05).astype(np.float32)

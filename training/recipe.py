@@ -1030,10 +1030,13 @@ def cmd_export(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
+    from engines.models import ModelCardError, read_card
+
     p = Path(a.model)
-    if not p.is_file() or not p.with_suffix(".json").is_file():
-        raise RecipeError(f"{p}: need the ONNX file and its card {p.with_suffix('.json').name} beside it")
-    card = json.loads(p.with_suffix(".json").read_text())
+    try:
+        card = read_card(p)
+    except ModelCardError as exc:
+        raise RecipeError(f"{exc} (emotrack evaluate needs the ONNX file and its card beside it)") from None
     if "recipe" not in card:
         raise RecipeError(f"{p.with_suffix('.json')} has no recipe (not made by a recipe run); "
                           "use python -m training.train --eval-only for the shipped models")
