@@ -208,6 +208,46 @@ def test_mixed_protocol_test_folds_share_no_speaker_and_no_song_with_training():
         assert not {it.group for it in f.train} & {it.group for it in f.test["mixed"]}   # artists
 
 
+def test_more_training_mixtures_use_only_the_speech_clips_own_fold_and_never_a_test_song():
+    speech, sfold, music, mfold, mixes = protocols.seed001_design(n_mix=5)
+    fold_of_song = {m.path: int(f) for m, f in zip(music, mfold)}
+    fold_of_speech = {c.path: int(f) for c, f in zip(speech, sfold)}
+    e = {x.task: x for x in protocols.protocol_mixed(n_mix=5)}["speech_train_mixed"]
+    seen: dict[str, set] = {}
+    for f in e.folds[:3]:
+        more = results.more_mixtures(f.train, 5, seed=11)
+        assert len(more) == len(f.train)                     # 5 more per training speech clip
+        test_songs = {it.other.path for it in f.test["mixed"]}
+        assert not test_songs & {m.other.path for m in more}, f.name
+        assert {m.group for m in more} == {it.group for it in f.train}
+        protocol_pairs = {(it.clip.path, it.other.path) for it in f.train}
+        for m in more:
+            assert fold_of_song[m.other.path] == fold_of_speech[m.clip.path]   # seed 001: fold i with fold i
+            assert (m.clip.path, m.other.path) not in protocol_pairs         # a song it was not mixed with
+            assert m.feature_set == f.train[0].feature_set and 0 <= int(m.key.rsplit("|", 1)[1]) < 6
+        per_clip = Counter(m.clip.path for m in more)
+        assert set(per_clip.values()) == {5}
+        for m in more:  # the same extra mixtures whichever training fold the speech clip is in
+            seen.setdefault(m.clip.path, set()).add(m.key)
+    assert all(len(v) == 5 for v in seen.values())
+    assert _keys(results.more_mixtures(e.folds[0].train, 5, seed=11)) != _keys(
+        results.more_mixtures(e.folds[0].train, 5, seed=12))
+
+    class Recorder:  # what the wrapped system is trained on
+        best_params = {"C": 1.0}
+
+        def fit(self, items, y):
+            self.items, self.y = items, y
+
+    model = results.MoreMixturesModel(Recorder(), 5, seed=11)
+    train = e.folds[0].train
+    model.fit(train, e.targets(train))
+    assert len(model.inner.items) == 2 * len(train) and model.best_params == {"C": 1.0}
+    np.testing.assert_array_equal(model.inner.y, e.targets(model.inner.items))  # each with its speech's label
+    with pytest.raises(ValueError, match="mixed-speech items"):
+        results.more_mixtures([protocols.clip_item(speech[0])], 5, seed=11)
+
+
 @needs_data("speech_ravdess", "music_4q")
 def test_mixtures_hold_speech_and_music_at_equal_loudness_and_the_separator_hook_sees_them():
     from streamer.loudness import integrated_loudness

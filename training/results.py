@@ -62,7 +62,7 @@ class Settings:
     svm_gamma_x: tuple = (0.125, 0.25, 0.5, 1.0, 2.0)  # times 1/n_features (= 'scale' on standardised data)
     svm_inner_folds: int = 3
     svm_max_tune: int = 2000                  # inner CV on at most this many training items
-    mlp_alpha: tuple = (0.3, 1.0, 3.0)        # L2 weights tried by mlp_seg's inner CV
+    mlp_alpha: tuple = (0.1, 0.3, 1.0, 3.0, 10.0)  # L2 weights tried by the ReLU MLP's inner CV
     n_mix: int = 5                            # seed 001: each speech clip in 5 mixtures
     music_pool: str = "4q"
     workers: int = 1
@@ -306,6 +306,71 @@ class FusionModel:
         return np.asarray(self.members[0].est.classes_)[s.argmax(1)]
 
 
+def more_mixtures(items: Sequence[Item], extra: int, seed: int) -> list[Item]:
+    """``extra`` more mixtures of every speech clip among the mixed-speech training ``items``, built
+    as seed 001's (:func:`training.protocols.speech_segment`: the speech centred in a random 4.5 s slot
+    of a music clip, equal loudness), each with a music clip that the training items already use
+    (so from the training folds only, never a test song) and that this speech clip is not yet mixed
+    with.  The songs it may get are those of its own fold (seed 001 mixes speech fold i with music fold i
+    only): the training songs linked to it through shared mixtures.  So a speech clip gets the same extra
+    mixtures in every training fold it is in (their features are computed once), and the draw is
+    seeded per speech clip; test items are never touched."""
+    by_speech: dict[str, list[Item]] = {}
+    for it in items:
+        if it.other is None:
+            raise ValueError(f"{it.key}: more mixtures need mixed-speech items (a speech clip and its music)")
+        by_speech.setdefault(it.clip.path, []).append(it)
+    parent: dict[str, str] = {}
+
+    def root(p: str) -> str:
+        while parent.setdefault(p, p) != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    for its in by_speech.values():  # songs mixed with one speech clip belong to one fold
+        for it in its[1:]:
+            parent[root(it.other.path)] = root(its[0].other.path)
+    pool = sorted({it.other.path: it.other for it in items}.items())
+    out = []
+    for path, its in by_speech.items():
+        used = {it.other.path for it in its}
+        fold = root(its[0].other.path)
+        cand = [m for p, m in pool if p not in used and root(p) == fold]
+        if len(cand) < extra:
+            raise ValueError(f"{path}: {len(cand)} training songs left to mix with, fewer than {extra}")
+        rng = np.random.default_rng([seed, 7, int(hashlib.sha1(path.encode()).hexdigest()[:15], 16)])
+        for j in rng.choice(len(cand), size=extra, replace=False):
+            m = cand[int(j)]
+            mx = protocols.Mixture(its[0].clip, m, int(rng.integers(protocols.n_slots(protocols.music_samples(m)))), -1)
+            out.append(Item(mx.key, mx.speech, lambda mx=mx: protocols.speech_segment(mx), its[0].feature_set,
+                            needs=(mx.speech, mx.music), other=mx.music))
+    return out
+
+
+class MoreMixturesModel:
+    """A system trained on its training fold plus :func:`more_mixtures` of it (augmentation: the same
+    speakers and songs in new combinations and slots); tested unchanged."""
+
+    def __init__(self, inner, extra: int, seed: int):
+        self.inner, self.extra, self.seed = inner, extra, seed
+        self.best_params: Optional[dict] = None
+
+    def fit(self, items, y):
+        more = more_mixtures(items, self.extra, self.seed)
+        label = {it.clip.path: t for it, t in zip(items, np.asarray(y))}
+        self.inner.fit(list(items) + more, np.concatenate([np.asarray(y), [label[m.clip.path] for m in more]]))
+        self.best_params = getattr(self.inner, "best_params", None)
+        return self
+
+    def predict(self, items):
+        return self.inner.predict(items)
+
+
+def _more_mixtures(factory: Callable, extra: int = 5) -> Callable:
+    return lambda exp, s: MoreMixturesModel(factory(exp, s), extra, s.seed)
+
+
 def _rf_maker(exp: Experiment, s: Settings) -> Callable[[], object]:
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -450,6 +515,16 @@ register_system("fusion_corpusnorm_flat", _fusion_factory("corpus", flat_prior=T
                 "the training classes' frequencies (Bayes' rule under a uniform test prior, the usual "
                 "label-shift correction when the test domain's class balance is unknown)",
                 applies=lambda exp: exp.protocol in ("transfer", "crosscorpus"), adapt="corpus")
+
+_MIXED_SPEECH = lambda exp: exp.protocol == "mixed" and exp.task == "speech_train_mixed"  # noqa: E731
+_MORE = (" trained with twice seed 001's mixtures: each training speech clip also in 5 more mixtures, with "
+         "songs of the training folds it is not yet mixed with, in random slots (augmentation; the test mixtures "
+         "are the protocol's; mixed speech training only)")
+register_system("svm_spknorm_online_mix10", _more_mixtures(_svm_factory("online")),
+                "`svm_spknorm_online`" + _MORE, applies=_MIXED_SPEECH, adapt="online")
+register_system("fusion_spknorm_online_mix10", _more_mixtures(_fusion_factory("online")),
+                "`fusion_spknorm_online`" + _MORE, applies=_MIXED_SPEECH, adapt="online")
+register_system("svm_mix10", _more_mixtures(_svm_factory(False)), "`svm`" + _MORE, applies=_MIXED_SPEECH)
 
 
 # --------------------------------------------------------------------------- running
@@ -645,7 +720,10 @@ SYS_LABEL = {"rf": "RF (seed 001 config)", "mlp": "MLP (seed 001 config)", "svm"
              "fusion_spknorm_online": "Fusion + causal speaker normalisation (streaming)",
              "fusion_spknorm": "Fusion + speaker normalisation",
              "fusion_corpusnorm": "Fusion + per-corpus normalisation",
-             "fusion_corpusnorm_flat": "Fusion + per-corpus normalisation, uniform class prior"}
+             "fusion_corpusnorm_flat": "Fusion + per-corpus normalisation, uniform class prior",
+             "svm_mix10": "SVM, trained on twice the mixtures",
+             "svm_spknorm_online_mix10": "SVM + causal speaker normalisation, trained on twice the mixtures",
+             "fusion_spknorm_online_mix10": "Fusion + causal speaker normalisation, trained on twice the mixtures"}
 
 
 def _classify_table(exp: dict, cond: str, seeds: Sequence = ()) -> list[str]:
