@@ -376,16 +376,16 @@ def model_input_dims(onnx_path: Path, name: str, graph_dims: tuple) -> tuple[int
     """Non-batch dims of input ``name``: the model card's ``inputs.<name>.shape[1:]`` where a card
     is beside the model (an emotion model's or the separator's), else the ONNX graph's (which must
     then be static); both must agree."""
-    from .models import ModelCardError, specs_by_name
+    from .models import ModelCardError, read_card, specs_by_name
 
     graph_dims = tuple(int(d) for d in graph_dims)
     card_path = onnx_path.with_suffix(".json")
     card = None
     if card_path.is_file():
         try:
-            card = json.loads(card_path.read_text())
+            card = read_card(onnx_path)
             card["inputs"] = specs_by_name(card.get("inputs"), card_path, "inputs")
-        except (OSError, json.JSONDecodeError, ModelCardError) as exc:
+        except ModelCardError as exc:
             raise EngineBuildError(f"cannot read the card of {onnx_path.name}: {exc}") from None
     if card is not None:
         try:
