@@ -34,7 +34,6 @@ Spleeter 2stems with its graph built once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -164,15 +163,19 @@ class BuiltinSeparator(Separator):
         from engines.backends import BackendError as EngineBackendError, select_backend
 
         path = Path(model_path) if model_path else DEFAULT_SEPARATOR_MODEL
+        from engines.models import ModelCardError, read_card
+
         card_path = path.with_suffix(".json")
         if not path.is_file() or not card_path.is_file():
             raise ModelError(f"separator model not found: {path} (and its card {card_path.name}); "
                              "train one with `python -m training.separator` or use --separator none")
         try:
-            self.card = json.loads(card_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"cannot read separator card {card_path}: {exc}") from None
-        self.p = StftParams(**self.card["stft"])
+            self.card = read_card(path)
+            self.p = StftParams(**self.card["stft"])
+        except ModelCardError as exc:
+            raise ModelError(f"separator: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"separator card {card_path} has no usable 'stft' section: {exc!r}") from None
         if self.p.sample_rate != 16000:
             raise ModelError(f"separator {path.name} works at {self.p.sample_rate} Hz; emotrack streams 16 kHz")
         try:

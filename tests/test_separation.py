@@ -88,6 +88,21 @@ def test_missing_model_is_a_model_error(tmp_path):
         make_separator("builtin", model_path=tmp_path / "nope.onnx")
 
 
+@pytest.mark.parametrize("card, match", [("{not json", "cannot read model card"),
+                                         ("[1, 2]", "is not a JSON object"),
+                                         ('{"id": "x"}', "no usable 'stft' section"),
+                                         ('{"stft": {"n_fft": 512, "hop": 100}}', "no usable 'stft' section")])
+def test_a_broken_separator_card_is_a_one_line_model_error(tmp_path, card, match):
+    import shutil
+
+    model = tmp_path / "sep.onnx"
+    shutil.copy(DEFAULT_SEPARATOR_MODEL, model)
+    model.with_suffix(".json").write_text(card)
+    with pytest.raises(ModelError, match=match) as err:
+        make_separator("builtin", model_path=model)
+    assert "\n" not in str(err.value)
+
+
 @pytest.fixture(scope="module")
 def heldout():
     """Held-out speakers (RAVDESS actors 19-24) and songs (4Q test artists), never trained on."""

@@ -300,9 +300,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         log(f"{k}: {len(s)} speech, {len(m)} music clips")
     out_dir = Path(a.out)
     onnx_path = out_dir / f"{a.name}.onnx"
-    card_path = onnx_path.with_suffix(".json")
     if a.eval_only:
-        card = json.loads(card_path.read_text())
+        card = _read_card(onnx_path)
         return _finish(a, card, onnx_path, sp, log)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -319,7 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     prior: list = []
     weights_path = out_dir / f"{a.name}.weights.h5"
     if a.resume:
-        prev = json.loads(card_path.read_text())
+        prev = _read_card(onnx_path)
         prior = prev["training"]["history"]
         mean = np.asarray(prev["training"]["standardisation"]["mean"])
         std = np.asarray(prev["training"]["standardisation"]["std"])
@@ -396,6 +395,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         "licence": "code Apache-2.0; weights trained on " + "; ".join(LICENCES) + ": research / non-commercial use",
     }
     return _finish(a, card, onnx_path, sp, log)
+
+
+def _read_card(onnx_path: Path) -> dict:
+    """The card of a separator this module trained (``--eval-only``, ``--resume``); one line when it cannot."""
+    from engines.models import ModelCardError, read_card
+
+    try:
+        return read_card(onnx_path)
+    except ModelCardError as exc:
+        raise SystemExit(f"separator: {exc}") from None
 
 
 def _finish(a, card: dict, onnx_path: Path, sp: dict, log) -> int:
