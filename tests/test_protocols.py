@@ -6,6 +6,7 @@ manifest decode a small real subset.  Caches go to a temporary folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -376,6 +377,18 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     # every tuned member's choice is kept, named by its place in the fusion
     assert {"0:svm__C", "0:svm__gamma", "1:mlp__alpha"} <= set(r2["systems"]["fusion"]["chosen_params"][0])
     r["systems"] = {k: r["systems"][k] for k in ("svm", "rf")}
+
+    # folds fitted in two forked processes give the very same results, fold by fold
+    halves = [[protocols.clip_item(c) for c in train if protocols.ravdess_fold(c.group) == k] for k in (0, 1)]
+    exp2 = protocols.Experiment("ravdess", "8class", "RAVDESS subset", "classify", protocols.RAVDESS_EMOTIONS,
+                                [protocols.Fold(f"actors {4 * k + 1}-{4 * k + 4}", h,
+                                                {"clean": [protocols.clip_item(c) for c in test]})
+                                 for k, h in enumerate(halves)])
+    one, two = (results.run_experiment(exp2, ["svm"], dataclasses.replace(settings, jobs=j), log=None)["systems"]["svm"]
+                for j in (1, 2))
+    assert one["per_fold"] == two["per_fold"] and one["chosen_params"] == two["chosen_params"]
+    assert one["pooled"]["clean"]["confusion"] == two["pooled"]["clean"]["confusion"]
+    assert one["per_fold"]["clean"][0] != one["per_fold"]["clean"][1]  # two different models, in fold order
 
     def doc_of(exps, **extra):
         return {"protocol": "ravdess", "generated": "now", "settings": settings.__dict__,

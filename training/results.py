@@ -66,6 +66,7 @@ class Settings:
     n_mix: int = 5                            # seed 001: each speech clip in 5 mixtures
     music_pool: str = "4q"
     workers: int = 1
+    jobs: int = 1                             # folds fitted at once, in forked processes (same results)
     seed: int = protocols.SEED
     quick: bool = False
 
@@ -547,6 +548,36 @@ def _chance(exp: Experiment, ytr, yte) -> dict:
     return protocols.chance_regression(ytr, yte)
 
 
+_FOLD_JOB: Optional[tuple] = None
+
+
+def _fit_fold(i: int) -> tuple[Optional[dict], dict]:
+    """Fit the system of ``_FOLD_JOB`` on fold ``i``: its chosen settings and its predictions per test condition."""
+    spec, exp, settings = _FOLD_JOB
+    f = exp.folds[i]
+    model = spec.factory(exp, settings)
+    model.fit(f.train, exp.targets(f.train))
+    return getattr(model, "best_params", None), {c: np.asarray(model.predict(v)) for c, v in f.test.items()}
+
+
+def _fit_folds(spec: SystemSpec, exp: Experiment, settings: Settings) -> list[tuple[Optional[dict], dict]]:
+    """Every fold fitted, in order; ``settings.jobs`` > 1 fits that many folds at once in forked processes
+    (each with one BLAS thread; every fit is seeded, so the results are the same as one after another)."""
+    global _FOLD_JOB
+    _FOLD_JOB = (spec, exp, settings)
+    try:
+        if settings.jobs > 1 and len(exp.folds) > 1:
+            import multiprocessing as mp
+
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1), mp.get_context("fork").Pool(min(settings.jobs, len(exp.folds))) as pool:
+                return pool.map(_fit_fold, range(len(exp.folds)), chunksize=1)
+        return [_fit_fold(i) for i in range(len(exp.folds))]
+    finally:
+        _FOLD_JOB = None
+
+
 def run_experiment(exp: Experiment, systems: Sequence[str], settings: Settings, log=print) -> dict:
     """Fit every applicable system on every fold; metrics per fold and test condition, pooled confusions."""
     t0 = time.time()
@@ -577,13 +608,11 @@ def run_experiment(exp: Experiment, systems: Sequence[str], settings: Settings, 
         pooled_p = {c: [] for c in conds}
         params = []
         ts = time.time()
-        for f in exp.folds:
-            model = spec.factory(exp, settings)
-            model.fit(f.train, exp.targets(f.train))
-            params.append(getattr(model, "best_params", None))
+        for f, (best, preds) in zip(exp.folds, _fit_folds(spec, exp, settings)):
+            params.append(best)
             for c in conds:
                 y = exp.targets(f.test[c])
-                p = np.asarray(model.predict(f.test[c]))
+                p = preds[c]
                 m = _metrics(exp, y, p)
                 per[c].append(m)
                 pooled_y[c].append(y)
@@ -1363,7 +1392,7 @@ def add_systems(old: dict, new: dict, command: str) -> dict:
            "generated": new["generated"], "seconds": new["seconds"],
            "command": command + " (same folds and features; merged)"}
     was, now = json.loads(json.dumps(old.get("settings", {}))), json.loads(json.dumps(new.get("settings", {})))
-    changed = {k: v for k, v in now.items() if k in was and was[k] != v and k != "workers"}
+    changed = {k: v for k, v in now.items() if k in was and was[k] != v and k not in ("workers", "jobs")}
     if changed:  # the added systems ran with other knobs than the page's header says
         run["settings"] = changed
     old.setdefault("added_runs", []).append(run)
@@ -1396,6 +1425,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--music-pool", default="4q", choices=("4q", "emopia"),
                     help="music of the `mixed` protocol: 4q (sung, default) or emopia (instrumental piano)")
     ap.add_argument("--workers", type=int, default=1, help="processes for feature extraction (1 or 2)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="folds fitted at once in separate processes (1 or 2 here; the results do not change)")
     ap.add_argument("--json-dir", default=None)
     ap.add_argument("--doc", default=None)
     ap.add_argument("--manifest", default=None, help="a generic manifest CSV (training.manifest): run it only")
@@ -1410,6 +1441,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         pass
     settings = Settings.quick_settings() if a.quick else Settings()
     settings.workers = a.workers
+    settings.jobs = max(1, a.jobs)
     settings.music_pool = a.music_pool
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     for s in systems:
