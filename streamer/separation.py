@@ -161,10 +161,9 @@ class BuiltinSeparator(Separator):
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
                  threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0):
         from engines.backends import BackendError as EngineBackendError, select_backend
-
-        path = Path(model_path) if model_path else DEFAULT_SEPARATOR_MODEL
         from engines.models import ModelCardError, read_card
 
+        path = Path(model_path) if model_path else DEFAULT_SEPARATOR_MODEL
         card_path = path.with_suffix(".json")
         if not path.is_file() or not card_path.is_file():
             raise ModelError(f"separator model not found: {path} (and its card {card_path.name}); "
