@@ -1049,7 +1049,7 @@ LIMITS = """## Limits, and what is missing
   (`svm_mix10`, 35.4 % on the protocol's five), 40.0 % with the fusion on features normalised by all of a
   speaker's mixtures, and with causal speaker normalisation (each test actor's 300 mixtures heard as one
   stream) 41.9 +- 3.8 % for the fusion trained on twice the mixtures (`fusion_spknorm_online_mix10`; 39.0 % on
-  the protocol's five; above both in every fold, its inner CV again at the grids' edges: the SVM's lowest gamma
+  the protocol's five; at or above both in every fold, its inner CV again at the grids' edges: the SVM's lowest gamma
   and the MLP's highest L2 weight in 4 of 6 folds) and 40.5 % for the SVM alone (`svm_spknorm_online_mix10`;
   37.9 % on the five). The batch 40.0 % sits at the target and the causal 41.9 % half a fold's spread (3-4
   points) above it. More
