@@ -4,6 +4,8 @@
   dB, delta, delta-delta of the R128-normalised window); the shipped CNNs.
 * ``handcrafted`` [D]: :func:`streamer.descriptors.features` of the window
   (MFCC, spectral, pitch, chroma and rhythm descriptors); descriptor models.
+* ``music_descriptors`` [D]: :func:`streamer.music_descriptors.features` of the
+  window (harmony, dissonance, melody, texture).
 * ``waveform`` [samples]: the window after R128 loudness normalisation (SincNet).
 
 Training (:mod:`training.recipe`) and streaming build a window's inputs with
@@ -17,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 from engines.models import INPUT_KINDS
 
-from . import descriptors
+from . import descriptors, music_descriptors
 from .errors import ParameterError
 from .features import DEFAULT_PARAMS, FeatureParams, extract, loudness_normalise
 
@@ -30,6 +32,8 @@ def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAM
         return (params.n_frames(n_samples), params.n_mels, 3)
     if name == "handcrafted":
         return (len(descriptors.feature_names()),)
+    if name == "music_descriptors":
+        return (len(music_descriptors.feature_names()),)
     if name == "waveform":
         return (n_samples,)
     raise ParameterError(f"unknown model input {name!r}; emotrack computes {', '.join(INPUT_KINDS)}")
@@ -45,6 +49,8 @@ def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = D
             out[n] = extract(x, params) if features is None else features
         elif n == "handcrafted":
             out[n] = descriptors.features(x)
+        elif n == "music_descriptors":
+            out[n] = music_descriptors.features(x)
         elif n == "waveform":
             out[n] = loudness_normalise(np.asarray(x, np.float32), params)
         else:

@@ -37,8 +37,9 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
 
     features [N, T, 64, 3] -> mean over time -> [N, 64*3] -> three linear heads
     (softmax quadrant, tanh va, sigmoid activity).  Weights are seeded random,
-    so outputs differ per window and are deterministic.  ``input_name="handcrafted"``:
-    the heads read the window's descriptors [N, D] (:mod:`streamer.descriptors`) instead.
+    so outputs differ per window and are deterministic.  ``input_name="handcrafted"``
+    (or ``"music_descriptors"``): the heads read the window's descriptors [N, D]
+    (:mod:`streamer.descriptors`, :mod:`streamer.music_descriptors`) instead.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -47,12 +48,12 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
 
     frames = DEFAULT_PARAMS.n_frames(int(round(window_s * SR)))
     r = np.random.default_rng(seed)
-    if input_name == "handcrafted":
-        from streamer.descriptors import feature_names
+    if input_name in ("handcrafted", "music_descriptors"):
+        from streamer.inputs import input_shape
 
-        d = len(feature_names())
+        d = input_shape(input_name, int(round(window_s * SR)))[0]
         in_shape = ["N", d]
-        first = [helper.make_node("Mul", ["handcrafted", "scale"], ["pooled"])]
+        first = [helper.make_node("Mul", [input_name, "scale"], ["pooled"])]
         extra = [numpy_helper.from_array(np.array([0.01], np.float32), "scale")]
     else:
         d = 64 * 3

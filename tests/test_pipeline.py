@@ -125,14 +125,17 @@ def test_stop_event_ends_cleanly(tiny_models, tmp_path, rng):
     assert lines[-1]["event"] == "end" and lines[-1]["reason"] == "interrupted"
 
 
-def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, rng):
-    """A model whose card asks for ``handcrafted`` gets streamer.descriptors.features of each window."""
+@pytest.mark.parametrize("kind", ["handcrafted", "music_descriptors"])
+def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, rng, kind):
+    """A model whose card asks for ``handcrafted`` (``music_descriptors``) gets streamer.descriptors.features
+    (streamer.music_descriptors.features) of each window."""
     from conftest import build_tiny_model
-    from streamer.descriptors import features as descriptors
+    from streamer import descriptors, music_descriptors
 
-    path = build_tiny_model(tmp_path / "hc", "speech", 3.0, 1.0, seed=4, input_name="handcrafted")
+    describe = {"handcrafted": descriptors.features, "music_descriptors": music_descriptors.features}[kind]
+    path = build_tiny_model(tmp_path / "hc", "speech", 3.0, 1.0, seed=4, input_name=kind)
     model = load_model(path, "speech", backend="onnxruntime")
-    assert model.input_names == ("handcrafted",) and model.frames == 0
+    assert model.input_names == (kind,) and model.frames == 0
     x = _signal(rng, 8)
     out = tmp_path / "hc.jsonl"
     pub = Publisher("t", None, str(out))
@@ -140,7 +143,7 @@ def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, 
     pub.close()
     msgs = [m for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.speech"]
     assert [m["t_start"] for m in msgs] == [float(s) for s in range(6)]
-    want = model.predict({"handcrafted": np.stack([descriptors(x[s * SR:(s + 3) * SR]) for s in range(6)])})
+    want = model.predict({kind: np.stack([describe(x[s * SR:(s + 3) * SR]) for s in range(6)])})
     np.testing.assert_allclose([m["valence"] for m in msgs], want["va"][:, 0], atol=1e-4)
     np.testing.assert_allclose([[m["probs"][q] for q in schema.QUADRANTS] for m in msgs], want["quadrant"],
                                atol=1e-4)
