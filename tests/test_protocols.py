@@ -586,3 +586,17 @@ def test_systems_on_other_music_descriptors_are_not_added_to_saved_results():
     with pytest.raises(ValueError, match="another version of the music descriptors"):
         results.add_systems(merged, doc(2, ["fusion_seg_music"]), "x")
     assert "fusion_seg" in results.add_systems(merged, doc(2, ["fusion_seg"]), "x")["experiments"][0]["systems"]
+
+
+@needs_data("music_4q")
+def test_an_experiment_computes_the_descriptors_its_systems_read_before_the_folds():
+    """Segment systems read their segments' descriptors, not their clips': those are what run_experiment
+    prepares (once, in the parent, not in each forked fold), and the music descriptors only where read."""
+    exp = protocols.protocol_4q()[0]
+    clips = [it for f in exp.folds for it in f.train + [x for v in f.test.values() for x in v]]
+    s = results.Settings.quick_settings()
+    needs = results._merge_needs(results.SYSTEMS[n].factory(exp, s).feature_needs(clips)
+                                 for n in ("svm", "fusion_seg_music"))
+    sets = {k: {it.feature_set for it in v} for k, v in needs.items()}
+    assert sets == {"handcrafted": {"4q", "4q-seg6"}, "music_descriptors": {"4q-seg6"}}, sets
+    assert len({it.key for it in needs["music_descriptors"]}) == 6 * len({it.key for it in clips})

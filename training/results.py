@@ -201,6 +201,10 @@ class HandcraftedModel:
         self.best_params: Optional[dict] = None
         self.prior = None
 
+    def feature_needs(self, items: Sequence[Item]) -> dict[str, list[Item]]:
+        """The items whose descriptors of each kind fitting and testing on ``items`` reads."""
+        return {k: list(items) for k in self.kinds}
+
     def _X(self, items, train: bool = False):
         X = feature_matrix(items, self.settings.workers, self.kinds)
         if not self.group_norm:
@@ -269,6 +273,9 @@ class SegmentModel(HandcraftedModel):
         super().__init__(*a, **kw)
         self.n = n
 
+    def feature_needs(self, items):
+        return super().feature_needs(segment_items(items, self.n))
+
     def fit(self, items, y):
         return super().fit(segment_items(items, self.n), np.repeat(np.asarray(y), self.n, axis=0))
 
@@ -285,6 +292,14 @@ class SegmentModel(HandcraftedModel):
         return self._scores(self._X(segment_items(items, self.n))).reshape(len(items), self.n, -1).mean(1)
 
 
+def _merge_needs(needs) -> dict[str, list[Item]]:
+    out: dict[str, list[Item]] = {}
+    for n in needs:
+        for kind, items in n.items():
+            out.setdefault(kind, []).extend(items)
+    return out
+
+
 class FusionModel:
     """Late fusion (seed 003's ensemble, on one feature set): every member is fitted on the same training
     items; a clip's class probabilities (regression: outputs) are the members' average."""
@@ -297,6 +312,9 @@ class FusionModel:
         self.flat_prior = flat_prior
         self.prior: Optional[np.ndarray] = None
         self.best_params: Optional[dict] = None
+
+    def feature_needs(self, items):
+        return _merge_needs(m.feature_needs(items) for m in self.members)
 
     def fit(self, items, y):
         for m in self.members:
@@ -367,6 +385,9 @@ class MoreMixturesModel:
     def __init__(self, inner, extra: int, seed: int):
         self.inner, self.extra, self.seed = inner, extra, seed
         self.best_params: Optional[dict] = None
+
+    def feature_needs(self, items):  # the new mixtures are made per fold, when it is fitted
+        return self.inner.feature_needs(items)
 
     def fit(self, items, y):
         more = more_mixtures(items, self.extra, self.seed)
@@ -608,8 +629,12 @@ def run_experiment(exp: Experiment, systems: Sequence[str], settings: Settings, 
     t0 = time.time()
     say = log or (lambda *_: None)
     all_items = [it for f in exp.folds for it in f.train + [x for v in f.test.values() for x in v]]
-    kinds = sorted({k for n in systems if SYSTEMS[n].applies(exp) for k in SYSTEMS[n].kinds} | {"handcrafted"})
-    prepare_features(all_items, settings.workers, log=log, kinds=kinds)
+    # the descriptors the systems read (a segment model: its segments'), computed before any fold is fitted
+    models = [SYSTEMS[n].factory(exp, settings) for n in systems if SYSTEMS[n].applies(exp)]
+    needs = _merge_needs(m.feature_needs(all_items) if hasattr(m, "feature_needs") else {"handcrafted": all_items}
+                         for m in models)
+    for kind, items in needs.items():
+        prepare_features(items, settings.workers, log=log, kinds=(kind,))
     conds = list(exp.folds[0].test)
     res = {"protocol": exp.protocol, "task": exp.task, "title": exp.title, "kind": exp.kind,
            "classes": list(exp.classes), "notes": exp.notes, "conditions": conds,
