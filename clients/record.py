@@ -25,15 +25,18 @@ from streamer.errors import EmotrackError, ParameterError
 from .feed import Feed, body_json, check_sub_endpoint, curve_client
 
 CSV_COLUMNS = ("topic", "stream", "seq", "source", "t_start", "t_end", "wall_time", "activity", "valence",
-               "arousal", "quadrant", "Q1", "Q2", "Q3", "Q4", "model", "event")
+               "arousal", "quadrant", "Q1", "Q2", "Q3", "Q4", "model", "event", "reason", "counters")
 
 
 def csv_row(topic: str, body: dict) -> list:
+    """One CSV row; a status row's ``reason`` (end) and ``counters`` (heartbeat, end; as JSON) included."""
     probs = body.get("probs") or {}
     row = {k: body.get(k, "") for k in CSV_COLUMNS}
     row["topic"] = topic
     for q in schema.QUADRANTS:
         row[q] = probs.get(q, "")
+    if "counters" in body:
+        row["counters"] = json.dumps(body["counters"], separators=(",", ":"), sort_keys=True)
     return [row[k] for k in CSV_COLUMNS]
 
 

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Set up emotrack in ./.venv: system packages (Debian/Ubuntu), then the Python package.
-#   scripts/setup.sh          runtime only (replay, stream, predict)
+#   scripts/setup.sh          runtime and the report extra (replay, stream, predict, separate,
+#                             features, record, view, report)
 #   scripts/setup.sh --test   plus the training and test extras (TensorFlow, pytest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
-[ "${1:-}" = "--test" ] && extras="[training,test]"
+extras="[report]"
+[ "${1:-}" = "--test" ] && extras="[report,training,test]"
 
 apt_pkgs="ffmpeg libsndfile1 libportaudio2"
-[ -n "$extras" ] && apt_pkgs="$apt_pkgs fluidsynth chromium chromium-driver pulseaudio libasound2-plugins"
+[ "${1:-}" = "--test" ] && apt_pkgs="$apt_pkgs fluidsynth chromium chromium-driver pulseaudio libasound2-plugins"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -424,7 +424,11 @@ def cmd_stream(args) -> int:
             import sounddevice as sd
         except OSError as exc:
             raise InputError(f"PortAudio is missing (apt-get install libportaudio2): {exc}") from None
-        print(sd.query_devices())
+        devices = sd.query_devices()
+        if not any(d.get("max_input_channels", 0) > 0 for d in devices):
+            raise InputError(f"no capture device found ({len(devices)} audio device(s), none with inputs); "
+                             "connect one, or replay a file through the live path: emotrack stream --input FILE")
+        print(devices)
         return 0
     if args.paced_input:
         source = open_source(args.paced_input, realtime=True, name=args.name)

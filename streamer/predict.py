@@ -59,6 +59,7 @@ def read_clip(path: str) -> np.ndarray:
 
 def predict_file(path: str, model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> dict:
     res = predict_array(read_clip(path), model, params)
-    return {"path": path, "source": model.source, "valence": res["valence"], "arousal": res["arousal"],
-            "quadrant": res["quadrant"], "probs": res["probs"], "activity": res["activity"],
-            "windows": res["windows"], "model": model.id}
+    r4 = lambda v: round(float(v), 4)  # noqa: E731 - as replay's messages (streamer.schema.emotion_body)
+    return {"path": path, "source": model.source, "valence": r4(res["valence"]), "arousal": r4(res["arousal"]),
+            "quadrant": res["quadrant"], "probs": {q: r4(p) for q, p in res["probs"].items()},
+            "activity": r4(res["activity"]), "windows": res["windows"], "model": model.id}

@@ -10,6 +10,7 @@ line-buffered: a crash loses at most the line being written.
 from __future__ import annotations
 
 import collections
+import errno
 import ipaddress
 import json
 import sys
@@ -19,7 +20,7 @@ from typing import IO, Optional
 from urllib.parse import urlparse
 
 from . import schema
-from .errors import ParameterError, EmotrackError
+from .errors import EmotrackError, EndpointError, ParameterError
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 #: First frame of a snapshot request and of its reply (the Clone pattern's state request).
@@ -53,7 +54,10 @@ def bound_socket(ctx, kind: int, endpoint: str, *, hwm: int, linger_ms: int, cur
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close(0)
-        raise EmotrackError(f"cannot bind {what + ' ' if what else ''}{endpoint}: {exc}; {advice}") from None
+        msg = f"cannot bind {what + ' ' if what else ''}{endpoint}: {exc}; {advice}"
+        if exc.errno in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL, errno.EACCES):  # busy or not ours: exit 6
+            raise EndpointError(msg) from None
+        raise ParameterError(msg) from None  # a malformed endpoint: exit 2
     return sock
 
 
@@ -153,6 +157,10 @@ def _is_loopback(endpoint: str) -> bool:
 def check_endpoint(endpoint: str, allow_remote: bool = False, option: str = "--pub") -> None:
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
         raise ParameterError(f"{option} {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    if endpoint.startswith("tcp://"):
+        port = endpoint.rsplit(":", 1)[-1] if endpoint.count(":") >= 2 else ""
+        if port != "*" and not (port.isdigit() and int(port) <= 65535):
+            raise ParameterError(f"{option} {endpoint!r}: the port must be a number 0-65535 (or *)")
     if not allow_remote and not _is_loopback(endpoint):
         raise ParameterError(f"{option} {endpoint!r} binds beyond this machine; pass --allow-remote to do that on purpose")
 

@@ -259,6 +259,10 @@ def test_record_jsonl_and_csv_match_what_was_published(tmp_path, tiny_models):
             assert row["quadrant"] == body["quadrant"] and row["event"] == ""
         else:
             assert row["event"] == body["event"] and row["valence"] == ""
+    # the end row keeps the reason and the final counters (JSON), as the JSONL does
+    assert rows[-1]["event"] == "end" and rows[-1]["reason"] == refs[-1]["reason"] == "end of input"
+    assert json.loads(rows[-1]["counters"]) == refs[-1]["counters"]
+    assert refs[-1]["counters"]["windows"]["speech"] > 0
     for name in ("j.json", "c.json"):
         summary = json.loads((tmp_path / name).read_text())
         assert summary["lost"] == 0 and summary["restarts"] == 0 and summary["lines"] == len(ref)
