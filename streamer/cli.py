@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parsers(sub)
     add_proxy_parsers(sub)
+    from . import features_cmd, separate_cmd
+
+    separate_cmd.add_parser(sub)
+    features_cmd.add_parser(sub)
     return p
 
 
@@ -493,6 +497,8 @@ COMMANDS["engines"] = lambda args: args.engines_main(args)
 COMMANDS["bench"] = lambda args: args.bench_main(args)
 COMMANDS["batch"] = lambda args: args.batch_main(args)
 COMMANDS["proxy"] = lambda args: args.proxy_main(args)
+COMMANDS["separate"] = lambda args: args.separate_main(args)
+COMMANDS["features"] = lambda args: args.features_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -15,6 +15,17 @@ from .pipeline import summarise
 from .sources import SAMPLE_RATE, open_source
 
 
+def window_starts(n: int, window: int, hop: int) -> list[int]:
+    """First samples of the windows :func:`clip_windows` cuts from ``n`` samples (``[0]`` when
+    the clip is no longer than one window)."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    return starts
+
+
 def clip_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
     """Windows [shape=(n, window)] covering ``x``; the last one ends at the clip's end."""
     if x.size <= window:
@@ -22,10 +33,7 @@ def clip_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
         off = (window - x.size) // 2
         out[0, off:off + x.size] = x
         return out
-    starts = list(range(0, x.size - window + 1, hop))
-    if starts[-1] + window < x.size:
-        starts.append(x.size - window)
-    return np.stack([x[s:s + window] for s in starts])
+    return np.stack([x[s:s + window] for s in window_starts(x.size, window, hop)])
 
 
 def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARAMS,

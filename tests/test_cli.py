@@ -87,7 +87,8 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("replay", "stream", "predict", "train", "record", "view", "report", "keys", "engines"):
+    for cmd in ("replay", "stream", "predict", "train", "record", "view", "report", "keys", "engines", "separate",
+                "features"):
         proc = run(cmd, "--help")
         assert proc.returncode == 0 and "usage: emotrack " + cmd in proc.stdout
 
