@@ -1,9 +1,10 @@
 """The ``emotrack`` command line (argparse).
 
 Every error a user can cause ends with one line on stderr,
-``emotrack: <what went wrong and what to do>``, and a non-zero exit code:
-2 for a bad option or value, 3 for an input that cannot be read, 4 for a model
-problem, 5 for a backend that cannot run here, 1 otherwise.  Heavy imports
+``emotrack: <what went wrong and what to do>``, and a non-zero exit code from the
+one table in docs/CLI.md: 2 for a bad option or value, 3 for an input that cannot
+be read, 4 for a model problem, 5 for a backend that cannot run here, 6 for a
+busy or unreachable endpoint, 130 when interrupted, 1 otherwise.  Heavy imports
 (onnxruntime, TensorFlow) happen inside the subcommands that need them.
 """
 
