@@ -195,6 +195,9 @@ def test_predict_on_heldout_ravdess(tmp_path):
     for p in preds:
         assert set(p) >= {"path", "source", "valence", "arousal", "quadrant", "probs"}
         assert p["quadrant"] in schema.QUADRANTS and abs(sum(p["probs"].values()) - 1) < 1e-3
+        # rounded to 4 digits, as replay's messages are
+        for v in (p["valence"], p["arousal"], p["activity"], *p["probs"].values()):
+            assert v == round(v, 4)
 
 
 def test_predict_reports_unreadable_files_and_keeps_the_rest(tmp_path, tiny_models):
