@@ -480,15 +480,20 @@ def cmd_train(args) -> int:
     (``train RECIPE``, ``export``, ``evaluate``)."""
     try:
         if args.command == "train" and args.args[:1] in (["speech"], ["music"]):
+            import importlib.util
+
+            if "-h" not in args.args and "--help" not in args.args and not importlib.util.find_spec("tensorflow"):
+                raise ImportError("No module named 'tensorflow'")  # say so before minutes of loading corpora
             from training.train import main as train_main
         else:
             from training.recipe import main as recipe_main
 
             def train_main(a):
                 return recipe_main([args.command, *a])
-    except ImportError as exc:
-        raise EmotrackError(f"training needs the training extra (pip install 'emotrack[training]'): {exc}") from None
-    return int(train_main(args.args) or 0)
+        return int(train_main(args.args) or 0)
+    except ImportError as exc:  # TensorFlow, tf2onnx, scikit-learn ... absent
+        raise BackendError(f"training needs the training extra (pip install 'emotrack[training]', or "
+                           f"scripts/setup.sh --test): {exc}") from None
 
 
 COMMANDS = {"replay": cmd_replay, "stream": cmd_stream, "predict": cmd_predict, "train": cmd_train,

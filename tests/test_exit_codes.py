@@ -155,3 +155,21 @@ def test_list_devices_says_when_there_is_none():
     else:
         check(proc, 3, "no capture device")
         assert "emotrack stream --input FILE" in proc.stderr
+
+
+def test_training_without_its_extra_or_its_corpora(tmp_path):
+    import os
+    import sys
+
+    # the training extra absent (TensorFlow hidden from this interpreter): 5, before any corpus is loaded
+    hide = ("import sys; sys.modules['tensorflow'] = None; from streamer.cli import main; "
+            "sys.exit(main(['train', 'speech', '--out', %r]))" % str(tmp_path / "run"))
+    check(subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=120, cwd=REPO), 5,
+          "training extra")
+    # the corpora not where EMOTRACK_DATA says: 3, naming the missing manifest
+    pytest.importorskip("tensorflow", reason="the training extra is not installed")
+    env = dict(os.environ, EMOTRACK_DATA=str(tmp_path / "no-data"))
+    proc = subprocess.run(emotrack_cmd("train", "speech", "--out", str(tmp_path / "run")), capture_output=True,
+                          text=True, timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("emotrack: corpus") and "Traceback" not in proc.stderr

@@ -63,9 +63,16 @@ class Clip:
 
 
 def read_manifest(corpus: str) -> list[dict]:
-    """Rows of ``<data>/<corpus>/manifest.csv``."""
-    with open(data_root() / corpus / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    """Rows of ``<data>/<corpus>/manifest.csv`` (InputError, exit 3, when the corpus is not there)."""
+    path = data_root() / corpus / "manifest.csv"
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except FileNotFoundError:
+        from streamer.errors import InputError
+
+        raise InputError(f"corpus {corpus!r} not found: no {path}; set EMOTRACK_DATA to the folder holding "
+                         "the corpora (see the data README)") from None
 
 
 def activity_mask(x: np.ndarray, db: float = ACTIVITY_DB) -> np.ndarray:
