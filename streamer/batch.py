@@ -49,7 +49,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from engines.models import sha256_of
+from engines.cards import sha256_of
 
 from . import adapt, schema
 from .errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
@@ -240,18 +240,10 @@ def load_models(cfg: RunConfig) -> dict:
     """The models of ``cfg``, loaded once per process (Ray workers keep them between tasks)."""
     key = _cache_key(cfg)
     if key not in _MODEL_CACHE:
-        from engines.backends import BackendError as EngineBackendError
-        from engines.models import ModelCardError, load_model
+        from engines.runtime import load_model
 
-        models = {}
-        for s in cfg.sources:
-            try:
-                models[s] = load_model(cfg.model_path(s), s, backend=cfg.backend, threads=cfg.threads)
-            except ModelCardError as exc:
-                raise ModelError(str(exc)) from None
-            except EngineBackendError as exc:
-                raise BackendError(str(exc)) from None
-        _MODEL_CACHE[key] = models
+        _MODEL_CACHE[key] = {s: load_model(cfg.model_path(s), s, backend=cfg.backend, threads=cfg.threads)
+                             for s in cfg.sources}
     return _MODEL_CACHE[key]
 
 

@@ -228,7 +228,7 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     import numpy as np
 
     from engines.backends import tensorrt_available
-    from engines.models import load_model
+    from engines.runtime import load_model
 
     from . import descriptors, features as F
     from .publish import Publisher

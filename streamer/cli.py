@@ -163,19 +163,10 @@ def _stderr(msg: str) -> None:
 
 
 def _load_models(args, sources: Sequence[str]) -> dict:
-    from engines.backends import BackendError as EngineBackendError
-    from engines.models import ModelCardError, load_model
+    from engines.runtime import load_model
 
-    models = {}
-    for s in sources:
-        try:
-            models[s] = load_model(getattr(args, f"{s}_model", None) if hasattr(args, f"{s}_model") else args.model,
-                                   s, backend=args.backend, threads=args.threads)
-        except ModelCardError as exc:
-            raise ModelError(str(exc)) from None
-        except EngineBackendError as exc:
-            raise BackendError(str(exc)) from None
-    return models
+    return {s: load_model(getattr(args, f"{s}_model", None) if hasattr(args, f"{s}_model") else args.model,
+                          s, backend=args.backend, threads=args.threads) for s in sources}
 
 
 def _parse_sources(text: str) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-from engines.models import INPUT_KINDS
+from engines.cards import INPUT_KINDS
 
 from . import descriptors, music_descriptors
 from .errors import ParameterError

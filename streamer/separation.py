@@ -160,8 +160,8 @@ class BuiltinSeparator(Separator):
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
                  threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0):
-        from engines.backends import BackendError as EngineBackendError, select_backend
-        from engines.models import ModelCardError, read_card
+        from engines.backends import select_backend
+        from engines.cards import read_card
 
         path = Path(model_path) if model_path else DEFAULT_SEPARATOR_MODEL
         card_path = path.with_suffix(".json")
@@ -171,16 +171,13 @@ class BuiltinSeparator(Separator):
         try:
             self.card = read_card(path)
             self.p = StftParams(**self.card["stft"])
-        except ModelCardError as exc:
+        except ModelError as exc:
             raise ModelError(f"separator: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"separator card {card_path} has no usable 'stft' section: {exc!r}") from None
         if self.p.sample_rate != 16000:
             raise ModelError(f"separator {path.name} works at {self.p.sample_rate} Hz; emotrack streams 16 kHz")
-        try:
-            self.backend = select_backend(backend, path, threads=threads)
-        except EngineBackendError as exc:
-            raise BackendError(str(exc)) from None
+        self.backend = select_backend(backend, path, threads=threads)
         self.id = self.card.get("id", path.stem)
         self.latency_samples = self.p.latency_samples
         self.max_chunks = max_chunks

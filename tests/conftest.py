@@ -44,7 +44,7 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
     frames = DEFAULT_PARAMS.n_frames(int(round(window_s * SR)))
     r = np.random.default_rng(seed)

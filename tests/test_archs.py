@@ -41,7 +41,7 @@ def _threads():
 
 @pytest.mark.parametrize("case", sorted(TINY))
 def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
-    from engines.models import REQUIRED_CARD_FIELDS
+    from engines.cards import REQUIRED_CARD_FIELDS
     from training import recipe as R
 
     tf = _threads()
@@ -77,7 +77,7 @@ def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
     assert np.ptp(got["quadrant"][:, 0]) > 0  # real inputs give different outputs
 
     if card["streamable"]:  # the streamer's loader runs it as it runs the shipped models
-        from engines.models import load_model
+        from engines.runtime import load_model
 
         m = load_model(onnx_path, cfg["task"], backend="onnxruntime")
         o = m.predict(feed)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engines.models import load_model
+from engines.runtime import load_model
 from streamer import schema
 from streamer.batching import BatchedInference, BatchWorker, StreamPublisher, run_batched, run_live
 from streamer.errors import InputError
@@ -251,7 +251,7 @@ def test_live_channels_share_one_worker(tiny_models, tmp_path):
 def test_any_backend_and_its_profile_limit(tiny_models, tmp_path):
     """BatchedInference only uses Backend.run; a backend with a largest batch (a TensorRT profile) caps it."""
     from engines.backends import Backend
-    from engines.models import LoadedModel
+    from engines.runtime import LoadedModel
 
     class Profiled(Backend):
         name, description, max_batch = "profiled", "stand-in with a batch-3 profile", 3

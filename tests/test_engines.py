@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from engines.backends import BackendError, OnnxRuntimeBackend, select_backend
-from engines.models import MODELS_DIR, ModelCardError, load_card, load_model
-from engines.tensorrt_backend import available as tensorrt_available
+from engines.cards import MODELS_DIR, ModelCardError, load_card
+from engines.runtime import load_model
+from engines.backends.tensorrt import available as tensorrt_available
 from streamer.features import DEFAULT_PARAMS
 from streamer.inputs import input_shape, stack_inputs, window_inputs
 

@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from engines.models import load_model
+from engines.runtime import load_model
 from streamer import schema
 from streamer.errors import InputError
 from streamer.pipeline import Pipeline

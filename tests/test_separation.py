@@ -191,7 +191,7 @@ def test_replay_with_a_missing_separator_model_is_one_line(tmp_path):
 
 
 def test_shipped_separator_card_matches_its_model():
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
     card = json.loads(DEFAULT_SEPARATOR_MODEL.with_suffix(".json").read_text())
     assert card["onnx_sha256"] == sha256_of(DEFAULT_SEPARATOR_MODEL)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import trt_build as tb
-from engines import trt_ops
+from engines.backends import trt_build as tb
+from engines.backends import trt_ops
 from engines.backends import BackendError, OnnxRuntimeBackend, select_backend
-from engines.models import MODELS_DIR
-from engines.tensorrt_backend import available
-from engines.trt_build import EngineBuildError, Profile, ProfileError
+from engines.cards import MODELS_DIR
+from engines.backends.tensorrt import available
+from engines.backends.trt_build import EngineBuildError, Profile, ProfileError
 
 import fake_tensorrt
 from conftest import REPO, build_tiny_model, emotrack_cmd
@@ -246,7 +246,7 @@ def test_select_here_falls_back_or_refuses(tiny_models):
                                    RuntimeError("cuMemAlloc failed: out of memory\nmore")])
 def test_auto_falls_back_when_no_engine_can_be_had(tiny_models, monkeypatch, error):
     import engines.backends as eb
-    import engines.tensorrt_backend as etb
+    import engines.backends.tensorrt as etb
 
     monkeypatch.setattr(eb, "tensorrt_available", lambda: (True, "TensorRT 10.1.0 on Fake GPU"))
 
@@ -264,7 +264,7 @@ def test_auto_falls_back_when_no_engine_can_be_had(tiny_models, monkeypatch, err
 
 def test_auto_uses_tensorrt_when_an_engine_can_be_had(tiny_models, monkeypatch):
     import engines.backends as eb
-    import engines.tensorrt_backend as etb
+    import engines.backends.tensorrt as etb
 
     class Fake(eb.Backend):
         name = "tensorrt"
@@ -424,7 +424,7 @@ def test_every_shipped_model_gets_its_engine_input_dims_from_its_card(path):
     """Emotion models and the separator alike (their cards differ): the engine profile's non-batch
     dims are the card's shape of the graph's one input, whatever that input is called."""
     import onnx
-    from engines.models import specs_by_name
+    from engines.cards import specs_by_name
 
     graph_input = onnx.load(str(path)).graph.input[0]
     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in graph_input.type.tensor_type.shape.dim)
@@ -456,7 +456,7 @@ def test_backend_runs_batches_through_pinned_buffers_allocated_once(tiny_models,
     c = fake_tensorrt.install(monkeypatch)
     onnx = tiny_models["speech"]
     ref = OnnxRuntimeBackend(onnx, providers=["CPUExecutionProvider"])
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     be = TensorRTBackend(onnx, max_batch=4)
     assert be.name == "tensorrt" and be.max_batch == 4 and "Fake GPU" in be.description
@@ -488,7 +488,7 @@ def test_backend_runs_batches_through_pinned_buffers_allocated_once(tiny_models,
 
 def test_backend_outputs_are_copies_not_views_of_reused_buffers(tiny_models, monkeypatch):
     fake_tensorrt.install(monkeypatch)
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     with TensorRTBackend(tiny_models["speech"], max_batch=2) as be:
         a = be.run({"features": _features(2, seed=1)})
@@ -501,7 +501,7 @@ def test_backend_outputs_are_copies_not_views_of_reused_buffers(tiny_models, mon
 def test_backend_takes_the_engine_built_by_engines_build(tiny_models, monkeypatch):
     c = fake_tensorrt.install(monkeypatch)
     tb.get_engine(tiny_models["speech"], fp16=True, max_batch=32, opt_batch=8, echo=lambda s: None)
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     be = TensorRTBackend(tiny_models["speech"])
     assert be.max_batch == 32 and be.precision == "fp16" and len(c.built) == 1 and "cached" in be.description
@@ -511,7 +511,7 @@ def test_backend_takes_the_engine_built_by_engines_build(tiny_models, monkeypatc
 def test_a_plan_that_does_not_deserialize_is_a_clear_error(tiny_models, monkeypatch):
     c = fake_tensorrt.install(monkeypatch)
     tb.save_engine(b"garbage", tiny_models["speech"], "Fake GPU", "8.9", "10.1.0", "fp32", Profile(1, 4, 16))
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     with pytest.raises(EngineBuildError, match="cannot deserialize"):
         TensorRTBackend(tiny_models["speech"], max_batch=16)
@@ -523,7 +523,7 @@ def test_a_plan_that_does_not_deserialize_is_a_clear_error(tiny_models, monkeypa
 
 def _real_windows(model_path: Path, limit: int = 24) -> dict:
     """The model's inputs (by name) for windows of the shipped example mix, at its window and hop."""
-    from engines.models import load_card
+    from engines.cards import load_card
     from streamer.inputs import stack_inputs, window_inputs
     from streamer.predict import clip_windows, read_clip
     from streamer.sources import SAMPLE_RATE
@@ -563,7 +563,7 @@ def test_gpu_build_shipped_models(path):
     assert tb.load_cached_engine(path, host["gpu_name"], host["compute_capability"], host["trt_version"],
                                  "fp32", Profile(1, 4, 16)) == plan
     assert tb.get_engine(path, fp16=False, max_batch=16)[2] is False  # cached now
-    from engines.trt_ops import check_model
+    from engines.backends.trt_ops import check_model
     assert check_model(path) == []
 
 
@@ -571,7 +571,7 @@ def test_gpu_build_shipped_models(path):
 @requires_gpu
 @pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 1e-2)])
 def test_gpu_parity_with_onnxruntime(tmp_path, precision, atol):
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     host = tb.host_info()
     if precision == "fp16" and tb.resolve_precision(True, host["compute_capability"]) != "fp16":
@@ -611,7 +611,7 @@ def test_gpu_auto_selects_tensorrt(tmp_path):
 @pytest.mark.gpu
 @requires_gpu
 def test_gpu_throughput(tmp_path, capsys):
-    from engines.tensorrt_backend import TensorRTBackend
+    from engines.backends.tensorrt import TensorRTBackend
 
     for name, path in _gpu_models(tmp_path).items():
         x = _real_windows(path, limit=16)

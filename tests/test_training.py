@@ -25,7 +25,7 @@ def quick_speech_model(tmp_path_factory):
 
 
 def test_quick_training_exports_a_model_the_streamer_runs(quick_speech_model, tmp_path):
-    from engines.models import load_model
+    from engines.runtime import load_model
     from streamer.features import DEFAULT_PARAMS
 
     card = json.loads(quick_speech_model.with_suffix(".json").read_text())

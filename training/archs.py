@@ -1,7 +1,7 @@
 """Keras builders of the seeds' architectures, with emotrack's output heads.
 
 One builder per seed architecture; :func:`build` picks one by name.  Every model
-ends in the heads the streamer expects (``engines.models.OUTPUTS``):
+ends in the heads the streamer expects (``engines.cards.OUTPUTS``):
 
 * ``quadrant``: softmax over Q1..Q4
 * ``va``: tanh, (valence, arousal) in [-1, 1]

@@ -21,7 +21,7 @@ import numpy as np
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Time both models and the feature extraction of their windows; print JSON."""
-    from engines.models import read_card
+    from engines.cards import read_card
     from streamer.inputs import stack_inputs, window_inputs
 
     from .export import time_forward

@@ -923,7 +923,7 @@ def licence(cfg: dict) -> str:
 def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
                command: str, t_start: float, stopped: str = "") -> dict:
     """A card in the format of engines/models/speech.json, plus the resolved recipe."""
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
     mc, shapes, names = mix_config(cfg), input_shapes(cfg), input_names(cfg)
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
@@ -1030,7 +1030,7 @@ def cmd_export(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from engines.models import ModelCardError, read_card
+    from engines.cards import ModelCardError, read_card
 
     p = Path(a.model)
     try:
@@ -1048,7 +1048,7 @@ def cmd_evaluate(a) -> int:
     else:
         print(text)
     if a.write_card:
-        from engines.models import sha256_of
+        from engines.cards import sha256_of
 
         card["metrics"] = res
         if a.split == "test" and not a.max_clips:

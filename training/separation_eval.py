@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from engines.models import default_model_path
+from engines.cards import default_model_path
 from streamer.separation import make_separator, separate
 
 from . import corpora, evaluate, mixing

@@ -399,7 +399,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _read_card(onnx_path: Path) -> dict:
     """The card of a separator this module trained (``--eval-only``, ``--resume``); one line when it cannot."""
-    from engines.models import ModelCardError, read_card
+    from engines.cards import ModelCardError, read_card
 
     try:
         return read_card(onnx_path)
@@ -408,7 +408,7 @@ def _read_card(onnx_path: Path) -> dict:
 
 
 def _finish(a, card: dict, onnx_path: Path, sp: dict, log) -> int:
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
     onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     card["metrics"] = {"test": evaluate(onnx_path, *sp["test"], n=a.eval_mixtures),

@@ -152,7 +152,7 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
         raise ModelError(f"ONNX Runtime vs TensorFlow parity failed for {out_path.name}: max abs diff {diff:.3g} "
                          f"({rel:.3g} of the largest output) >= {PARITY_TOL}")
 
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
     data_files = sorted(prefix.parent.glob(f"{prefix.name}.data-*"))
     random = _is_random(model_dir)

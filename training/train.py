@@ -295,7 +295,7 @@ def standardisation_from_onnx(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
     """Time, evaluate (clip level, held-out) and write the card of ``OUT/KIND.onnx``."""
-    from engines.models import sha256_of as sha256
+    from engines.cards import sha256_of as sha256
 
     from .export import op_types, session, time_forward, write_card
 
@@ -462,7 +462,7 @@ def _separator_record(a) -> dict:
     """Which separator's stem the model was trained on (none: the mix)."""
     if a.separator == "none":
         return {"name": "none"}
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
     from streamer.separation import DEFAULT_SEPARATOR_MODEL
 
     path = Path(a.separator_model) if a.separator_model else DEFAULT_SEPARATOR_MODEL

@@ -2,7 +2,7 @@
 tensorrt or pycuda.
 
 :class:`TensorRTBackend` gets its engine through the cache of
-:mod:`engines.trt_build` (a valid cached plan for this GPU, TensorRT version
+:mod:`engines.backends.trt_build` (a valid cached plan for this GPU, TensorRT version
 and ONNX file, or one built now), deserialises it, and allocates page-locked
 host buffers and device buffers once, for the profile's largest batch.  A call
 copies the batch into the pinned input buffer, sets the input shape and every
@@ -25,7 +25,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from .backends import Backend, BackendError
+from ..errors import BackendError
+from .base import Backend
 from .trt_build import (DEFAULT_WORKSPACE_MB, EngineBuildError, get_engine, import_pycuda_driver,
                         import_tensorrt, read_sidecar)
 

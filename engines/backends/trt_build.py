@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .backends import BackendError
+from ..errors import BackendError, ParameterError
 
 KEY_VERSION = 1
 MAX_BATCH_LIMIT = 256
@@ -51,7 +51,7 @@ class EngineBuildError(BackendError):
     """An engine cannot be built or loaded here (one line, names the cause)."""
 
 
-class ProfileError(ValueError):
+class ProfileError(ParameterError):
     """An optimisation profile that breaks the rules in this module's docstring."""
 
 
@@ -107,7 +107,7 @@ def cache_dir() -> Path:
 
 
 def _onnx_sha256(onnx_path: str | Path) -> str:
-    from .models import sha256_of
+    from ..cards import sha256_of
 
     try:
         return sha256_of(Path(onnx_path))
@@ -376,7 +376,7 @@ def model_input_dims(onnx_path: Path, name: str, graph_dims: tuple) -> tuple[int
     """Non-batch dims of input ``name``: the model card's ``inputs.<name>.shape[1:]`` where a card
     is beside the model (an emotion model's or the separator's), else the ONNX graph's (which must
     then be static); both must agree."""
-    from .models import ModelCardError, read_card, specs_by_name
+    from ..cards import ModelCardError, read_card, specs_by_name
 
     graph_dims = tuple(int(d) for d in graph_dims)
     card_path = onnx_path.with_suffix(".json")
