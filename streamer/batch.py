@@ -249,10 +249,9 @@ def load_models(cfg: RunConfig) -> dict:
 
 def make_separator(cfg: RunConfig):
     """A fresh separator as ``emotrack replay`` builds it from the same options."""
-    from .cli import _make_separator
+    from .separation import separator_from_options
 
-    return _make_separator(argparse.Namespace(separator=cfg.separator, separator_model=cfg.separator_model,
-                                              backend=cfg.backend, threads=cfg.threads))
+    return separator_from_options(cfg.separator, cfg.separator_model, cfg.backend, cfg.threads)
 
 
 def decode_segments(tasks: list[ChunkTask], min_total: int) -> tuple:

@@ -414,7 +414,7 @@ def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Calla
     if importlib.util.find_spec("spleeter") is None:
         return {"skipped": "spleeter is not installed (pip install 'emotrack[separation]')"}
     from .errors import ModelError
-    from .spleeter_backend import find_model_dir
+    from .separation.spleeter import find_model_dir
 
     env = dict(_env(), TF_CPP_MIN_LOG_LEVEL="3")
     try:
@@ -443,7 +443,7 @@ def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Calla
                                      "built once, 44.1 kHz stereo in"},
             "ours_stream": {"rtf": round(ours["rtf"], 2), "wall_s": round(ours["wall_s"], 3),
                             "cpu_s": round(ours["cpu_s"], 3), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
-                            "note": "streamer.spleeter_backend.SpleeterSeparator, 1 s blocks of 16 kHz, "
+                            "note": "streamer.separation.spleeter.SpleeterSeparator, 1 s blocks of 16 kHz, "
                                     "resampling both ways included"},
             "ratio_ours_over_own_wall": round(ours["wall_s"] / own["wall_s"], 2),
             "ratio_ours_over_own_cpu": round(ours["cpu_s"] / own["cpu_s"], 2),

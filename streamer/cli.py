@@ -247,14 +247,9 @@ def _make_publisher(args, label: str):
 
 def _make_separator(args):
     """The separator the options name (``--separator``, ``--separator-model``, ``--backend``)."""
-    from .separation import make_separator
+    from .separation import separator_from_options
 
-    kw = {}
-    if args.separator == "builtin":
-        kw = {"model_path": args.separator_model, "backend": args.backend, "threads": args.threads}
-    elif args.separator == "spleeter" and args.separator_model:
-        kw = {"model_dir": args.separator_model}
-    return make_separator(args.separator, **kw)
+    return separator_from_options(args.separator, args.separator_model, args.backend, args.threads)
 
 
 def _run_pipeline(args, source) -> int:

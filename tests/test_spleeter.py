@@ -28,7 +28,7 @@ import soxr  # noqa: E402
 
 from streamer.errors import ModelError  # noqa: E402
 from streamer.separation import STEMS, make_separator  # noqa: E402
-from streamer import spleeter_backend as sb  # noqa: E402
+from streamer.separation import spleeter as sb  # noqa: E402
 
 from conftest import REPO, emotrack_cmd  # noqa: E402
 

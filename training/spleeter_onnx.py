@@ -3,7 +3,7 @@
 The cut is the one TensorRT can build: the two U-Nets on magnitude patches, as
 Spleeter feeds them (``EstimatorSpecBuilder``: ``|STFT|`` cut into segments of T
 frames, the first F bins, both channels).  STFT, ratio masks and inverse STFT stay
-outside (numpy in :mod:`streamer.spleeter_backend`, ``runtime="onnx"``)::
+outside (numpy in :mod:`streamer.separation.spleeter`, ``runtime="onnx"``)::
 
     input   mix_spectrogram       [N, T, F, 2] float32  (N segments; T = 512, F = 1024)
     output  vocals_logits         [N, T, F, 2] float32  (the U-Net's last conv, before its sigmoid)
@@ -99,7 +99,7 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
     import tf2onnx
 
     from streamer.errors import ModelError, ParameterError
-    from streamer.spleeter_backend import MODEL_NAME, checkpoint_prefix, load_params, stft
+    from streamer.separation.spleeter import MODEL_NAME, checkpoint_prefix, load_params, stft
 
     tf.get_logger().setLevel("ERROR")
     if frames <= 0 or frames % 64:

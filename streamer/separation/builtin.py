@@ -1,36 +1,4 @@
-"""The separation stage: mix in, one stream per stem (speech, music) out.
-
-A separator works on the stream, block by block, so stems feed their own
-window rings; real separators keep their own overlap state and add latency,
-reported by ``latency_samples``.  Output sample ``i`` of a stem is input sample
-``i`` (stems stay on the stream's time line, only later), and the total output
-length equals the input length once :meth:`Separator.flush` has run.
-
-``none`` passes the mix to both stems: the speech and music models then see
-mixed audio, which is what they were trained on (seed 001: train on what you
-will hear).
-
-``builtin`` is a small mask network (``engines/models/separator.onnx``, trained
-by :mod:`training.separator`) on a 16 kHz STFT defined here, once, for training
-and streaming:
-
-* STFT: ``n_fft`` 512 (32 ms), hop 256, square-root periodic Hann for analysis
-  and synthesis (their product sums to one at 50 % overlap: perfect
-  reconstruction); the signal is preceded by ``n_fft - hop`` zeros so that
-  frame ``k`` covers input samples ``[(k-1)*hop, (k+1)*hop)``.
-* Network input: ``log10(|X|^2 + 1e-8)`` of ``chunk + 2*context`` frames; its
-  convolutions are "valid", so the output is the ``chunk`` centre frames: a soft
-  speech mask per bin (music gets ``1 - mask``, so the stems add up to the mix)
-  and per-frame speech / music presence.
-* Streaming: masks are computed for fixed chunks of frames on a grid that
-  starts with the stream (context before the first frame is silence), so the
-  output does not depend on how the input was cut into blocks (tested), and a
-  whole file is just one big block.  Latency: ``(chunk + context) * hop +
-  (n_fft - hop)`` samples.
-
-``spleeter`` (:mod:`streamer.spleeter_backend`, the ``separation`` extra) runs
-Spleeter 2stems with its graph built once.
-"""
+"""The built-in separator: a small mask network on a 16 kHz STFT (see :mod:`streamer.separation`)."""
 
 from __future__ import annotations
 
@@ -40,10 +8,11 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import BackendError, ModelError, ParameterError
+from engines.cards import MODELS_DIR
 
-STEMS = ("speech", "music")
-MODELS_DIR = Path(__file__).resolve().parent.parent / "engines" / "models"
+from ..errors import ModelError
+from .base import STEMS, Separator
+
 DEFAULT_SEPARATOR_MODEL = MODELS_DIR / "separator.onnx"
 
 
@@ -119,38 +88,6 @@ def _overlap_add(frames: np.ndarray, p: StftParams) -> np.ndarray:
     out[:n] += frames[:, :p.hop]
     out[1:] += frames[:, p.hop:]
     return out.reshape(-1)
-
-
-class Separator:
-    name = "base"
-    #: True when every stem is the input itself: the pipeline keeps one ring.
-    identity = False
-    latency_samples = 0
-
-    def process(self, block: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
-
-    def flush(self) -> dict[str, np.ndarray]:
-        """Samples still held at end of stream (none for stateless separators)."""
-        return {s: np.zeros(0, np.float32) for s in STEMS}
-
-    def activity(self, stem: str, start: int, end: int) -> Optional[float]:
-        """Presence (0..1) of ``stem`` in output samples ``[start, end)``, or None when this
-        separator does not estimate it (the emotion model's activity head is used then)."""
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class NoneSeparator(Separator):
-    """No separation: both stems are the mix."""
-
-    name = "none"
-    identity = True
-
-    def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
-        return {"speech": block, "music": block}
 
 
 class BuiltinSeparator(Separator):
@@ -319,33 +256,3 @@ class BuiltinSeparator(Separator):
 
     def close(self) -> None:
         self.backend.close()
-
-
-def separate(x: np.ndarray, separator: Separator) -> dict[str, np.ndarray]:
-    """Whole-signal separation with a streaming separator (one block, then flush; a separator
-    with ``reset`` is reset first, so it can be reused for many signals)."""
-    if hasattr(separator, "reset"):
-        separator.reset()
-    a = separator.process(np.asarray(x, np.float32))
-    b = separator.flush()
-    return {s: np.concatenate([a[s], b[s]]) for s in STEMS}
-
-
-def _spleeter(**kw) -> Separator:
-    try:
-        from .spleeter_backend import SpleeterSeparator
-    except ImportError as exc:
-        raise BackendError(f"--separator spleeter needs the separation extra "
-                           f"(pip install 'emotrack[separation]'): {exc}") from None
-    return SpleeterSeparator(**kw)
-
-
-SEPARATORS = {"none": NoneSeparator, "builtin": BuiltinSeparator, "spleeter": _spleeter}
-
-
-def make_separator(name: str, **kw) -> Separator:
-    try:
-        factory = SEPARATORS[name]
-    except KeyError:
-        raise ParameterError(f"separator={name!r} unknown; available: {', '.join(SEPARATORS)}") from None
-    return factory(**kw)

@@ -52,8 +52,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import BackendError, ModelError, ParameterError
-from .separation import STEMS, Separator
+from ..errors import BackendError, ModelError, ParameterError
+from .base import STEMS, Separator
 
 SAMPLE_RATE = 16000
 MODEL_NAME = "2stems"
