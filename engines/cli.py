@@ -1,31 +1,21 @@
 """``emotrack engines build | list``: TensorRT engines of the emotion models.
 
-:func:`add_parsers` registers ``engines`` on the main parser's subparsers and
-sets ``engines_main``; TensorRT is imported only when a subcommand runs.
+:func:`add_parser` registers ``engines`` on the main parser's subparsers and :func:`run`
+runs it (the convention of every command: :mod:`streamer.cli`); TensorRT is imported only
+when a subcommand runs.
 Errors a user can cause raise engines.errors classes (one line, non-zero exit).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-
-def _int_at_least(lo: int):
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {lo}")
-        return v
-    return conv
+from .argtypes import int_at_least
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     from .backends.trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, MAX_BATCH_LIMIT, MAX_PROFILE_RATIO
 
     e = sub.add_parser("engines", help="build and list TensorRT engines of the models (NVIDIA GPU hosts)",
@@ -40,19 +30,23 @@ def add_parsers(sub) -> None:
                                   "and pycuda on an NVIDIA GPU host.")
     b.add_argument("models", nargs="*", metavar="MODEL", help="ONNX model files (default: the shipped speech.onnx and music.onnx)")
     b.add_argument("--fp16", action="store_true", help="FP16 kernels where the GPU has fast FP16 (default: FP32)")
-    b.add_argument("--max-batch", type=_int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
+    b.add_argument("--max-batch", type=int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
                    help=f"largest batch the engine runs (<= {MAX_BATCH_LIMIT}; default {DEFAULT_MAX_BATCH})")
-    b.add_argument("--opt-batch", type=_int_at_least(1), default=None, metavar="N",
+    b.add_argument("--opt-batch", type=int_at_least(1), default=None, metavar="N",
                    help=f"batch the kernels are tuned for (max/{MAX_PROFILE_RATIO} <= N <= max; default "
                         "4, or max/16 when larger)")
-    b.add_argument("--workspace", type=_int_at_least(1), default=DEFAULT_WORKSPACE_MB, metavar="MB",
+    b.add_argument("--workspace", type=int_at_least(1), default=DEFAULT_WORKSPACE_MB, metavar="MB",
                    help=f"TensorRT builder workspace in MiB (default {DEFAULT_WORKSPACE_MB})")
     b.add_argument("--rebuild", action="store_true", help="build even if a valid engine is cached")
-    b.set_defaults(engines_main=cmd_build)
+    b.set_defaults(engines_run=cmd_build)
     ls = es.add_parser("list", help="list cached engines with their key fields",
                        description="List the cached engines: model, precision, batch profile (min/opt/max), "
                                    "GPU, compute capability, TensorRT version and the model's sha256.")
-    ls.set_defaults(engines_main=cmd_list)
+    ls.set_defaults(engines_run=cmd_list)
+
+
+def run(args) -> int:
+    return args.engines_run(args)
 
 
 def _default_models() -> list[Path]:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.batch import INDEX_NAME, TMP_PREFIX, RunConfig, plan_chunks, run_batch
+from streamer.ops.batch import INDEX_NAME, TMP_PREFIX, RunConfig, plan_chunks, run_batch
 from streamer.cli import main as cli_main
 
 from conftest import REPO, emotrack_cmd

@@ -11,7 +11,7 @@ import zmq
 
 from streamer import schema
 from streamer.errors import ParameterError
-from streamer.proxy import Proxy
+from streamer.ops.proxy import Proxy
 from streamer.publish import SNAPSHOT_REQUEST, Publisher
 
 from conftest import REPO, SR, emotrack_cmd, free_tcp_endpoint, tone

@@ -51,9 +51,9 @@ import numpy as np
 
 from engines.cards import sha256_of
 
-from . import adapt, schema
-from .errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
-from .sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
+from .. import adapt, schema
+from ..errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
+from ..sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
 
 INDEX_NAME = "index.json"
 INDEX_VERSION = 1
@@ -139,13 +139,12 @@ class DecodeResult:
     exit_code: int = 0
 
 
-def window_specs(models: dict, cfg: RunConfig, separator) -> dict[str, tuple[int, int]]:
+def window_specs(models: dict, cfg: RunConfig) -> dict[str, tuple[int, int]]:
     """(window length, hop) in samples per source, as the pipeline computes them."""
-    from .pipeline import Pipeline
+    from ..window import window_plans
 
-    pipe = Pipeline(models, _Recorder(), separator,
-                    hops_s={"speech": cfg.speech_hop, "music": cfg.music_hop}, heartbeat_s=1e9)
-    return {key: (w.length, w.hop) for key, (_, w) in pipe.windows.windowers.items()}
+    plans = window_plans({s: m.card for s, m in models.items()}, {"speech": cfg.speech_hop, "music": cfg.music_hop})
+    return {s: (p.length, p.hop) for s, p in plans.items()}
 
 
 def plan_chunks(name: str, path: str, total: Optional[int], specs: dict[str, tuple[int, int]],
@@ -158,7 +157,7 @@ def plan_chunks(name: str, path: str, total: Optional[int], specs: dict[str, tup
     last chunk always holds a full window of every windower (its tail is then
     the whole file's tail).
     """
-    from .features import DEFAULT_PARAMS
+    from ..features import DEFAULT_PARAMS
 
     grid = DEFAULT_PARAMS.hop_length
     for _, hop in specs.values():
@@ -249,7 +248,7 @@ def load_models(cfg: RunConfig) -> dict:
 
 def make_separator(cfg: RunConfig):
     """A fresh separator as ``emotrack replay`` builds it from the same options."""
-    from .separation import separator_from_options
+    from ..separation import separator_from_options
 
     return separator_from_options(cfg.separator, cfg.separator_model, cfg.backend, cfg.threads)
 
@@ -286,8 +285,8 @@ def run_chunk(task: ChunkTask, cfg: RunConfig, samples: Optional[np.ndarray] = N
 
     Errors a user caused come back in the result; others raise (and Ray retries the task).
     """
-    from .pipeline import Pipeline
-    from .sources import ArraySource
+    from ..pipeline import Pipeline
+    from ..sources import ArraySource
 
     t0 = time.monotonic()
     res = ChunkResult(task.name, task.index)
@@ -451,7 +450,7 @@ def unique_names(paths: list[str]) -> list[str]:
 
 def config_key(models: dict, cfg: RunConfig, specs: dict) -> str:
     """A digest of everything that changes the messages: models, features, separator, windows."""
-    from .features import DEFAULT_PARAMS
+    from ..features import DEFAULT_PARAMS
 
     d = {"schema": schema.SCHEMA_VERSION, "features": DEFAULT_PARAMS.to_dict(), "separator": cfg.separator,
          "separator_model": cfg.separator_model and str(Path(cfg.separator_model).resolve()),
@@ -715,7 +714,9 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
     Ray is not installed), "local" (a local cluster of ``workers`` CPUs) or a cluster
     address.  A Ray session already started in this process is used as it is.
     """
-    from .separation import SEPARATORS
+    from ..pipeline import check_model_features
+
+    from ..separation import SEPARATORS
 
     if cfg.separator not in SEPARATORS:
         raise ParameterError(f"separator={cfg.separator!r} unknown; available: {', '.join(SEPARATORS)}")
@@ -740,7 +741,9 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
         models = load_models(replace(cfg, backend="onnxruntime"))
         separator = make_separator(cfg)  # built here too, so that a missing separator model fails at once
         try:
-            specs = window_specs(models, cfg, separator)
+            for m in models.values():
+                check_model_features(m)  # what the pipeline checks first, here once for every file
+            specs = window_specs(models, cfg)
             # chunks must not depend on what came before them: no separator state, no per-stream adaptation
             chunkable = separator.identity and not any(adapt.from_card(m.card) for m in models.values())
         finally:
@@ -872,10 +875,11 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_parsers(sub) -> None:
-    """Register ``emotrack batch`` on the CLI's subparsers (cli.COMMANDS calls ``args.batch_main``)."""
-    from .cli import _add_model_options, _positive
-    from .separation import SEPARATORS
+def add_parser(sub) -> None:
+    """Register ``emotrack batch`` on the CLI's subparsers (:func:`run` runs it)."""
+    from engines.argtypes import positive
+
+    from ..commands.common import add_model_options, add_separation_options
 
     b = sub.add_parser("batch", help="replay an archive of files on a Ray cluster (or in one process)",
                        description="Replay every INPUT (files; folders expand to their audio and video files) "
@@ -889,35 +893,28 @@ def add_parsers(sub) -> None:
                    help="auto: the cluster in $RAY_ADDRESS, else a local one (one process if Ray is not "
                         "installed); local: a local cluster of --workers CPUs; or a cluster address (default: auto)")
     b.add_argument("--no-ray", action="store_true", help="run every task in this process")
-    b.add_argument("--workers", type=_positive(int), default=None, metavar="N",
+    b.add_argument("--workers", type=positive(int), default=None, metavar="N",
                    help="CPUs of a local Ray cluster (default: all cores)")
-    b.add_argument("--chunk", type=_positive(float), default=DEFAULT_CHUNK_S, metavar="S",
+    b.add_argument("--chunk", type=positive(float), default=DEFAULT_CHUNK_S, metavar="S",
                    help=f"files longer than this are split into chunks of about S seconds (default: {DEFAULT_CHUNK_S:g})")
     b.add_argument("--retries", type=int, default=2, metavar="N",
                    help="retry a task that crashed N times before reporting its file as failed (default: 2)")
-    b.add_argument("--gpu-fraction", type=_positive(float), default=DEFAULT_GPU_FRACTION, metavar="F",
+    b.add_argument("--gpu-fraction", type=positive(float), default=DEFAULT_GPU_FRACTION, metavar="F",
                    help=f"with --backend tensorrt: share of a GPU each task asks Ray for (default: {DEFAULT_GPU_FRACTION})")
     b.add_argument("--force", action="store_true", help="redo files the index says are finished")
     b.add_argument("--verify-inputs", action="store_true",
                    help="also compare each finished input's sha256 before skipping it (reads every file)")
-    b.add_argument("--separator", choices=sorted(SEPARATORS), default="none",
-                   help="speech/music separation before the emotion models (default: none)")
-    b.add_argument("--separator-model", metavar="PATH",
-                   help="builtin: another separator ONNX file; spleeter: the 2stems model folder")
-    b.add_argument("--sources", default="speech,music", help="speech, music or speech,music (default: both)")
-    b.add_argument("--speech-hop", type=_positive(float), metavar="S", help="hop between speech windows in s (default: the model's)")
-    b.add_argument("--music-hop", type=_positive(float), metavar="S", help="hop between music windows in s (default: the model's)")
+    add_separation_options(b)
     b.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
-    _add_model_options(b)
-    b.set_defaults(batch_main=main)
+    add_model_options(b)
 
 
-def main(args: argparse.Namespace) -> int:
-    from .cli import _parse_sources
+def run(args: argparse.Namespace) -> int:
+    from ..commands.common import parse_sources
 
     if args.no_ray and args.workers:
         raise ParameterError("--workers sizes a local Ray cluster; drop it with --no-ray")
-    cfg = RunConfig(sources=tuple(_parse_sources(args.sources)), speech_model=args.speech_model,
+    cfg = RunConfig(sources=tuple(parse_sources(args.sources)), speech_model=args.speech_model,
                     music_model=args.music_model, backend=args.backend, threads=args.threads,
                     separator=args.separator, separator_model=args.separator_model,
                     speech_hop=args.speech_hop, music_hop=args.music_hop)

@@ -25,16 +25,18 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-REPO = Path(__file__).resolve().parents[1]
+from ..dsp import SAMPLE_RATE
+
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "heldout_mix.ogg"
-SR = 16000
+SR = SAMPLE_RATE
 
 #: targets on 2 CPU cores (issue 8)
 TARGETS = {"replay_rtf_min": 50.0, "hop_p99_ms_max": 50.0, "first_message_s_max": 3.0, "peak_rss_mb_max": 600.0}
 
 
 def add_parser(sub) -> None:
-    """Register ``emotrack bench`` on the CLI's subparsers (cli.COMMANDS calls ``args.bench_main``)."""
+    """Register ``emotrack bench`` on the CLI's subparsers (:func:`run` runs it)."""
     b = sub.add_parser("bench", help="measure stage and pipeline speed, latency and memory",
                        description="Time each stage (decode, resample, separation, features, inference, "
                                    "publish) and the whole pipeline (replay RTF, live per-hop latency, "
@@ -52,7 +54,6 @@ def add_parser(sub) -> None:
                         "(docs/BENCHMARKS.md)")
     b.add_argument("--live-seconds", type=float, default=20.0, metavar="S",
                    help="length of the paced input for live latency and start-up (default: 20)")
-    b.set_defaults(bench_main=main)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -218,7 +219,7 @@ def _collect(runs: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- stages
 
-def _time(fn: Callable[[], object]) -> float:
+def elapsed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -230,11 +231,11 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     from engines.backends import tensorrt_available
     from engines.runtime import load_model
 
-    from . import descriptors, features as F
-    from .publish import Publisher
-    from .separation import BuiltinSeparator, NoneSeparator
-    from .sources import FFmpegSource, SoundFileSource, _Resampler
-    from .window import WindowStream
+    from .. import descriptors, features as F
+    from ..publish import Publisher
+    from ..separation import BuiltinSeparator, NoneSeparator
+    from ..sources import FFmpegSource, SoundFileSource, _Resampler
+    from ..inputs import InputWindowStream
 
     st: dict = {}
 
@@ -244,10 +245,10 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
                 pass
 
     # decode
-    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / _time(lambda: drain(SoundFileSource(str(audio_path)))))}
-    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / _time(lambda: drain(FFmpegSource(str(audio_path)))))}
+    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: drain(SoundFileSource(str(audio_path)))))}
+    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: drain(FFmpegSource(str(audio_path)))))}
     st["decode_soundfile_wav44k_stereo"] = {
-        "rtf": repeat(reps, lambda: gen_s / _time(lambda: drain(SoundFileSource(str(gen_wav))))),
+        "rtf": repeat(reps, lambda: gen_s / elapsed(lambda: drain(SoundFileSource(str(gen_wav))))),
         "note": "includes the downmix and the 44.1 -> 16 kHz resample"}
 
     # resample 44.1 kHz stereo -> 16 kHz mono in 0.5 s blocks through the sources' resampler
@@ -259,7 +260,7 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         blk = 22050
         for i in range(0, mono.size, blk):
             rs(mono[i:i + blk], last=i + blk >= mono.size)
-    st["resample_44k1_to_16k"] = {"rtf": repeat(reps, lambda: gen_s / _time(resample))}
+    st["resample_44k1_to_16k"] = {"rtf": repeat(reps, lambda: gen_s / elapsed(resample))}
 
     # audio at 16 kHz for the rest
     with SoundFileSource(str(audio_path)) as src:
@@ -267,11 +268,11 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     blocks = [x[i:i + SR // 2] for i in range(0, x.size, SR // 2)]
 
     sep = NoneSeparator()
-    st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, _time(lambda: [sep.process(b) for b in blocks])))}
+    st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, elapsed(lambda: [sep.process(b) for b in blocks])))}
 
     def builtin() -> float:
         b = BuiltinSeparator(threads=1)
-        t = _time(lambda: ([b.process(blk) for blk in blocks], b.flush()))
+        t = elapsed(lambda: ([b.process(blk) for blk in blocks], b.flush()))
         return audio_s / t
     st["separation_builtin"] = {"rtf": repeat(reps, builtin),
                                 "note": "streaming mask network, 0.5 s blocks, ONNX Runtime 1 thread; "
@@ -285,14 +286,14 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
 
         for kind, fn in (("extract", F.extract), ("descriptors", descriptors.features)):
             def per_window() -> float:
-                t = _time(lambda: [fn(x[s:s + win]) for s in starts])
+                t = elapsed(lambda: [fn(x[s:s + win]) for s in starts])
                 return t / len(starts) * 1e3
             ms = repeat(reps, per_window)
             st[f"features_{kind}_{name}"] = {"ms_per_window": ms, "windows": len(starts),
                                              "rtf": summary([hop_s * 1e3 / v for v in ms["runs"]])}
 
     def stream_features() -> float:
-        ws = WindowStream({"speech": ("mix", 3 * SR, SR), "music": ("mix", 10 * SR, 2 * SR)}, 4 * SR, F.DEFAULT_PARAMS)
+        ws = InputWindowStream({"speech": ("mix", 3 * SR, SR), "music": ("mix", 10 * SR, 2 * SR)}, 4 * SR, F.DEFAULT_PARAMS)
         for b in blocks:
             for wins in ws.push({"mix": b}):
                 for w in wins:
@@ -300,8 +301,8 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         for w in ws.flush():
             ws.features(w)
         return 0.0
-    st["features_logmelstream_both"] = {"rtf": repeat(reps, lambda: audio_s / _time(stream_features)),
-                                        "note": "WindowStream.features, speech 3 s/1 s + music 10 s/2 s windows"}
+    st["features_logmelstream_both"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(stream_features)),
+                                        "note": "InputWindowStream.features, speech 3 s/1 s + music 10 s/2 s windows"}
 
     # inference per backend
     inf: dict = {}
@@ -315,10 +316,10 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         n_calls = 20
 
         def b1() -> float:
-            return _time(lambda: [m.predict(one) for _ in range(n_calls)]) / n_calls * 1e3
+            return elapsed(lambda: [m.predict(one) for _ in range(n_calls)]) / n_calls * 1e3
 
         def b8() -> float:
-            return _time(lambda: [m.predict(feats) for _ in range(n_calls // 4)]) / (n_calls // 4) / 8 * 1e3
+            return elapsed(lambda: [m.predict(feats) for _ in range(n_calls // 4)]) / (n_calls // 4) / 8 * 1e3
         inf[f"onnxruntime_{source}"] = {"ms_per_window_batch1": repeat(reps, b1),
                                         "ms_per_window_batch8": repeat(reps, b8),
                                         "backend": m.backend.description}
@@ -371,40 +372,6 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     return st
 
 
-def bench_tf(reps: int, tmp: Path) -> dict:
-    """Keras (TensorFlow) vs ONNX Runtime on one model built and exported in this run."""
-    try:
-        import tensorflow as tf  # noqa: F401
-    except Exception as exc:  # absent or broken
-        return {"skipped": f"TensorFlow not importable: {type(exc).__name__}: {exc}"}
-    import numpy as np
-
-    from training.export import export_onnx, session
-    from training.model import build
-
-    frames = 298
-    model = build(frames, np.zeros(3), np.ones(3))
-    path = export_onnx(model, frames, tmp / "tf_compare.onnx")
-    sess = session(path, threads=1)
-    names = ["quadrant", "va", "activity"]
-    x = np.random.default_rng(0).standard_normal((8, frames, 64, 3)).astype(np.float32)
-    res: dict = {"model": "training.model.build(298 frames), random weights, exported with training.export.export_onnx",
-                 "tensorflow": tf.__version__}
-    model(x[:1], training=False)
-    sess.run(names, {"features": x[:1]})
-    n = 20
-    for bs in (1, 8):
-        xb = x[:bs]
-        k = repeat(reps, lambda: _time(lambda: [model(xb, training=False) for _ in range(n)]) / n / bs * 1e3)
-        o = repeat(reps, lambda: _time(lambda: [sess.run(names, {"features": xb}) for _ in range(n)]) / n / bs * 1e3)
-        res[f"batch{bs}"] = {"tensorflow_ms_per_window": k, "onnxruntime_ms_per_window": o,
-                             "ratio_tf_over_ort": round(k["median"] / o["median"], 2)}
-    ko = model(x, training=False)
-    oo = dict(zip(names, sess.run(names, {"features": x})))
-    res["max_abs_diff"] = float(max(np.max(np.abs(np.asarray(ko[k]) - oo[k])) for k in names))
-    return res
-
-
 def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Callable[[str], None]) -> dict:
     """Spleeter's own 2stems separation (graph built once) vs our streaming Spleeter path, and a
     whole replay with ``--separator spleeter``, on the same audio.  With no pretrained weights
@@ -413,8 +380,8 @@ def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Calla
 
     if importlib.util.find_spec("spleeter") is None:
         return {"skipped": "spleeter is not installed (pip install 'emotrack[separation]')"}
-    from .errors import ModelError
-    from .separation.spleeter import find_model_dir
+    from ..errors import ModelError
+    from ..separation.spleeter import find_model_dir
 
     env = dict(_env(), TF_CPP_MIN_LOG_LEVEL="3")
     try:
@@ -590,7 +557,7 @@ def write_markdown(path: Path, res: dict, text: str) -> None:
     path.write_text(new, encoding="utf-8")
 
 
-def main(args) -> int:
+def run(args) -> int:
     import numpy as np
     import soundfile as sf
 
@@ -629,7 +596,7 @@ def main(args) -> int:
             res["tensorflow_vs_onnxruntime"] = {"skipped": "--smoke" if smoke else "--no-tf"}
         else:
             log("TensorFlow vs ONNX Runtime (in a child process: TensorFlow stays out of this one)")
-            code = ("import json,sys,pathlib; from streamer.bench import bench_tf; "
+            code = ("import json,sys,pathlib; from training.bench_tf import bench_tf; "
                     f"print(json.dumps(bench_tf({reps}, pathlib.Path({str(tmp)!r}))))")
             cp = subprocess.run([sys.executable, "-c", code], env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"),
                                 capture_output=True, text=True, cwd=str(REPO))

@@ -26,8 +26,8 @@ import threading
 import time
 from typing import Optional
 
-from .errors import EmotrackError
-from .publish import SnapshotServer, bound_socket, check_endpoint, snapshot_endpoint_for
+from ..errors import EmotrackError
+from ..publish import SnapshotServer, bound_socket, check_endpoint, snapshot_endpoint_for
 
 DEFAULT_XSUB = "tcp://127.0.0.1:5560"
 DEFAULT_XPUB = "tcp://127.0.0.1:5561"
@@ -168,9 +168,9 @@ class Proxy:
 # ----------------------------------------------------------------------------- CLI
 
 
-def add_parsers(sub) -> None:
-    """Register ``emotrack proxy`` on the CLI's subparsers (cli.COMMANDS calls ``args.proxy_main``)."""
-    from .cli import _positive
+def add_parser(sub) -> None:
+    """Register ``emotrack proxy`` on the CLI's subparsers (:func:`run` runs it)."""
+    from engines.argtypes import positive
 
     p = sub.add_parser("proxy", help="one endpoint for many publishers (ZeroMQ XSUB/XPUB proxy)",
                        description="Forward every message from publishers that connect to --xsub (emotrack "
@@ -185,10 +185,9 @@ def add_parsers(sub) -> None:
                         "(default: the --xpub port + 1 on tcp)")
     p.add_argument("--no-snapshot", action="store_true", help="serve no history")
     p.add_argument("--allow-remote", action="store_true", help="allow binding addresses other than loopback")
-    p.add_argument("--stats", type=_positive(float), default=10.0, metavar="S",
+    p.add_argument("--stats", type=positive(float), default=10.0, metavar="S",
                    help="print per-stream message counts every S seconds (default: 10)")
     p.add_argument("--quiet", "-q", action="store_true", help="no statistics on stderr")
-    p.set_defaults(proxy_main=main)
 
 
 def _line(stats: dict) -> str:
@@ -198,7 +197,7 @@ def _line(stats: dict) -> str:
     return f"{len(stats)} stream(s), {total} messages{' (' + per + ')' if per else ''}, {gaps} seq gap(s)"
 
 
-def main(args) -> int:
+def run(args) -> int:
     snap = None if args.no_snapshot else (args.snapshot or snapshot_endpoint_for(args.xpub))
     try:
         proxy = Proxy(args.xsub, args.xpub, allow_remote=args.allow_remote, snapshot=snap)
