@@ -1,9 +1,17 @@
 """Model artifacts: an ONNX file with its model card (JSON) beside it.
 
 The shipped defaults live in ``engines/models/{speech,music}.onnx`` with
-``{speech,music}.json``.  A card names the task, inputs, outputs (with labels),
-feature parameters, window and hop, training data, protocol, metrics and the
-licence of the data; ``onnx_sha256`` ties it to its ONNX file.
+``{speech,music}.json`` (the folder keeps its user-visible name; this module is
+``cards`` so that no module shares it).  A card names the task, inputs, outputs
+(with labels), feature parameters, window and hop, training data, protocol,
+metrics and the licence of the data; ``onnx_sha256`` ties it to its ONNX file;
+``input_versions`` records the version of every input definition the model
+reads (``{"features": 1}``: :data:`streamer.inputs.INPUT_VERSIONS`), so that the
+streamer refuses a model whose inputs it now computes differently.
+
+:class:`ModelCard` is the one type that reads and writes every card in emotrack:
+the emotion models, the built-in separator, training's exports and the tests'
+tiny models.
 """
 
 from __future__ import annotations
@@ -30,6 +38,41 @@ INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 ModelCardError = ModelError
 
 
+class ModelCard(dict):
+    """A model card: the JSON object beside an ONNX file, as a dict (``card["window_s"]``).
+
+    :meth:`read` takes it as written, :meth:`load` checks it for the streamer, :meth:`write`
+    puts it beside its ONNX file.
+    """
+
+    @classmethod
+    def read(cls, onnx_path: str | Path) -> "ModelCard":
+        return read_card(Path(onnx_path))
+
+    @classmethod
+    def load(cls, onnx_path: str | Path) -> "ModelCard":
+        return load_card(Path(onnx_path))
+
+    def write(self, onnx_path: str | Path, *, indent: int = 2) -> Path:
+        """Write the card beside ``onnx_path`` (same name, ``.json``); returns its path."""
+        path = Path(onnx_path).with_suffix(".json")
+        path.write_text(json.dumps(self, indent=indent) + "\n")
+        return path
+
+    def seal(self, onnx_path: str | Path) -> "ModelCard":
+        """Tie the card to its ONNX file: ``onnx_sha256`` and ``onnx_bytes``."""
+        self["onnx_sha256"] = sha256_of(Path(onnx_path))
+        self["onnx_bytes"] = Path(onnx_path).stat().st_size
+        return self
+
+    @property
+    def input_versions(self) -> dict:
+        """{input name: version of its definition} as recorded (empty for cards written before
+        versions were recorded)."""
+        v = self.get("input_versions")
+        return dict(v) if isinstance(v, dict) else {}
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -42,7 +85,7 @@ def default_model_path(source: str) -> Path:
     return MODELS_DIR / f"{source}.onnx"
 
 
-def read_card(onnx_path: Path) -> dict:
+def read_card(onnx_path: Path) -> ModelCard:
     """The card (JSON beside the ONNX file) as written, unchecked; a missing model or card, or a card that
     is not a JSON object, is a one-line :class:`ModelError`."""
     onnx_path = Path(onnx_path)
@@ -57,16 +100,19 @@ def read_card(onnx_path: Path) -> dict:
         raise ModelError(f"cannot read model card {card_path}: {exc}") from None
     if not isinstance(card, dict):
         raise ModelError(f"model card {card_path} is not a JSON object")
-    return card
+    return ModelCard(card)
 
 
-def load_card(onnx_path: Path) -> dict:
+def load_card(onnx_path: Path) -> ModelCard:
     """The card of a model the streamer can run, checked (fields, inputs it computes, sha256)."""
     card_path = onnx_path.with_suffix(".json")
     card = read_card(onnx_path)
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise ModelError(f"model card {card_path} lacks fields {missing}")
+    if "input_versions" in card and not (isinstance(card["input_versions"], dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in card["input_versions"].values())):
+        raise ModelError(f"model card {card_path}: input_versions must map input names to integer versions")
     card["inputs"] = specs_by_name(card["inputs"], card_path, "inputs")
     card["outputs"] = specs_by_name(card["outputs"], card_path, "outputs")
     names = sorted(card["inputs"])
@@ -94,5 +140,5 @@ def specs_by_name(specs, card_path: Path, what: str) -> dict:
     raise ModelError(f"model card {card_path}: {what} must be a list of {{name, ...}} or a mapping")
 
 
-__all__ = ["ModelError", "ModelCardError", "load_card", "read_card", "default_model_path", "sha256_of",
+__all__ = ["ModelCard", "ModelError", "ModelCardError", "load_card", "read_card", "default_model_path", "sha256_of",
            "MODELS_DIR"]

@@ -20,10 +20,39 @@ import numpy as np
 from engines.cards import INPUT_KINDS
 
 from . import descriptors, music_descriptors
-from .errors import ParameterError
-from .features import DEFAULT_PARAMS, FeatureParams, extract, loudness_normalise
+from .errors import ModelError, ParameterError
+from .features import (DEFAULT_PARAMS, FEATURE_VERSION, FeatureParams, LogMelStream, extract,
+                       loudness_normalise)
+from .window import RingBuffer, Window, WindowStream
 
-__all__ = ["INPUT_KINDS", "input_shape", "stack_inputs", "window_inputs"]
+__all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_versions", "input_shape",
+           "input_versions", "stack_inputs", "window_inputs"]
+
+#: bump when the ``waveform`` input changes (the R128-normalised window)
+WAVEFORM_VERSION = 1
+#: the version of each input's definition, beside it in its module; a model card records the
+#: versions its model was trained on (``input_versions``) and the streamer refuses other ones
+INPUT_VERSIONS = {"features": FEATURE_VERSION, "handcrafted": descriptors.HANDCRAFTED_VERSION,
+                  "music_descriptors": music_descriptors.MUSIC_DESCRIPTOR_VERSION, "waveform": WAVEFORM_VERSION}
+
+
+def input_versions(names: Sequence[str]) -> dict[str, int]:
+    """``input_versions`` for the card of a model that reads ``names``."""
+    return {n: INPUT_VERSIONS[n] for n in names}
+
+
+def check_input_versions(card: dict, model_id: str = "") -> None:
+    """Refuse (one-line :class:`ModelError`) a card whose recorded input versions differ from the
+    definitions this emotrack computes.  A card that records none (written before versions were
+    recorded) is taken as it is: its feature parameters are still checked."""
+    recorded = card.get("input_versions") or {}
+    names = card["inputs"] if isinstance(card.get("inputs"), dict) else [i["name"] for i in card.get("inputs", [])]
+    bad = [n for n in names if n in recorded and recorded[n] != INPUT_VERSIONS.get(n)]
+    if bad:
+        what = ", ".join(f"{n} version {recorded[n]} (this emotrack computes version {INPUT_VERSIONS.get(n)})"
+                         for n in bad)
+        raise ModelError(f"model {model_id or card.get('id', '?')} was trained on {what}; retrain it or use "
+                         "the emotrack version it was trained with")
 
 
 def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAMS) -> tuple[int, ...]:
@@ -61,3 +90,34 @@ def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = D
 def stack_inputs(per_window: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One batch from the inputs of several windows (each a :func:`window_inputs` dict)."""
     return {n: np.stack([w[n] for w in per_window]) for n in per_window[0]}
+
+
+class InputWindowStream(WindowStream):
+    """A :class:`~streamer.window.WindowStream` that also hands out each window's model inputs,
+    with the log-mel frames of every stem computed once per stream (:class:`LogMelStream`)."""
+
+    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int,
+                 params: Optional[FeatureParams] = None):
+        super().__init__(specs, block_max)
+        #: per-stem log-mel frames, computed once (when feature params are given)
+        self.mels = {stem: LogMelStream(self.capacity, params) for stem in self.rings} if params else {}
+        self.params = params
+
+    def written(self, stem: str, ring: RingBuffer) -> None:
+        if stem in self.mels:
+            self.mels[stem].update(ring)
+
+    def features(self, w: Window) -> np.ndarray:
+        """Model input of window ``w``: cached frames when on the frame grid, else computed."""
+        stem = self.windowers[w.key][0]
+        mel = self.mels.get(stem)
+        n = self.params.n_frames(w.samples.size)
+        if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
+            return mel.window_features(w.samples, w.start, n)
+        return extract(w.samples, self.params)
+
+    def inputs(self, w: Window, names) -> dict[str, np.ndarray]:
+        """Model inputs ``names`` of window ``w`` (:func:`window_inputs`), the log-mel ``features``
+        from the frame cache where it covers the window."""
+        feats = self.features(w) if "features" in names else None
+        return window_inputs(w.samples, names, self.params, features=feats)

@@ -10,7 +10,7 @@ from engines.backends.tensorrt import available as tensorrt_available
 from streamer.features import DEFAULT_PARAMS
 from streamer.inputs import input_shape, stack_inputs, window_inputs
 
-from conftest import tone
+from conftest import REPO, tone
 
 no_tensorrt_here = pytest.mark.skipif(tensorrt_available()[0], reason="TensorRT is usable on this host "
                                       "(tests/test_tensorrt.py covers it)")
@@ -100,3 +100,47 @@ def test_shipped_models_have_complete_cards_and_run(stem, source):
     assert out["quadrant"].shape == (2, 4) and out["activity"].shape == (2,)
     np.testing.assert_allclose(out["quadrant"].sum(1), 1.0, atol=1e-5)
     assert (MODELS_DIR / f"{stem}.onnx").stat().st_size < 4 * 1024 * 1024
+
+
+def test_shipped_cards_record_the_input_versions_the_streamer_computes():
+    from engines.cards import ModelCard
+    from streamer.inputs import INPUT_VERSIONS
+
+    for name in ("speech", "music", "music_dnn"):
+        card = ModelCard.load(MODELS_DIR / f"{name}.onnx")
+        assert card.input_versions, f"{name}.json records no input_versions"
+        assert card.input_versions == {n: INPUT_VERSIONS[n] for n in card["inputs"]}
+
+
+def test_model_card_writes_what_it_reads(tmp_path, tiny_models):
+    from engines.cards import ModelCard
+
+    card = ModelCard.read(tiny_models["speech"])
+    card["id"] = "rewritten"
+    path = card.write(tiny_models["speech"], indent=1)
+    assert path == tiny_models["speech"].with_suffix(".json")
+    again = ModelCard.load(tiny_models["speech"])
+    assert again["id"] == "rewritten" and again.input_versions == card.input_versions
+
+
+@pytest.mark.parametrize("versions", [{"features": 999}, {"features": 0}])
+def test_streamer_refuses_a_card_of_other_input_versions(tiny_models, versions):
+    """One line, exit code 4 (ModelError), naming the input and both versions; nothing streamed."""
+    import subprocess
+    import sys
+
+    from engines.cards import ModelCard
+
+    for source, path in tiny_models.items():
+        card = ModelCard.read(path)
+        card["input_versions"] = versions
+        card.write(path, indent=1)
+    cp = subprocess.run([sys.executable, "-m", "streamer.cli", "replay", str(REPO / "examples" / "heldout_mix.ogg"),
+                         "--no-pub", "--speech-model", str(tiny_models["speech"]),
+                         "--music-model", str(tiny_models["music"])],
+                        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert cp.returncode == 4, cp.stderr
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in cp.stderr
+    assert lines[0].startswith("emotrack: model tiny-") and f"features version {versions['features']}" in lines[0]
+    assert "this emotrack computes version 1" in lines[0]

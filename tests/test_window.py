@@ -84,7 +84,9 @@ def test_cached_frame_features_equal_per_window_extraction(rng):
 
     x = (rng.standard_normal(16000 * 9) * np.linspace(0.001, 0.3, 16000 * 9)).astype(np.float32)
     x[40000:60000] = 0.0  # silence inside, to exercise the floor
-    ws = WindowStream({"speech": ("mix", 48000, 16000), "music": ("mix", 80000, 24000)}, 7000, DEFAULT_PARAMS)
+    from streamer.inputs import InputWindowStream
+
+    ws = InputWindowStream({"speech": ("mix", 48000, 16000), "music": ("mix", 80000, 24000)}, 7000, DEFAULT_PARAMS)
     n = 0
     i = 0
     for size in rng.integers(500, 7000, 100):
@@ -100,3 +102,18 @@ def test_cached_frame_features_equal_per_window_extraction(rng):
     assert n >= 8
     for w in ws.flush():  # tail windows are off the frame grid: computed directly
         np.testing.assert_allclose(ws.features(w), extract(w.samples), atol=1e-5)
+
+
+def test_window_plan_from_card_and_override():
+    from streamer.window import WindowPlan, window_plans
+
+    card = {"window_s": 3.0, "hop_s": 1.0}
+    assert WindowPlan.from_card(card) == WindowPlan(48000, 16000, 1.0)
+    assert WindowPlan.from_card(card, 0.5, "speech") == WindowPlan(48000, 8000, 0.5)
+    plans = window_plans({"speech": card, "music": {"window_s": 10.0, "hop_s": 2.0}}, {"music": 2.5})
+    assert (plans["speech"].length, plans["speech"].hop) == (48000, 16000)
+    assert (plans["music"].length, plans["music"].hop) == (160000, 40000)
+    from streamer.errors import EmotrackError
+
+    with pytest.raises(EmotrackError, match="--speech-hop -1.0 must be > 0"):
+        WindowPlan.from_card(card, -1.0, "speech")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -39,12 +38,9 @@ def op_types(path: Path) -> list[str]:
 
 def session(path: Path, threads: int = 1):
     """onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
+    from engines.backends import ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads, ["CPUExecutionProvider"])
 
 
 def check_parity(model, path: Path, x: np.ndarray, tol: float = 1e-4) -> float:
@@ -77,7 +73,3 @@ def time_forward(path: Path, inputs: "int | dict", repeats: int = 50) -> dict:
             "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}
 
 
-def write_card(card: dict, path: Path) -> Path:
-    """Write the model card JSON (sorted keys off, indented)."""
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path

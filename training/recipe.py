@@ -52,10 +52,11 @@ from typing import Optional
 
 import numpy as np
 
+from engines.cards import ModelCard
 from streamer import adapt, taxonomy
 from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
-from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
+from streamer.inputs import INPUT_KINDS, input_shape, input_versions, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing, protocols
 from .export import OPSET, op_types, time_forward
@@ -582,12 +583,9 @@ def export_model(model, cfg: dict, path: Path) -> Path:
 
 
 def session(path: Path, threads: int = 1):
-    import onnxruntime as ort
+    from engines.backends import ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads, ["CPUExecutionProvider"])
 
 
 def parity(model, path: Path, feed: dict, tol: float = 1e-4) -> float:
@@ -905,7 +903,7 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
                  + (f"; 8-class acc {e8['accuracy']} (majority {e8['chance_majority']})" if e8 else ""))
     timing = time_forward(onnx_path, probe, repeats=30)
     card = model_card(model, cfg, onnx_path, state, metrics, diff, timing, command, t_start, stopped)
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     _log(f"wrote {onnx_path.with_suffix('.json')}")
     return card
 
@@ -962,6 +960,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "hop_s": mc.hop_s,
         "inputs": [{"name": n, "dtype": "float32", "shape": ["N", *shapes[n]], "description": desc[n]}
                    for n in names],
+        "input_versions": input_versions([n for n in names if n in INPUT_KINDS]),
         "outputs": outputs,
         "streamable": all(n in INPUT_KINDS for n in names),
         "features": DEFAULT_PARAMS.to_dict(),
@@ -1055,7 +1054,7 @@ def cmd_evaluate(a) -> int:
             cfg = saved_config(card["recipe"])
             card.update(held_out_extras(p, cfg, a.threads, card.get("adaptation")), licence=licence(cfg))
         card["onnx_sha256"] = sha256_of(p)
-        p.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        ModelCard(card).write(p)
     return 0
 
 

@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from engines.cards import ModelCard
 from streamer.separation import STEMS, STFT, BuiltinSeparator, StftParams, log_power, separate, stft
 
 from . import corpora
@@ -410,12 +411,12 @@ def _read_card(onnx_path: Path) -> dict:
 def _finish(a, card: dict, onnx_path: Path, sp: dict, log) -> int:
     from engines.cards import sha256_of
 
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     card["metrics"] = {"test": evaluate(onnx_path, *sp["test"], n=a.eval_mixtures),
                        "speed": time_separator(onnx_path)}
     card["onnx_sha256"] = sha256_of(onnx_path)
     card["onnx_bytes"] = onnx_path.stat().st_size
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     log(json.dumps(card["metrics"]))
     return 0
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from engines.cards import MODELS_DIR
 
+from .. import dsp
 from ..errors import ModelError
 from .base import STEMS, Separator
 
@@ -20,7 +21,7 @@ DEFAULT_SEPARATOR_MODEL = MODELS_DIR / "separator.onnx"
 class StftParams:
     """The built-in separator's STFT and network framing (shared with training)."""
 
-    sample_rate: int = 16000
+    sample_rate: int = dsp.SAMPLE_RATE
     n_fft: int = 512
     hop: int = 256
     context: int = 16   # frames each side the network consumes ("valid" convolutions)
@@ -45,8 +46,7 @@ class StftParams:
         return (self.chunk + self.context) * self.hop + self.lead
 
     def window(self) -> np.ndarray:
-        n = np.arange(self.n_fft)
-        return np.sqrt(0.5 - 0.5 * np.cos(2.0 * np.pi * n / self.n_fft)).astype(np.float32)
+        return dsp.hann(self.n_fft, sqrt=True)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("sample_rate", "n_fft", "hop", "context", "chunk", "floor")}
@@ -66,8 +66,8 @@ def stft(x: np.ndarray, p: StftParams = STFT) -> np.ndarray:
 
 
 def _frames_stft(buf: np.ndarray, n: int, p: StftParams, start: int = 0) -> np.ndarray:
-    idx = start + np.arange(n)[:, None] * p.hop + np.arange(p.n_fft)[None, :]
-    return np.fft.rfft(buf[idx] * p.window(), axis=1).astype(np.complex64)
+    fr = dsp.frames(buf[start:start + (n - 1) * p.hop + p.n_fft], p.n_fft, p.hop)
+    return np.fft.rfft(fr * p.window(), axis=1).astype(np.complex64)
 
 
 def log_power(spec: np.ndarray, p: StftParams = STFT) -> np.ndarray:
@@ -83,11 +83,7 @@ def istft(spec: np.ndarray, n: int, p: StftParams = STFT) -> np.ndarray:
 
 def _overlap_add(frames: np.ndarray, p: StftParams) -> np.ndarray:
     """Sum of windowed frames placed every ``hop`` samples (``n_fft == 2 * hop``)."""
-    n = frames.shape[0]
-    out = np.zeros((n + 1, p.hop), np.float32)
-    out[:n] += frames[:, :p.hop]
-    out[1:] += frames[:, p.hop:]
-    return out.reshape(-1)
+    return dsp.overlap_add(frames, p.hop)
 
 
 class BuiltinSeparator(Separator):
@@ -112,7 +108,7 @@ class BuiltinSeparator(Separator):
             raise ModelError(f"separator: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"separator card {card_path} has no usable 'stft' section: {exc!r}") from None
-        if self.p.sample_rate != 16000:
+        if self.p.sample_rate != dsp.SAMPLE_RATE:
             raise ModelError(f"separator {path.name} works at {self.p.sample_rate} Hz; emotrack streams 16 kHz")
         self.backend = select_backend(backend, path, threads=threads)
         self.id = self.card.get("id", path.stem)

@@ -52,10 +52,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .. import dsp
+from ..dsp import SAMPLE_RATE, overlap_add  # noqa: F401 - overlap_add: part of this module's STFT API
 from ..errors import BackendError, ModelError, ParameterError
 from .base import STEMS, Separator
 
-SAMPLE_RATE = 16000
 MODEL_NAME = "2stems"
 RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0/2stems.tar.gz"
 PROBE = ".probe"  # spleeter.model.provider.ModelProvider.MODEL_PROBE_PATH
@@ -166,17 +167,9 @@ def _import_tf():
 
 # --------------------------------------------------------------------------- STFT as Spleeter's
 
-@functools.lru_cache(maxsize=4)
-def hann(n: int) -> np.ndarray:
-    """Periodic Hann window, as ``tf.signal.hann_window(n, periodic=True)``."""
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
-
-
 def stft_frames(frames: np.ndarray) -> np.ndarray:
     """frames [n, L] float32 -> Hann-windowed rfft [n, L // 2 + 1] complex64."""
-    import scipy.fft
-
-    return scipy.fft.rfft(frames * hann(frames.shape[-1]), axis=-1).astype(np.complex64, copy=False)
+    return dsp.rfft_frames(frames, dsp.hann(frames.shape[-1])).astype(np.complex64, copy=False)
 
 
 def stft(x: np.ndarray, frame_length: int = 4096, frame_step: int = 1024) -> np.ndarray:
@@ -186,18 +179,8 @@ def stft(x: np.ndarray, frame_length: int = 4096, frame_step: int = 1024) -> np.
     n_frames = -(-(len(x) + L) // H)
     padded = np.zeros((n_frames - 1) * H + L, np.float32)
     padded[L:L + len(x)] = x
-    frames = np.lib.stride_tricks.sliding_window_view(padded, L)[::H]
+    frames = dsp.frames(padded, L, H)
     return stft_frames(frames)
-
-
-def overlap_add(y: np.ndarray, hop: int) -> np.ndarray:
-    """y [..., n, L] (L a multiple of hop) -> [..., (n - 1) * hop + L], frames summed at hop."""
-    n, L = y.shape[-2:]
-    r = L // hop
-    out = np.zeros(y.shape[:-2] + ((n + r - 1) * hop,), np.float32)
-    for i in range(r):
-        out[..., i * hop:i * hop + n * hop] += y[..., i * hop:(i + 1) * hop].reshape(y.shape[:-2] + (n * hop,))
-    return out
 
 
 # --------------------------------------------------------------------------- mask runtimes
@@ -276,13 +259,11 @@ class _OnnxMasks:
     TensorFlow computes them."""
 
     def __init__(self, onnx_path: Path, params: dict, threads: Optional[int] = None):
-        import onnxruntime as ort
+        from engines.backends import ort_session
 
         self.params = params
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        # without --threads, every core (what ONNX Runtime takes by default)
+        self.session = ort_session(onnx_path, threads or os.cpu_count(), ["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self._input = inp.name
         self.T = inp.shape[1] if isinstance(inp.shape[1], int) else params["T"]
@@ -371,7 +352,7 @@ class SpleeterStream:
         m = self.masks(X)                                        # [2, n, bins]
         Y = np.multiply(m, X[None], dtype=np.complex64)
         y = scipy.fft.irfft(Y, n=self.L, axis=-1)                # float32
-        np.multiply(y, hann(self.L), out=y)
+        np.multiply(y, dsp.hann(self.L), out=y)
         out = overlap_add(y, self.H)
         out[:, :self.L - self.H] += self._tail
         done = n_frames * self.H
