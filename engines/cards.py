@@ -26,12 +26,6 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 REQUIRED_CARD_FIELDS = ("id", "source", "task", "onnx", "window_s", "hop_s", "inputs", "outputs",
                         "features", "training_data", "protocol", "metrics", "licence")
 OUTPUTS = ("quadrant", "va", "activity")
-#: inputs the streamer computes for a window (:mod:`streamer.inputs`), and their shapes
-INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform")
-INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
-                   "music_descriptors": "[N, descriptors]",
-                   "waveform": "[N, samples]"}
-INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 
 
 #: the old name of the error a missing, unreadable or mismatched card raises: it is :class:`ModelError`
@@ -104,7 +98,9 @@ def read_card(onnx_path: Path) -> ModelCard:
 
 
 def load_card(onnx_path: Path) -> ModelCard:
-    """The card of a model the streamer can run, checked (fields, inputs it computes, sha256)."""
+    """The card of a model, checked: required fields, inputs and outputs by name, sha256 of the ONNX
+    file.  Which inputs a runtime can compute is the runtime's to check (the streamer:
+    :func:`streamer.inputs.check_card_inputs`)."""
     card_path = onnx_path.with_suffix(".json")
     card = read_card(onnx_path)
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
@@ -115,19 +111,10 @@ def load_card(onnx_path: Path) -> ModelCard:
         raise ModelError(f"model card {card_path}: input_versions must map input names to integer versions")
     card["inputs"] = specs_by_name(card["inputs"], card_path, "inputs")
     card["outputs"] = specs_by_name(card["outputs"], card_path, "outputs")
-    names = sorted(card["inputs"])
-    if card.get("streamable") is False or not names or any(n not in INPUT_KINDS for n in names):
-        raise ModelError(f"{onnx_path.name} takes inputs {names}; the streamer computes "
-                             f"{', '.join(INPUT_KINDS)}: it can be evaluated offline (emotrack evaluate) but not "
-                             "streamed")
-    for n, spec in card["inputs"].items():
-        shape = spec.get("shape") if isinstance(spec, dict) else None
-        if not isinstance(shape, list) or len(shape) != INPUT_RANKS[n]:
-            raise ModelError(f"model card {card_path}: inputs.{n}.shape must be {INPUT_SHAPE_DOC[n]}")
     want = card.get("onnx_sha256")
     if want and sha256_of(onnx_path) != want:
         raise ModelError(f"{onnx_path} does not match the sha256 in its card {card_path}: "
-                             "the file was changed or the card belongs to another model")
+                         "the file was changed or the card belongs to another model")
     return card
 
 

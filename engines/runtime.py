@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class LoadedModel:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        """The inputs this model takes (a subset of :data:`INPUT_KINDS`), in card order."""
+        """The inputs this model takes, in card order."""
         return tuple(self.card["inputs"])
 
     @property
@@ -58,12 +58,15 @@ class LoadedModel:
         self.backend.close()
 
 
-def load_model(path: Optional[str | Path], source: str, backend: str = "auto",
-               threads: Optional[int] = None) -> LoadedModel:
-    """Load the model at ``path`` (default: the shipped one for ``source``)."""
+def load_model(path: Optional[str | Path], source: str, backend: str = "auto", threads: Optional[int] = None,
+               check: Optional[Callable[[dict, Path], None]] = None) -> LoadedModel:
+    """Load the model at ``path`` (default: the shipped one for ``source``); ``check(card, path)``,
+    when given, vets the card before a backend is made (the streamer: the inputs it computes)."""
     p = Path(path) if path else default_model_path(source)
     card = load_card(p)
     if card["source"] != source:
         raise ModelError(f"{p} is a {card['source']} model, not a {source} model")
+    if check is not None:
+        check(card, p)
     be = select_backend(backend, p, threads=threads)
     return LoadedModel(p, card, be)

@@ -14,10 +14,10 @@ Training (:mod:`training.recipe`) and streaming build a window's inputs with
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from engines.cards import INPUT_KINDS
 
 from . import descriptors, music_descriptors
 from .errors import ModelError, ParameterError
@@ -28,6 +28,11 @@ from .window import RingBuffer, Window, WindowStream
 __all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_versions", "input_shape",
            "input_versions", "stack_inputs", "window_inputs"]
 
+#: the inputs the streamer computes for a window, and their shapes (a card's ``inputs`` name them)
+INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform")
+INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
+                   "music_descriptors": "[N, descriptors]", "waveform": "[N, samples]"}
+INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 #: bump when the ``waveform`` input changes (the R128-normalised window)
 WAVEFORM_VERSION = 1
 #: the version of each input's definition, beside it in its module; a model card records the
@@ -53,6 +58,29 @@ def check_input_versions(card: dict, model_id: str = "") -> None:
                          for n in bad)
         raise ModelError(f"model {model_id or card.get('id', '?')} was trained on {what}; retrain it or use "
                          "the emotrack version it was trained with")
+
+
+def check_card_inputs(card: dict, onnx_path: Path) -> None:
+    """Refuse (one-line :class:`ModelError`) a card whose inputs the streamer cannot compute, whose
+    input shapes are malformed, or whose input versions differ from this emotrack's."""
+    names = sorted(card["inputs"])
+    if card.get("streamable") is False or not names or any(n not in INPUT_KINDS for n in names):
+        raise ModelError(f"{onnx_path.name} takes inputs {names}; the streamer computes "
+                         f"{', '.join(INPUT_KINDS)}: it can be evaluated offline (emotrack evaluate) but not "
+                         "streamed")
+    for n, spec in card["inputs"].items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or len(shape) != INPUT_RANKS[n]:
+            raise ModelError(f"model card {onnx_path.with_suffix('.json')}: inputs.{n}.shape must be "
+                             f"{INPUT_SHAPE_DOC[n]}")
+    check_input_versions(card)
+
+
+def load_streamable(path, source: str, backend: str = "auto", threads: Optional[int] = None):
+    """:func:`engines.runtime.load_model` of a model the streamer can feed (:func:`check_card_inputs`)."""
+    from engines.runtime import load_model
+
+    return load_model(path, source, backend=backend, threads=threads, check=check_card_inputs)
 
 
 def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAMS) -> tuple[int, ...]:

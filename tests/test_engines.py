@@ -65,8 +65,10 @@ def test_models_the_streamer_cannot_feed_are_refused(tiny_models, edit, message)
     card = json.loads(p.with_suffix(".json").read_text())
     edit(card)
     p.with_suffix(".json").write_text(json.dumps(card))
+    from streamer.inputs import load_streamable
+
     with pytest.raises(ModelCardError, match=message):
-        load_model(p, "speech")
+        load_streamable(p, "speech")
 
 
 def test_missing_card_or_model(tmp_path, tiny_models):

@@ -77,10 +77,10 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 def load_models(args, sources: Sequence[str]) -> dict:
     """The emotion model of each source, from ``--<source>-model`` (or ``--model``), ``--backend``, ``--threads``."""
-    from engines.runtime import load_model
+    from ..inputs import load_streamable
 
-    return {s: load_model(getattr(args, f"{s}_model", None) if hasattr(args, f"{s}_model") else args.model,
-                          s, backend=args.backend, threads=args.threads) for s in sources}
+    return {s: load_streamable(getattr(args, f"{s}_model", None) if hasattr(args, f"{s}_model") else args.model,
+                               s, backend=args.backend, threads=args.threads) for s in sources}
 
 
 def parse_sources(text: str) -> list[str]:

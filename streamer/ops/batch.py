@@ -239,9 +239,9 @@ def load_models(cfg: RunConfig) -> dict:
     """The models of ``cfg``, loaded once per process (Ray workers keep them between tasks)."""
     key = _cache_key(cfg)
     if key not in _MODEL_CACHE:
-        from engines.runtime import load_model
+        from ..inputs import load_streamable
 
-        _MODEL_CACHE[key] = {s: load_model(cfg.model_path(s), s, backend=cfg.backend, threads=cfg.threads)
+        _MODEL_CACHE[key] = {s: load_streamable(cfg.model_path(s), s, backend=cfg.backend, threads=cfg.threads)
                              for s in cfg.sources}
     return _MODEL_CACHE[key]
 
