@@ -37,17 +37,46 @@ class Counters:
         self.built = []
 
 
-def make_modules(parse_errors=None, fast_fp16=True):
-    """(tensorrt, pycuda, pycuda.driver, counters); ``parse_errors``: list of
-    (node, op, name, desc) the fake ONNX parser reports instead of succeeding."""
-    c = Counters()
-    allocs: dict[int, "DevAlloc"] = {}
-    ptrs = itertools.count(0x1000, 0x1000)
+def _device_classes(c: "Counters") -> tuple:
+    """Fake ``Stream``, ``Context`` and ``Device`` of pycuda.driver (one device, counted in ``c``)."""
+    class Stream:
+        handle = 0xABC
 
-    # ------------------------------------------------------------------ pycuda.driver
-    drv = types.ModuleType("pycuda.driver")
-    drv.__spec__ = importlib.machinery.ModuleSpec("pycuda.driver", None)
+        def synchronize(self):
+            c.sync += 1
 
+    class _Ctx:
+        def push(self):
+            c.push += 1
+
+    class Context:
+        @staticmethod
+        def pop():
+            c.pop += 1
+
+    class Device:
+        def __init__(self, i):
+            if i != 0:
+                raise RuntimeError("cuDeviceGet failed: invalid device ordinal")
+
+        @staticmethod
+        def count():
+            return 1
+
+        def name(self):
+            return "Fake GPU"
+
+        def compute_capability(self):
+            return (8, 9)
+
+        def retain_primary_context(self):
+            return _Ctx()
+
+    return Stream, Context, Device
+
+
+def _memory_functions(c: "Counters", allocs: dict, ptrs, Stream) -> tuple:
+    """Fake pinned host and device memory and the async copies between them, in ``allocs``."""
     class DevAlloc:
         def __init__(self, nbytes):
             self.buf = bytearray(int(nbytes))
@@ -99,39 +128,15 @@ def make_modules(parse_errors=None, fast_fp16=True):
         dest[...] = np.frombuffer(bytes(s.buf[:dest.nbytes]), dtype=dest.dtype).reshape(dest.shape)
         c.dtoh += 1
 
-    class Stream:
-        handle = 0xABC
+    return pagelocked_empty, mem_alloc, memcpy_htod_async, memcpy_dtoh_async
 
-        def synchronize(self):
-            c.sync += 1
 
-    class _Ctx:
-        def push(self):
-            c.push += 1
-
-    class Context:
-        @staticmethod
-        def pop():
-            c.pop += 1
-
-    class Device:
-        def __init__(self, i):
-            if i != 0:
-                raise RuntimeError("cuDeviceGet failed: invalid device ordinal")
-
-        @staticmethod
-        def count():
-            return 1
-
-        def name(self):
-            return "Fake GPU"
-
-        def compute_capability(self):
-            return (8, 9)
-
-        def retain_primary_context(self):
-            return _Ctx()
-
+def _make_driver(c: "Counters", allocs: dict, ptrs) -> tuple:
+    """Fake ``pycuda`` and ``pycuda.driver``: device memory as bytearrays in ``allocs``, counted in ``c``."""
+    drv = types.ModuleType("pycuda.driver")
+    drv.__spec__ = importlib.machinery.ModuleSpec("pycuda.driver", None)
+    Stream, Context, Device = _device_classes(c)
+    pagelocked_empty, mem_alloc, memcpy_htod_async, memcpy_dtoh_async = _memory_functions(c, allocs, ptrs, Stream)
     drv.init = lambda: None
     drv.Device, drv.Context, drv.Stream = Device, Context, Stream
     drv.pagelocked_empty, drv.mem_alloc = pagelocked_empty, mem_alloc
@@ -140,68 +145,141 @@ def make_modules(parse_errors=None, fast_fp16=True):
     pycuda = types.ModuleType("pycuda")
     pycuda.__spec__ = importlib.machinery.ModuleSpec("pycuda", None, is_package=True)
     pycuda.driver = drv
+    return pycuda, drv
 
-    # ------------------------------------------------------------------ tensorrt
-    trt = types.ModuleType("tensorrt")
-    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
-    trt.__version__ = "10.1.0"
 
-    class ILogger:
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+class ILogger:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
-        def __init__(self):
-            pass
-
-    class Logger(ILogger):
-        def __init__(self, severity=ILogger.WARNING):
-            super().__init__()
-
-    class TensorIOMode:
-        INPUT, OUTPUT = "INPUT", "OUTPUT"
-
-    class DataType:
-        FLOAT = "FLOAT"
-
-    class MemoryPoolType:
-        WORKSPACE = "WORKSPACE"
-
-    class BuilderFlag:
-        FP16, TF32 = "FP16", "TF32"
-
-    class NetworkDefinitionCreationFlag:
+    def __init__(self):
         pass
 
-    class _Tensor:
-        def __init__(self, name, shape):
-            self.name, self.shape = name, shape
 
-    class _ParserError:
-        def __init__(self, node, op, name, desc):
-            self._v = (node, op, name, desc)
+class Logger(ILogger):
+    def __init__(self, severity=ILogger.WARNING):
+        super().__init__()
 
-        def node(self):
-            return self._v[0]
 
-        def node_operator(self):
-            return self._v[1]
+class TensorIOMode:
+    INPUT, OUTPUT = "INPUT", "OUTPUT"
 
-        def node_name(self):
-            return self._v[2]
 
-        def desc(self):
-            return self._v[3]
+class DataType:
+    FLOAT = "FLOAT"
 
-    class _Network:
-        def __init__(self):
-            self.inputs = []
-            self.path = None
 
-        @property
-        def num_inputs(self):
-            return len(self.inputs)
+class MemoryPoolType:
+    WORKSPACE = "WORKSPACE"
 
-        def get_input(self, i):
-            return self.inputs[i]
+
+class BuilderFlag:
+    FP16, TF32 = "FP16", "TF32"
+
+
+class NetworkDefinitionCreationFlag:
+    pass
+
+
+class _Tensor:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+
+class _ParserError:
+    def __init__(self, node, op, name, desc):
+        self._v = (node, op, name, desc)
+
+    def node(self):
+        return self._v[0]
+
+    def node_operator(self):
+        return self._v[1]
+
+    def node_name(self):
+        return self._v[2]
+
+    def desc(self):
+        return self._v[3]
+
+
+class _Network:
+    def __init__(self):
+        self.inputs = []
+        self.path = None
+
+    @property
+    def num_inputs(self):
+        return len(self.inputs)
+
+    def get_input(self, i):
+        return self.inputs[i]
+
+
+class _Profile:
+    def __init__(self):
+        self.shapes = {}
+
+    def set_shape(self, name, mn, opt, mx):
+        self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
+
+
+class _Config:
+    def __init__(self):
+        self.flags = {BuilderFlag.TF32}  # on by default, as in TensorRT
+        self.pools = {}
+        self.profiles = []
+
+    def set_memory_pool_limit(self, pool, size):
+        self.pools[pool] = size
+
+    def add_optimization_profile(self, p):
+        self.profiles.append(p)
+        return len(self.profiles) - 1
+
+    def set_flag(self, f):
+        self.flags.add(f)
+
+    def clear_flag(self, f):
+        self.flags.discard(f)
+
+
+class _Engine:
+    context_class = None  # set by _make_runtime: an execution context bound to the fake device memory
+
+    def __init__(self, plan):
+        import onnxruntime as ort
+
+        p = json.loads(bytes(plan))
+        self.p = p
+        self.sess = ort.InferenceSession(p["onnx"], providers=["CPUExecutionProvider"])
+        self.inp = self.sess.get_inputs()[0].name
+        assert self.inp == p["input"]
+        self.outs = [o.name for o in self.sess.get_outputs()]
+        self.out_tails = {o.name: tuple(o.shape[1:]) for o in self.sess.get_outputs()}
+
+    @property
+    def num_io_tensors(self):
+        return 1 + len(self.outs)
+
+    def get_tensor_name(self, i):
+        return ([self.inp] + self.outs)[i]
+
+    def get_tensor_mode(self, name):
+        return TensorIOMode.INPUT if name == self.inp else TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return DataType.FLOAT
+
+    def get_tensor_profile_shape(self, name, index):
+        assert name == self.inp and index == 0
+        return [tuple(self.p["min"]), tuple(self.p["opt"]), tuple(self.p["max"])]
+
+    def create_execution_context(self):
+        return self.context_class(self)
+
+
+def _make_builder(c: "Counters", parse_errors=None, fast_fp16=True) -> tuple:
+    """Fake ``OnnxParser`` (reporting ``parse_errors`` if given) and ``Builder`` (recording what it built in ``c``)."""
 
     class OnnxParser:
         def __init__(self, network, logger):
@@ -228,32 +306,6 @@ def make_modules(parse_errors=None, fast_fp16=True):
             self.network.path = path
             return True
 
-    class _Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, name, mn, opt, mx):
-            self.shapes[name] = (tuple(mn), tuple(opt), tuple(mx))
-
-    class _Config:
-        def __init__(self):
-            self.flags = {BuilderFlag.TF32}  # on by default, as in TensorRT
-            self.pools = {}
-            self.profiles = []
-
-        def set_memory_pool_limit(self, pool, size):
-            self.pools[pool] = size
-
-        def add_optimization_profile(self, p):
-            self.profiles.append(p)
-            return len(self.profiles) - 1
-
-        def set_flag(self, f):
-            self.flags.add(f)
-
-        def clear_flag(self, f):
-            self.flags.discard(f)
-
     class Builder:
         platform_has_fast_fp16 = fast_fp16
 
@@ -278,37 +330,11 @@ def make_modules(parse_errors=None, fast_fp16=True):
             return json.dumps({"onnx": network.path, "input": name, "min": mn, "opt": opt, "max": mx,
                                "fp16": BuilderFlag.FP16 in config.flags}).encode()
 
-    class _Engine:
-        def __init__(self, plan):
-            import onnxruntime as ort
+    return OnnxParser, Builder
 
-            p = json.loads(bytes(plan))
-            self.p = p
-            self.sess = ort.InferenceSession(p["onnx"], providers=["CPUExecutionProvider"])
-            self.inp = self.sess.get_inputs()[0].name
-            assert self.inp == p["input"]
-            self.outs = [o.name for o in self.sess.get_outputs()]
-            self.out_tails = {o.name: tuple(o.shape[1:]) for o in self.sess.get_outputs()}
 
-        @property
-        def num_io_tensors(self):
-            return 1 + len(self.outs)
-
-        def get_tensor_name(self, i):
-            return ([self.inp] + self.outs)[i]
-
-        def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == self.inp else TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name):
-            return DataType.FLOAT
-
-        def get_tensor_profile_shape(self, name, index):
-            assert name == self.inp and index == 0
-            return [tuple(self.p["min"]), tuple(self.p["opt"]), tuple(self.p["max"])]
-
-        def create_execution_context(self):
-            return _ExecContext(self)
+def _make_runtime(c: "Counters", allocs: dict, drv) -> type:
+    """Fake ``Runtime``: its engines run the ONNX model with ONNX Runtime on the fake device memory."""
 
     class _ExecContext:
         def __init__(self, engine):
@@ -333,7 +359,7 @@ def make_modules(parse_errors=None, fast_fp16=True):
             self.addr[name] = ptr
 
         def execute_async_v3(self, stream_handle):
-            assert stream_handle == Stream.handle
+            assert stream_handle == drv.Stream.handle
             assert set(self.addr) == {self.e.inp, *self.e.outs}, "every I/O tensor needs an address"
             n = int(np.prod(self.shape))
             x = np.frombuffer(bytes(allocs[self.addr[self.e.inp]].buf[:4 * n]), np.float32).reshape(self.shape)
@@ -350,15 +376,38 @@ def make_modules(parse_errors=None, fast_fp16=True):
 
         def deserialize_cuda_engine(self, plan):
             try:
-                return _Engine(plan)
+                engine = _Engine(plan)
+                engine.context_class = _ExecContext
+                return engine
             except (ValueError, KeyError):
                 return None
 
+    return Runtime
+
+
+def _make_tensorrt(c: "Counters", allocs: dict, drv, parse_errors=None, fast_fp16=True):
+    """Fake ``tensorrt``: builder, parser, engine and execution context running the model with ONNX Runtime."""
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.__version__ = "10.1.0"
+    OnnxParser, Builder = _make_builder(c, parse_errors, fast_fp16)
+    Runtime = _make_runtime(c, allocs, drv)
     for k, v in dict(ILogger=ILogger, Logger=Logger, TensorIOMode=TensorIOMode, DataType=DataType,
                      MemoryPoolType=MemoryPoolType, BuilderFlag=BuilderFlag, Builder=Builder,
                      NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, OnnxParser=OnnxParser,
                      Runtime=Runtime, nptype=lambda dt: np.float32).items():
         setattr(trt, k, v)
+    return trt
+
+
+def make_modules(parse_errors=None, fast_fp16=True):
+    """(tensorrt, pycuda, pycuda.driver, counters); ``parse_errors``: list of
+    (node, op, name, desc) the fake ONNX parser reports instead of succeeding."""
+    c = Counters()
+    allocs: dict[int, "DevAlloc"] = {}
+    ptrs = itertools.count(0x1000, 0x1000)
+    pycuda, drv = _make_driver(c, allocs, ptrs)
+    trt = _make_tensorrt(c, allocs, drv, parse_errors, fast_fp16)
     return trt, pycuda, drv, c
 
 

@@ -59,7 +59,7 @@ from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
 from streamer.inputs import INPUT_KINDS, input_shape, input_versions, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing, protocols
-from .export import OPSET, op_types, time_forward
+from .export import OPSET, check_parity, op_types, session, time_forward
 from .train import LICENCES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -582,24 +582,6 @@ def export_model(model, cfg: dict, path: Path) -> Path:
     return path
 
 
-def session(path: Path, threads: int = 1):
-    from engines.backends import ort_session
-
-    return ort_session(path, threads, ["CPUExecutionProvider"])
-
-
-def parity(model, path: Path, feed: dict, tol: float = 1e-4) -> float:
-    """Max abs difference of Keras vs ONNX Runtime over all outputs; raises if >= ``tol``."""
-    k = model(feed if len(feed) > 1 else next(iter(feed.values())), training=False)
-    s = session(path)
-    names = [o.name for o in s.get_outputs()]
-    o = dict(zip(names, s.run(names, feed)))
-    diff = max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in names)
-    if not diff < tol:
-        raise RuntimeError(f"Keras vs ONNX Runtime parity failed: max abs diff {diff:.3g} >= {tol}")
-    return diff
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def _uar(y: np.ndarray, p: np.ndarray, n: int) -> float:
@@ -889,7 +871,7 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
     """Export + parity + (with ``data``) test evaluation + model card."""
     onnx_path = onnx_path or out / f"{cfg['name']}.onnx"
     export_model(model, cfg, onnx_path)
-    diff = parity(model, onnx_path, probe)
+    diff = check_parity(model, onnx_path, probe)
     _log(f"exported {onnx_path}: Keras vs ONNX Runtime max abs diff {diff:.3g} "
          f"({time.time() - t_start:.1f} s so far)")
     metrics = {}

@@ -704,18 +704,7 @@ def _locked(out_dir: Path):
         f.close()
 
 
-def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Optional[str] = "auto",
-              workers: Optional[int] = None, chunk_s: float = DEFAULT_CHUNK_S, retries: int = 2,
-              gpu_fraction: float = DEFAULT_GPU_FRACTION, force: bool = False, verify_inputs: bool = False,
-              progress: bool = False, notice: Callable[[str], None] = lambda s: None) -> BatchSummary:
-    """Replay ``inputs`` (files) into ``out_dir``; ``ray`` None runs in this process.
-
-    ``ray``: "auto" (the cluster in $RAY_ADDRESS, else a local one; this process if
-    Ray is not installed), "local" (a local cluster of ``workers`` CPUs) or a cluster
-    address.  A Ray session already started in this process is used as it is.
-    """
-    from ..pipeline import check_model_features
-
+def _check_options(cfg: RunConfig, chunk_s: float, retries: int, gpu_fraction: float) -> None:
     from ..separation import SEPARATORS
 
     if cfg.separator not in SEPARATORS:
@@ -726,6 +715,99 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
         raise ParameterError(f"--retries {retries} must be >= 0")
     if not 0 < gpu_fraction <= 1:
         raise ParameterError(f"--gpu-fraction {gpu_fraction} must be in (0, 1]")
+
+
+def _plan(cfg: RunConfig) -> tuple[dict, dict, bool]:
+    """The models (cards and a first check that they load), their window specs, and whether files
+    may be cut into chunks.  On ONNX Runtime: the driver of a GPU cluster need not have a GPU; the
+    workers load the backend asked for."""
+    from ..pipeline import check_model_features
+
+    models = load_models(replace(cfg, backend="onnxruntime"))
+    separator = make_separator(cfg)  # built here too, so that a missing separator model fails at once
+    try:
+        for m in models.values():
+            check_model_features(m)  # what the pipeline checks first, here once for every file
+        specs = window_specs(models, cfg)
+        # chunks must not depend on what came before them: no separator state, no per-stream adaptation
+        chunkable = separator.identity and not any(adapt.from_card(m.card) for m in models.values())
+    finally:
+        separator.close()
+    return models, specs, chunkable
+
+
+def _executor(ray: Optional[str], cfg: RunConfig, retries: int, workers: Optional[int], gpu_fraction: float,
+              notice: Callable[[str], None]):
+    if ray == "auto":
+        try:
+            import ray as _ray  # noqa: F401
+            ray = os.environ.get("RAY_ADDRESS") or "local"
+        except ImportError:
+            notice("Ray is not installed (pip install 'emotrack[batch]'): running in this process")
+            ray = None
+    return (_LocalExecutor(cfg, retries) if ray is None else
+            _RayExecutor(cfg, retries, address=ray, workers=workers, gpu_fraction=gpu_fraction))
+
+
+def _submit_file(executor, path: str, name: str, key: dict, specs: dict, chunkable: bool, chunk_s: float) -> dict:
+    """Submit one file's task (or its decode task, whose chunks run in parallel); its state."""
+    entry = {"input": str(Path(path).resolve()), "path": path, "status": "running", "config": key}
+    total = None
+    try:
+        st = os.stat(path)
+        entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        if chunkable and executor.chunks:
+            total = probe_samples(path)
+    except OSError:
+        pass  # the task reports the missing file
+    # workers open the file by its absolute path (their working folder may differ)
+    tasks = plan_chunks(name, entry["input"], total, specs, int(round(chunk_s * SAMPLE_RATE)))
+    if len(tasks) == 1:
+        executor.submit(tasks[0])
+    else:  # decoded once, its chunks run in parallel
+        executor.submit_decode(tasks, tasks[-1].start + max(length for length, _ in specs.values()))
+    return {"path": path, "entry": entry, "tasks": len(tasks), "results": [], "decode": None}
+
+
+def _drain(executor, state: dict, prog: "_Progress", finish: Callable[[str, dict], None]) -> None:
+    """Run the executor dry: submit the chunks of every decoded file, and ``finish(name, state)``
+    each file whose tasks are all back."""
+    while executor.pending():
+        kind, what, res, segments = executor.next_done()
+        if kind == "decode":
+            s = state[what[0].name]
+            s["decode"] = res
+            if res.error is not None:
+                s["results"] = [ChunkResult(res.name, 0, error=res.error, exit_code=res.exit_code)]
+                s["tasks"] = 1
+            elif res.short:  # shorter than its header said: replay it as one task
+                s["decode"], s["tasks"] = None, 1
+                executor.submit(ChunkTask(res.name, s["entry"]["input"], 0, 1))
+                continue
+            else:
+                for t, seg in zip(what, segments):
+                    executor.submit(t, seg)
+                continue
+        else:
+            s = state[what.name]
+            s["results"].append(res)
+            if res.error is None:
+                prog.add_audio(res.samples / SAMPLE_RATE)
+        if len(s["results"]) == s["tasks"]:
+            finish(res.name, s)
+
+
+def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Optional[str] = "auto",
+              workers: Optional[int] = None, chunk_s: float = DEFAULT_CHUNK_S, retries: int = 2,
+              gpu_fraction: float = DEFAULT_GPU_FRACTION, force: bool = False, verify_inputs: bool = False,
+              progress: bool = False, notice: Callable[[str], None] = lambda s: None) -> BatchSummary:
+    """Replay ``inputs`` (files) into ``out_dir``; ``ray`` None runs in this process.
+
+    ``ray``: "auto" (the cluster in $RAY_ADDRESS, else a local one; this process if
+    Ray is not installed), "local" (a local cluster of ``workers`` CPUs) or a cluster
+    address.  A Ray session already started in this process is used as it is.
+    """
+    _check_options(cfg, chunk_s, retries, gpu_fraction)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -736,18 +818,7 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
     with _locked(out):
         for stale in out.glob(f"{TMP_PREFIX}*.tmp"):  # left by a run that was killed
             stale.unlink(missing_ok=True)
-        # the cards and windows of the models, and a first check that they load (on ONNX Runtime: the
-        # driver of a GPU cluster need not have a GPU; the workers load the backend asked for)
-        models = load_models(replace(cfg, backend="onnxruntime"))
-        separator = make_separator(cfg)  # built here too, so that a missing separator model fails at once
-        try:
-            for m in models.values():
-                check_model_features(m)  # what the pipeline checks first, here once for every file
-            specs = window_specs(models, cfg)
-            # chunks must not depend on what came before them: no separator state, no per-stream adaptation
-            chunkable = separator.identity and not any(adapt.from_card(m.card) for m in models.values())
-        finally:
-            separator.close()
+        models, specs, chunkable = _plan(cfg)
         key = config_key(models, cfg, specs)
         index = load_index(out)
         names = unique_names(inputs)
@@ -759,7 +830,8 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
             else:
                 todo.append((path, name))
 
-        def save_index() -> None:
+        def finish(name: str, s: dict) -> None:
+            _finish_file(out, name, s, key, specs, cfg, index, summary, prog)
             _atomic_write(out / INDEX_NAME, json.dumps({"version": INDEX_VERSION, "files": index}, indent=1) + "\n")
 
         prog = _Progress(len(names), progress, sys.stderr.isatty())
@@ -767,62 +839,14 @@ def run_batch(inputs: list[str], out_dir: str | Path, cfg: RunConfig, *, ray: Op
         executor = None
         try:
             if todo:
-                if ray == "auto":
-                    try:
-                        import ray as _ray  # noqa: F401
-                        ray = os.environ.get("RAY_ADDRESS") or "local"
-                    except ImportError:
-                        notice("Ray is not installed (pip install 'emotrack[batch]'): running in this process")
-                        ray = None
-                executor = (_LocalExecutor(cfg, retries) if ray is None else
-                            _RayExecutor(cfg, retries, address=ray, workers=workers, gpu_fraction=gpu_fraction))
+                executor = _executor(ray, cfg, retries, workers, gpu_fraction, notice)
             summary.executor = executor.description if executor else ""
             notice(f"batch: {_files(len(names))}, {len(summary.skipped)} already done, "
                    + (f"{len(todo)} to run on {summary.executor}" if todo else "nothing to run"))
             prog.draw()
-            state: dict[str, dict] = {}
-            longest = max(length for length, _ in specs.values())
-            for path, name in todo:
-                entry = {"input": str(Path(path).resolve()), "path": path, "status": "running", "config": key}
-                total = None
-                try:
-                    st = os.stat(path)
-                    entry.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    if chunkable and executor.chunks:
-                        total = probe_samples(path)
-                except OSError:
-                    pass  # the task reports the missing file
-                # workers open the file by its absolute path (their working folder may differ)
-                tasks = plan_chunks(name, entry["input"], total, specs, int(round(chunk_s * SAMPLE_RATE)))
-                state[name] = {"path": path, "entry": entry, "tasks": len(tasks), "results": [], "decode": None}
-                if len(tasks) == 1:
-                    executor.submit(tasks[0])
-                else:  # decoded once, its chunks run in parallel
-                    executor.submit_decode(tasks, tasks[-1].start + longest)
-            while executor is not None and executor.pending():
-                kind, what, res, segments = executor.next_done()
-                if kind == "decode":
-                    s = state[what[0].name]
-                    s["decode"] = res
-                    if res.error is not None:
-                        s["results"] = [ChunkResult(res.name, 0, error=res.error, exit_code=res.exit_code)]
-                        s["tasks"] = 1
-                    elif res.short:  # shorter than its header said: replay it as one task
-                        s["decode"], s["tasks"] = None, 1
-                        executor.submit(ChunkTask(res.name, s["entry"]["input"], 0, 1))
-                        continue
-                    else:
-                        for t, seg in zip(what, segments):
-                            executor.submit(t, seg)
-                        continue
-                else:
-                    s = state[what.name]
-                    s["results"].append(res)
-                    if res.error is None:
-                        prog.add_audio(res.samples / SAMPLE_RATE)
-                if len(s["results"]) == s["tasks"]:
-                    _finish_file(out, res.name, s, key, specs, cfg, index, summary, prog)
-                    save_index()
+            state = {name: _submit_file(executor, path, name, key, specs, chunkable, chunk_s) for path, name in todo}
+            if executor is not None:
+                _drain(executor, state, prog, finish)
         finally:
             if executor is not None:
                 executor.close()

@@ -225,30 +225,21 @@ def elapsed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int, tmp: Path) -> dict:
-    import numpy as np
+def _drain_source(src) -> None:
+    with src:
+        for _ in src.blocks():
+            pass
 
-    from engines.backends import tensorrt_available
-    from engines.runtime import load_model
 
-    from .. import descriptors, features as F
-    from ..publish import Publisher
-    from ..separation import BuiltinSeparator, NoneSeparator
+def _bench_decode(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int) -> dict:
+    """Decoding (soundfile, ffmpeg) and the sources' 44.1 -> 16 kHz resampler, as real-time factors."""
     from ..sources import FFmpegSource, SoundFileSource, _Resampler
-    from ..inputs import InputWindowStream
 
     st: dict = {}
-
-    def drain(src) -> None:
-        with src:
-            for _ in src.blocks():
-                pass
-
-    # decode
-    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: drain(SoundFileSource(str(audio_path)))))}
-    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: drain(FFmpegSource(str(audio_path)))))}
+    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: _drain_source(SoundFileSource(str(audio_path)))))}
+    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: _drain_source(FFmpegSource(str(audio_path)))))}
     st["decode_soundfile_wav44k_stereo"] = {
-        "rtf": repeat(reps, lambda: gen_s / elapsed(lambda: drain(SoundFileSource(str(gen_wav))))),
+        "rtf": repeat(reps, lambda: gen_s / elapsed(lambda: _drain_source(SoundFileSource(str(gen_wav))))),
         "note": "includes the downmix and the 44.1 -> 16 kHz resample"}
 
     # resample 44.1 kHz stereo -> 16 kHz mono in 0.5 s blocks through the sources' resampler
@@ -261,12 +252,13 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         for i in range(0, mono.size, blk):
             rs(mono[i:i + blk], last=i + blk >= mono.size)
     st["resample_44k1_to_16k"] = {"rtf": repeat(reps, lambda: gen_s / elapsed(resample))}
+    return st
 
-    # audio at 16 kHz for the rest
-    with SoundFileSource(str(audio_path)) as src:
-        x = np.concatenate(list(src.blocks()))
-    blocks = [x[i:i + SR // 2] for i in range(0, x.size, SR // 2)]
 
+def _bench_separation(blocks: list, audio_s: float, reps: int) -> dict:
+    from ..separation import BuiltinSeparator, NoneSeparator
+
+    st: dict = {}
     sep = NoneSeparator()
     st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, elapsed(lambda: [sep.process(b) for b in blocks])))}
 
@@ -277,7 +269,15 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
     st["separation_builtin"] = {"rtf": repeat(reps, builtin),
                                 "note": "streaming mask network, 0.5 s blocks, ONNX Runtime 1 thread; "
                                         "STFT, network and overlap-add"}
+    return st
 
+
+def _bench_features(x, blocks: list, audio_s: float, reps: int) -> dict:
+    """Per-window extraction (log-mel, descriptors) and the stream's cached log-mel frames."""
+    from .. import descriptors, features as F
+    from ..inputs import InputWindowStream
+
+    st: dict = {}
     # features: per window via extract, and the cached LogMelStream path
     specs = {"speech": (3.0, 1.0), "music": (10.0, 2.0)}
     for name, (win_s, hop_s) in specs.items():
@@ -303,8 +303,16 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         return 0.0
     st["features_logmelstream_both"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(stream_features)),
                                         "note": "InputWindowStream.features, speech 3 s/1 s + music 10 s/2 s windows"}
+    return st
 
-    # inference per backend
+
+def _bench_inference(reps: int) -> dict:
+    """Forward passes of the shipped models on ONNX Runtime, batch 1 and 8."""
+    import numpy as np
+
+    from engines.backends import tensorrt_available
+    from engines.runtime import load_model
+
     inf: dict = {}
     for source in ("speech", "music"):
         m = load_model(None, source, backend="onnxruntime")
@@ -326,48 +334,67 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         m.close()
     ok, why = tensorrt_available()
     inf["tensorrt"] = {"skipped": why} if not ok else {"skipped": "available but not timed by this bench: " + why}
-    st["inference"] = inf
+    return inf
 
-    # publish: loopback PUB with one subscriber
+
+def _publish_rate() -> float:
+    """Messages per second one SUB receives from a loopback PUB."""
     import socket
     import threading
 
     import zmq
 
-    def publish_rate() -> float:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        ep = f"tcp://127.0.0.1:{port}"
-        pub = Publisher("bench", endpoint=ep, start_grace_s=0.3)
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.RCVTIMEO, 2000)
-        sub.connect(ep)
-        n = 5000
-        got = [0]
+    from ..publish import Publisher
 
-        def recv() -> None:
-            try:
-                while got[0] < n + 1:
-                    sub.recv_multipart()
-                    got[0] += 1
-            except zmq.Again:
-                pass
-        th = threading.Thread(target=recv, daemon=True)
-        th.start()
-        fields = {"t_start": 0.0, "t_end": 3.0, "model": "m", "valence": 0.1, "arousal": 0.2, "activity": 0.5,
-                  "quadrant": "Q1", "probs": {"Q1": 0.7, "Q2": 0.1, "Q3": 0.1, "Q4": 0.1}}
-        pub.emotion("speech", **fields)  # pays the slow-joiner grace
-        t0 = time.perf_counter()
-        for _ in range(n):
-            pub.emotion("speech", **fields)
-        th.join(timeout=10)
-        dt = time.perf_counter() - t0
-        pub.close()
-        sub.close(linger=0)
-        return got[0] / dt if got[0] else float("nan")
-    st["publish_zmq_loopback"] = {"messages_per_s": repeat(reps, publish_rate),
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ep = f"tcp://127.0.0.1:{port}"
+    pub = Publisher("bench", endpoint=ep, start_grace_s=0.3)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 2000)
+    sub.connect(ep)
+    n = 5000
+    got = [0]
+
+    def recv() -> None:
+        try:
+            while got[0] < n + 1:
+                sub.recv_multipart()
+                got[0] += 1
+        except zmq.Again:
+            pass
+    th = threading.Thread(target=recv, daemon=True)
+    th.start()
+    fields = {"t_start": 0.0, "t_end": 3.0, "model": "m", "valence": 0.1, "arousal": 0.2, "activity": 0.5,
+              "quadrant": "Q1", "probs": {"Q1": 0.7, "Q2": 0.1, "Q3": 0.1, "Q4": 0.1}}
+    pub.emotion("speech", **fields)  # pays the slow-joiner grace
+    t0 = time.perf_counter()
+    for _ in range(n):
+        pub.emotion("speech", **fields)
+    th.join(timeout=10)
+    dt = time.perf_counter() - t0
+    pub.close()
+    sub.close(linger=0)
+    return got[0] / dt if got[0] else float("nan")
+
+
+def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int, tmp: Path) -> dict:
+    """Every stage on its own: decode, resample, separation, features, inference, publish."""
+    import numpy as np
+
+    from ..sources import SoundFileSource
+
+    st = _bench_decode(audio_path, gen_wav, audio_s, gen_s, reps)
+    # audio at 16 kHz for the rest
+    with SoundFileSource(str(audio_path)) as src:
+        x = np.concatenate(list(src.blocks()))
+    blocks = [x[i:i + SR // 2] for i in range(0, x.size, SR // 2)]
+    st.update(_bench_separation(blocks, audio_s, reps))
+    st.update(_bench_features(x, blocks, audio_s, reps))
+    st["inference"] = _bench_inference(reps)
+    st["publish_zmq_loopback"] = {"messages_per_s": repeat(reps, _publish_rate),
                                   "note": "messages received by one SUB per second of publishing"}
     return st
 
@@ -557,6 +584,36 @@ def write_markdown(path: Path, res: dict, text: str) -> None:
     path.write_text(new, encoding="utf-8")
 
 
+def bench_scaling(audio: Path, audio_s: float, quick: bool, reps: int, tmp: Path,
+                  log: Callable[[str], None]) -> dict:
+    """Replay wall time, RTF and RSS against programme length and the number of concurrent streams."""
+    res: dict = {}
+    lengths = (1, 10) if quick else (1, 10, 60)
+    res["scaling_length"] = {}
+    for minutes in lengths:
+        loops = math.ceil(minutes * 60 / audio_s)
+        f = tmp / f"programme{minutes}.flac"
+        _ffmpeg("-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-t", str(minutes * 60),
+                "-ar", str(SAMPLE_RATE), "-ac", "1", str(f))
+        log(f"scaling: {minutes} min programme")
+        res["scaling_length"][f"{minutes}min"] = _collect(
+            [run_replay([f], tmp, minutes * 60.0) for _ in range(reps)])
+    res["scaling_length_note"] = ("programmes built by looping examples/heldout_mix.ogg with ffmpeg, "
+                                  "stored as 16 kHz mono FLAC")
+    ns = (1, 2, 4) if quick else (1, 2, 4, 8)
+    res["scaling_streams"] = {}
+    for n in ns:
+        copies = []
+        for i in range(n):  # distinct names, one stream each
+            c = tmp / f"stream{i}.ogg"
+            if not c.exists():
+                os.symlink(audio, c)
+            copies.append(c)
+        log(f"scaling: {n} concurrent streams")
+        res["scaling_streams"][str(n)] = _collect([run_replay(copies, tmp, n * audio_s) for _ in range(reps)])
+    return res
+
+
 def run(args) -> int:
     import numpy as np
     import soundfile as sf
@@ -621,29 +678,7 @@ def run(args) -> int:
         res["pipeline"] = pipe
 
         if not smoke:
-            lengths = (1, 10) if args.quick else (1, 10, 60)
-            res["scaling_length"] = {}
-            for minutes in lengths:
-                loops = math.ceil(minutes * 60 / audio_s)
-                f = tmp / f"programme{minutes}.flac"
-                _ffmpeg("-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-t", str(minutes * 60),
-                        "-ar", "16000", "-ac", "1", str(f))
-                log(f"scaling: {minutes} min programme")
-                res["scaling_length"][f"{minutes}min"] = _collect(
-                    [run_replay([f], tmp, minutes * 60.0) for _ in range(reps)])
-            res["scaling_length_note"] = ("programmes built by looping examples/heldout_mix.ogg with ffmpeg, "
-                                          "stored as 16 kHz mono FLAC")
-            ns = (1, 2, 4) if args.quick else (1, 2, 4, 8)
-            res["scaling_streams"] = {}
-            for n in ns:
-                copies = []
-                for i in range(n):  # distinct names, one stream each
-                    c = tmp / f"stream{i}.ogg"
-                    if not c.exists():
-                        os.symlink(audio, c)
-                    copies.append(c)
-                log(f"scaling: {n} concurrent streams")
-                res["scaling_streams"][str(n)] = _collect([run_replay(copies, tmp, n * audio_s) for _ in range(reps)])
+            res.update(bench_scaling(audio, audio_s, bool(args.quick), reps, tmp, log))
         res["targets"] = _targets(res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
