@@ -52,7 +52,7 @@ import numpy as np
 from engines.cards import sha256_of
 
 from .. import adapt, schema
-from ..errors import BackendError, EmotrackError, InputError, ModelError, ParameterError
+from ..errors import BackendError, EmotrackError, InputError, ParameterError
 from ..sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
 
 INDEX_NAME = "index.json"
