@@ -25,7 +25,9 @@ exception) are retried ``--retries`` times; input and model errors are not
 (they would fail again) and are reported in the index and the summary.
 
 Ray tasks load the models once per worker process (a module-level cache) and
-return plain rows; the driver alone writes files.  With ``--backend tensorrt``
+return plain rows; the driver alone writes files.  This module is the driver (index,
+plan, output files, the command); :mod:`.batch_tasks` the work and its data,
+:mod:`.batch_executors` where it runs (this process or Ray).  With ``--backend tensorrt``
 (or ``auto`` on a cluster with GPUs) each pipeline task asks Ray for
 ``--gpu-fraction`` of a GPU, so that several tasks share one.
 """
@@ -36,13 +38,10 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,8 +51,11 @@ import numpy as np
 from engines.cards import sha256_of
 
 from .. import adapt, schema
-from ..errors import BackendError, EmotrackError, InputError, ParameterError
-from ..sources import SAMPLE_RATE, is_url, open_source, unique_stream_name
+from ..errors import EmotrackError, InputError, ParameterError
+from ..sources import SAMPLE_RATE, is_url, unique_stream_name
+from .batch_executors import LocalExecutor, RayExecutor
+from .batch_tasks import (ChunkResult, ChunkTask, RunConfig, file_lines, load_models, make_separator,  # noqa: F401
+                          plan_chunks, probe_samples, window_specs)
 
 INDEX_NAME = "index.json"
 INDEX_VERSION = 1
@@ -64,338 +66,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".
                     ".mp4", ".m4v", ".mkv", ".mov", ".ts", ".webm", ".avi", ".wma")
 DEFAULT_CHUNK_S = 600.0
 DEFAULT_GPU_FRACTION = 0.25
-
-
-# ----------------------------------------------------------------------------- settings and tasks
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What a task needs to build its pipeline: the replay options that change messages."""
-
-    sources: tuple = ("speech", "music")
-    speech_model: Optional[str] = None
-    music_model: Optional[str] = None
-    backend: str = "auto"
-    threads: Optional[int] = None
-    separator: str = "none"
-    separator_model: Optional[str] = None
-    speech_hop: Optional[float] = None
-    music_hop: Optional[float] = None
-
-    def model_path(self, source: str) -> Optional[str]:
-        return self.speech_model if source == "speech" else self.music_model
-
-
-@dataclass(frozen=True)
-class ChunkTask:
-    """Samples [start, stop) of file ``path`` (16 kHz); keep windows starting before ``own_end``.
-
-    ``stop``/``own_end`` None: to the end of the input (the last chunk, which keeps the tail).
-    """
-
-    name: str
-    path: str
-    index: int
-    count: int
-    start: int = 0
-    stop: Optional[int] = None
-    own_end: Optional[int] = None
-
-    @property
-    def last(self) -> bool:
-        return self.stop is None
-
-
-@dataclass
-class ChunkResult:
-    """What a chunk task hands back (plain data: it crosses processes)."""
-
-    name: str
-    index: int
-    #: (source, start sample, end sample, wall_time, message fields) per window kept
-    rows: list = field(default_factory=list)
-    start_status: Optional[dict] = None  # the pipeline's "start" status fields
-    counters: dict = field(default_factory=dict)  # the source's counters (whole file in the last chunk)
-    samples: int = 0  # samples of the file this chunk owns (its share of the duration)
-    total: Optional[int] = None  # samples of the whole file (last chunk only)
-    wall_s: float = 0.0
-    warning: Optional[str] = None
-    error: Optional[str] = None
-    exit_code: int = 0
-
-
-@dataclass
-class DecodeResult:
-    """What a decode task hands back besides the chunks' arrays."""
-
-    name: str
-    total: int = 0  # samples of the whole file at 16 kHz
-    counters: dict = field(default_factory=dict)  # the source's counters (samples_in, samples_sanitised...)
-    warning: Optional[str] = None
-    short: bool = False  # shorter than planned: the file is redone as one task
-    wall_s: float = 0.0
-    error: Optional[str] = None
-    exit_code: int = 0
-
-
-def window_specs(models: dict, cfg: RunConfig) -> dict[str, tuple[int, int]]:
-    """(window length, hop) in samples per source, as the pipeline computes them."""
-    from ..window import window_plans
-
-    plans = window_plans({s: m.card for s, m in models.items()}, {"speech": cfg.speech_hop, "music": cfg.music_hop})
-    return {s: (p.length, p.hop) for s, p in plans.items()}
-
-
-def plan_chunks(name: str, path: str, total: Optional[int], specs: dict[str, tuple[int, int]],
-                chunk_samples: int, *, margin: int = SAMPLE_RATE) -> list[ChunkTask]:
-    """Cut a file of about ``total`` samples into chunk tasks (one task if short or unknown).
-
-    Boundaries lie on the common grid of every hop and the feature hop, so each
-    chunk's windows are on the whole file's grid.  A boundary is only placed
-    where at least the longest window plus ``margin`` samples remain, so the
-    last chunk always holds a full window of every windower (its tail is then
-    the whole file's tail).
-    """
-    from ..features import DEFAULT_PARAMS
-
-    grid = DEFAULT_PARAMS.hop_length
-    for _, hop in specs.values():
-        grid = grid * hop // math.gcd(grid, hop)
-    longest = max(length for length, _ in specs.values())
-    overlap = max(max(0, length - hop) for length, hop in specs.values())
-    step = max(grid, int(round(chunk_samples / grid)) * grid)
-    if not total:
-        return [ChunkTask(name, path, 0, 1)]
-    bounds = [0]
-    while bounds[-1] + step + longest + margin <= total:
-        bounds.append(bounds[-1] + step)
-    tasks = []
-    for i, start in enumerate(bounds):
-        if i + 1 < len(bounds):
-            own_end = bounds[i + 1]
-            tasks.append(ChunkTask(name, path, i, len(bounds), start, own_end + overlap, own_end))
-        else:
-            tasks.append(ChunkTask(name, path, i, len(bounds), start))
-    return tasks
-
-
-def probe_samples(path: str) -> Optional[int]:
-    """About how many 16 kHz samples ``path`` decodes to (None: unknown, the file is one task).
-
-    libsndfile's header length for what it reads, else ffprobe's duration.  Only the plan
-    depends on it: the decode task checks the real length (see :func:`decode_segments`).
-    """
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-        if info.frames > 0 and info.samplerate > 0:
-            return int(info.frames * SAMPLE_RATE // info.samplerate)
-    except (sf.LibsndfileError, RuntimeError):
-        pass
-    try:
-        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                              "-of", "default=noprint_wrappers=1:nokey=1", path],
-                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        return int(float(out.stdout.strip()) * SAMPLE_RATE)
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
-
-
-# ----------------------------------------------------------------------------- the task (runs on workers)
-
-
-class _Recorder:
-    """A publisher stand-in: keeps the status fields and the emotion messages of a chunk.
-
-    ``position`` holds the whole-file sample range of the window being published
-    (set just before the pipeline publishes it).
-    """
-
-    def __init__(self):
-        self.counters = {"published": 0, "pub_dropped": 0}
-        self.status_fields: dict[str, dict] = {}
-        self.rows: list = []
-        self.position: tuple[int, int] = (0, 0)
-
-    def status(self, event: str, **fields) -> dict:
-        self.status_fields[event] = fields
-        return fields
-
-    def emotion(self, source: str, *, t_start: float, t_end: float, **fields) -> dict:
-        self.rows.append((source, *self.position, time.time(), fields))
-        return fields
-
-
-_MODEL_CACHE: dict = {}
-
-
-def _cache_key(cfg: RunConfig) -> tuple:
-    return (cfg.sources, cfg.speech_model, cfg.music_model, cfg.backend, cfg.threads)
-
-
-def load_models(cfg: RunConfig) -> dict:
-    """The models of ``cfg``, loaded once per process (Ray workers keep them between tasks)."""
-    key = _cache_key(cfg)
-    if key not in _MODEL_CACHE:
-        from ..inputs import load_streamable
-
-        _MODEL_CACHE[key] = {s: load_streamable(cfg.model_path(s), s, backend=cfg.backend, threads=cfg.threads)
-                             for s in cfg.sources}
-    return _MODEL_CACHE[key]
-
-
-def make_separator(cfg: RunConfig):
-    """A fresh separator as ``emotrack replay`` builds it from the same options."""
-    from ..separation import separator_from_options
-
-    return separator_from_options(cfg.separator, cfg.separator_model, cfg.backend, cfg.threads)
-
-
-def decode_segments(tasks: list[ChunkTask], min_total: int) -> tuple:
-    """Decode a file once; returns ``(DecodeResult, array of task 0, array of task 1, ...)``.
-
-    The arrays are samples ``[start, stop)`` of each chunk task (16 kHz float32).  A
-    file shorter than ``min_total`` samples (its header promised more) comes back
-    ``short``, and with an error a user caused, ``error``: both with empty arrays.
-    """
-    t0 = time.monotonic()
-    meta = DecodeResult(tasks[0].name)
-    audio = np.zeros(0, np.float32)
-    try:
-        src = open_source(tasks[0].path)
-        try:
-            blocks = list(src.blocks())
-        finally:
-            src.close()
-        audio = np.concatenate(blocks) if blocks else audio
-        meta.total, meta.counters, meta.warning = audio.shape[0], dict(src.counters), src.warning
-        meta.short = meta.total < min_total
-    except EmotrackError as exc:
-        meta.error, meta.exit_code = str(exc), exc.exit_code
-    meta.wall_s = time.monotonic() - t0
-    if meta.error or meta.short:
-        return (meta, *[np.zeros(0, np.float32) for _ in tasks])
-    return (meta, *[np.ascontiguousarray(audio[t.start:t.stop]) for t in tasks])
-
-
-def run_chunk(task: ChunkTask, cfg: RunConfig, samples: Optional[np.ndarray] = None) -> ChunkResult:
-    """Run one task: the whole file, or ``samples`` (its chunk's array from :func:`decode_segments`).
-
-    Errors a user caused come back in the result; others raise (and Ray retries the task).
-    """
-    from ..pipeline import Pipeline
-    from ..sources import ArraySource
-
-    t0 = time.monotonic()
-    res = ChunkResult(task.name, task.index)
-    try:
-        models = load_models(cfg)
-        separator = make_separator(cfg)
-        rec = _Recorder()
-        if samples is None:
-            src = open_source(task.path)
-        else:  # blocks of 0.5 s, as a file source yields them
-            src = ArraySource(samples, SAMPLE_RATE, name=task.name, block_size=SAMPLE_RATE // 2)
-        try:
-            pipe = Pipeline(models, rec, separator, hops_s={"speech": cfg.speech_hop, "music": cfg.music_hop},
-                            heartbeat_s=1e9, block_max_s=4.0)
-            publish_window = pipe.publish
-
-            def publish(source, w, out, i):
-                wr = pipe.windows.windowers[source][1]
-                if not task.last and (task.start + w.start >= task.own_end or w.start % wr.hop
-                                      or w.end - w.start != wr.length):
-                    return  # the next chunk's window, or this chunk's artificial tail
-                rec.position = (task.start + w.start, task.start + w.end)
-                publish_window(source, w, out, i)
-
-            pipe.publish = publish
-            pipe.run(src)
-        finally:
-            src.close()
-            separator.close()
-        res.rows = rec.rows
-        res.start_status = rec.status_fields.get("start")
-        res.counters = {k: v for k, v in src.counters.items()}
-        res.warning = src.warning
-        if task.last:
-            res.total = task.start + pipe.windows.total
-            res.samples = pipe.windows.total
-        else:
-            res.samples = task.own_end - task.start
-    except EmotrackError as exc:
-        res.rows, res.error, res.exit_code = [], str(exc), exc.exit_code
-    res.wall_s = time.monotonic() - t0
-    return res
-
-
-# ----------------------------------------------------------------------------- stitching and output
-
-
-def stitch(results: list[ChunkResult], specs: dict[str, tuple[int, int]], sources: tuple) -> list[tuple]:
-    """The rows of a file's chunks in publication order, checked: one window per grid step.
-
-    Raises EmotrackError if a window is missing or repeated (it would be a bug).
-    """
-    rows = [r for res in sorted(results, key=lambda r: r.index) for r in res.rows]
-    rank = {s: i for i, s in enumerate(sources)}
-    for s in sources:
-        length, hop = specs[s]
-        mine = [r for r in rows if r[0] == s]
-        full = [r[1] for r in mine if r[2] - r[1] == length and r[1] % hop == 0]
-        tails = [r for r in mine if not (r[2] - r[1] == length and r[1] % hop == 0)]
-        if full != list(range(0, len(full) * hop, hop)) or len(tails) > 1 or (tails and mine[-1] is not tails[0]):
-            raise EmotrackError(f"stitching {results[0].name}: {s} windows missing or repeated "
-                                f"({len(full)} on the grid, {len(tails)} tail)")
-    return sorted(rows, key=lambda r: (r[2], rank[r[0]], r[1]))
-
-
-def file_lines(name: str, results: list[ChunkResult], specs: dict, sources: tuple,
-               decoded: Optional[DecodeResult] = None) -> tuple[list[str], dict]:
-    """The JSON lines of one file (as ``emotrack replay --out``), and its summary.
-
-    ``decoded``: the decode task's result of a chunked file (its counters and warning
-    are the whole file's)."""
-    results = sorted(results, key=lambda r: r.index)
-    last = results[-1]
-    warning = decoded.warning if decoded else last.warning
-    rows = stitch(results, specs, sources)
-    seq: dict[str, int] = {}
-    lines = []
-
-    def emit(topic: str, body: dict) -> None:
-        line = dict(body)
-        line["topic"] = topic
-        lines.append(json.dumps(line, separators=(",", ":"), allow_nan=False))
-
-    t_first = min((r[3] for r in rows), default=time.time())
-    emit(schema.TOPIC_STATUS, schema.status_body(stream=name, seq=0, wall_time=t_first, event="start",
-                                                 **(results[0].start_status or {})))
-    windows = {s: 0 for s in sources}
-    for source, start, end, wall, fields in rows:
-        topic = schema.topic_for(source)
-        n = seq.get(topic, 0)
-        seq[topic] = n + 1
-        windows[source] += 1
-        emit(topic, schema.emotion_body(stream=name, seq=n, source=source, t_start=start / SAMPLE_RATE,
-                                        t_end=end / SAMPLE_RATE, wall_time=wall, **fields))
-    total = last.total or 0
-    wall_s = sum(r.wall_s for r in results) + (decoded.wall_s if decoded else 0.0)
-    counters = dict(decoded.counters if decoded else last.counters)
-    counters.update({"published": len(lines), "pub_dropped": 0, "windows": dict(windows),
-                     "stream_time": round(total / SAMPLE_RATE, 3)})
-    end = {"reason": "end of input", "counters": counters,
-           "realtime_factor": round(total / SAMPLE_RATE / wall_s, 2) if wall_s > 0 else None,
-           "chunks": len(results)}
-    if warning:
-        end["warning"] = warning
-    emit(schema.TOPIC_STATUS, schema.status_body(stream=name, seq=1, wall_time=max((r[3] for r in rows), default=t_first),
-                                                 event="end", **end))
-    summary = {"windows": windows, "duration_s": round(total / SAMPLE_RATE, 3), "wall_s": round(wall_s, 3),
-               "chunks": len(results), "warning": warning}
-    return lines, summary
 
 
 def _sha256_or_none(path: Path) -> Optional[str]:
@@ -487,144 +157,6 @@ def is_finished(entry: Optional[dict], path: str, out_dir: Path, key: str, *, ve
     if not out.is_file() or sha256_of(out) != entry.get("output_sha256"):
         return False
     return not verify_input or sha256_of(Path(path)) == entry.get("sha256")
-
-
-# ----------------------------------------------------------------------------- executors
-
-
-class _LocalExecutor:
-    """Runs whole-file tasks one after another in this process (retrying unexpected errors)."""
-
-    parallelism = 1
-    description = "1 process"
-    chunks = False  # splitting a file only helps when its chunks run in parallel
-
-    def __init__(self, cfg: RunConfig, retries: int):
-        self.cfg, self.retries = cfg, retries
-        self.queue: deque = deque()
-        load_models(cfg)  # a backend that cannot run here fails now, not once per file
-
-    def submit(self, task: ChunkTask, samples=None) -> None:
-        self.queue.append(task)
-
-    def pending(self) -> int:
-        return len(self.queue)
-
-    def next_done(self):
-        """(kind, task(s), result, chunk arrays): kind is "chunk" here."""
-        task = self.queue.popleft()
-        for _ in range(self.retries + 1):
-            try:
-                return "chunk", task, run_chunk(task, self.cfg), None
-            except Exception as exc:  # a bug or a transient fault: try again, then report
-                err = f"{type(exc).__name__}: {exc}"
-        return "chunk", task, ChunkResult(task.name, task.index, exit_code=1,
-                                          error=f"failed {self.retries + 1} times: {err}"), None
-
-    def close(self) -> None:
-        pass
-
-
-class _RayExecutor:
-    """Runs decode and pipeline tasks on Ray, a few per CPU in flight.
-
-    A decode task returns its chunks' arrays as separate objects owned by this
-    driver: a chunk task retried after its worker died finds its array still
-    there (or Ray rebuilds it by running the decode again).
-    """
-
-    chunks = True
-
-    def __init__(self, cfg: RunConfig, retries: int, *, address: str, workers: Optional[int],
-                 gpu_fraction: float):
-        try:
-            import ray
-        except ImportError:
-            raise BackendError("Ray is not installed: pip install 'emotrack[batch]', or pass --no-ray") from None
-        self.ray = ray
-        self.started = False
-        self.queue: deque = deque()
-        self.running: dict = {}
-        if not ray.is_initialized():
-            import logging
-
-            opts = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-            on_term = signal.getsignal(signal.SIGTERM)
-            try:
-                if address == "local":
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, **opts)
-                else:  # workers of a cluster started elsewhere get emotrack's one BLAS thread too
-                    ray.init(address=address, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}}, **opts)
-            except Exception as exc:  # ConnectionError, RuntimeError, ValueError... from Ray
-                raise BackendError(f"cannot start or reach a Ray cluster ({address}): "
-                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-            self.started = True
-            if callable(on_term):  # Ray's own SIGTERM handler would end the driver without shutting down
-                with contextlib.suppress(ValueError):  # (only the main thread may set handlers)
-                    signal.signal(signal.SIGTERM, on_term)
-        res = ray.cluster_resources()
-        cpus = int(res.get("CPU", 1))
-        gpus = float(res.get("GPU", 0))
-        self.parallelism = max(1, cpus // max(1, cfg.threads or 1))
-        num_gpus = 0.0
-        if cfg.backend == "tensorrt" or (cfg.backend == "auto" and gpus > 0):
-            if gpus <= 0:
-                self.close()
-                raise BackendError("--backend tensorrt: the Ray cluster has no GPU; use --backend onnxruntime "
-                                   "or a cluster with NVIDIA GPUs")
-            num_gpus = gpu_fraction
-            self.parallelism = max(self.parallelism, int(gpus / gpu_fraction))
-        self.description = (f"Ray, {cpus} CPU" + (f", {gpus:g} GPU ({num_gpus:g} per task)" if num_gpus else "")
-                            + (" (local cluster)" if self.started and address == "local" else ""))
-        retry = dict(max_retries=retries, retry_exceptions=True)
-        self.remote_chunk = ray.remote(run_chunk).options(num_cpus=cfg.threads or 1, num_gpus=num_gpus, **retry)
-        self.remote_decode = ray.remote(decode_segments)
-        self.decode_options = dict(num_cpus=1, **retry)
-        self.cfg_ref = ray.put(cfg)
-        self.retries = retries
-
-    def submit(self, task: ChunkTask, samples=None) -> None:
-        if samples is None:
-            self.queue.append(("chunk", task, None))
-        else:  # chunks of a decoded file first: their arrays hold memory
-            self.queue.appendleft(("chunk", task, samples))
-
-    def submit_decode(self, tasks: list[ChunkTask], min_total: int) -> None:
-        self.queue.append(("decode", tasks, min_total))
-
-    def pending(self) -> int:
-        return len(self.queue) + len(self.running)
-
-    def next_done(self):
-        """(kind, task(s), result, chunk arrays): kind "decode" (with the arrays' refs) or "chunk"."""
-        ray = self.ray
-        while self.queue and len(self.running) < 2 * self.parallelism:
-            kind, what, extra = self.queue.popleft()
-            if kind == "decode":
-                refs = self.remote_decode.options(num_returns=len(what) + 1, **self.decode_options).remote(what, extra)
-                self.running[refs[0]] = (kind, what, refs[1:])
-            else:
-                self.running[self.remote_chunk.remote(what, self.cfg_ref, extra)] = (kind, what, None)
-        done, _ = ray.wait(list(self.running), num_returns=1)
-        kind, what, segments = self.running.pop(done[0])
-        try:
-            return kind, what, ray.get(done[0]), segments
-        except ray.exceptions.RayError as exc:
-            text = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-            why = f"failed after {self.retries} retries ({type(exc).__name__}): {text[-1] if text else ''}"
-            first = what[0] if kind == "decode" else what
-            fail = DecodeResult(first.name) if kind == "decode" else ChunkResult(first.name, first.index)
-            fail.error, fail.exit_code = why, 1
-            return kind, what, fail, None
-
-    def close(self) -> None:
-        # Tasks still running are left alone (ray.cancel racing their completion crashed Ray 2.60's
-        # driver); shutting down a cluster we started ends them, in a session we joined they finish.
-        self.running.clear()
-        self.queue.clear()
-        if self.started:
-            self.ray.shutdown()
-            self.started = False
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -745,8 +277,8 @@ def _executor(ray: Optional[str], cfg: RunConfig, retries: int, workers: Optiona
         except ImportError:
             notice("Ray is not installed (pip install 'emotrack[batch]'): running in this process")
             ray = None
-    return (_LocalExecutor(cfg, retries) if ray is None else
-            _RayExecutor(cfg, retries, address=ray, workers=workers, gpu_fraction=gpu_fraction))
+    return (LocalExecutor(cfg, retries) if ray is None else
+            RayExecutor(cfg, retries, address=ray, workers=workers, gpu_fraction=gpu_fraction))
 
 
 def _submit_file(executor, path: str, name: str, key: dict, specs: dict, chunkable: bool, chunk_s: float) -> dict:
