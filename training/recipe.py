@@ -52,7 +52,7 @@ from typing import Optional
 
 import numpy as np
 
-from engines.cards import ModelCard
+from engines.cards import ModelCard, sha256_of
 from streamer import adapt, taxonomy
 from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
@@ -903,8 +903,6 @@ def licence(cfg: dict) -> str:
 def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
                command: str, t_start: float, stopped: str = "") -> dict:
     """A card in the format of engines/models/speech.json, plus the resolved recipe."""
-    from engines.cards import sha256_of
-
     mc, shapes, names = mix_config(cfg), input_shapes(cfg), input_names(cfg)
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
                          "delta-delta after R128 normalisation); standardisation is inside the graph"),
