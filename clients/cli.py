@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from engines.argtypes import number as _number
+
 
 def _lazy(module: str):
     def main(args) -> int:
@@ -17,19 +19,6 @@ def _lazy(module: str):
 
         return importlib.import_module(f"clients.{module}").run(args)
     return main
-
-
-def _number(kind, what: str, ok, rule: str):
-    """argparse type: ``kind(text)`` that satisfies ``ok``, else one clear message."""
-    def conv(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"{text!r} must be {rule}")
-        return v
-    return conv
 
 
 _seconds = _number(float, "a number of seconds", lambda v: v > 0, "> 0")
@@ -113,3 +102,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--active", type=float, default=0.5, metavar="A",
                    help="activity from which a window counts as speech (or music) (default: 0.5)")
     p.set_defaults(client_main=_lazy("report"))
+
+
+#: the convention of every emotrack command (streamer.cli): add_parser(subparsers), run(args)
+add_parser = add_parsers
+
+
+def run(args) -> int:
+    return args.client_main(args)

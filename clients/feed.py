@@ -34,16 +34,8 @@ SNAPSHOT_MIN_INTERVAL_S = 0.5
 MAX_MISSING = 100_000
 
 
-def default_snapshot(sub: str) -> Optional[str]:
-    """The streamer's default snapshot endpoint for a --sub endpoint: port + 1 on tcp."""
-    u = urlparse(sub)
-    try:
-        port = u.port
-    except ValueError:
-        return None
-    if u.scheme != "tcp" or not port or port >= 65535:
-        return None
-    return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"
+#: the streamer's default snapshot endpoint for a --sub endpoint (:func:`streamer.schema.snapshot_endpoint`)
+default_snapshot = schema.snapshot_endpoint
 
 
 def curve_client(args):

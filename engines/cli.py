@@ -1,32 +1,22 @@
 """``emotrack engines build | list``: TensorRT engines of the emotion models.
 
-:func:`add_parsers` registers ``engines`` on the main parser's subparsers and
-sets ``engines_main``; TensorRT is imported only when a subcommand runs.
-Errors a user can cause raise streamer.errors subclasses (one line, non-zero exit).
+:func:`add_parser` registers ``engines`` on the main parser's subparsers and :func:`run`
+runs it (the convention of every command: :mod:`streamer.cli`); TensorRT is imported only
+when a subcommand runs.
+Errors a user can cause raise engines.errors classes (one line, non-zero exit).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-
-def _int_at_least(lo: int):
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {lo}")
-        return v
-    return conv
+from .argtypes import int_at_least
 
 
-def add_parsers(sub) -> None:
-    from .trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, MAX_BATCH_LIMIT, MAX_PROFILE_RATIO
+def add_parser(sub) -> None:
+    from .backends.trt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, MAX_BATCH_LIMIT, MAX_PROFILE_RATIO
 
     e = sub.add_parser("engines", help="build and list TensorRT engines of the models (NVIDIA GPU hosts)",
                        description="TensorRT engines built from the ONNX models, cached per model, GPU, "
@@ -40,67 +30,61 @@ def add_parsers(sub) -> None:
                                   "and pycuda on an NVIDIA GPU host.")
     b.add_argument("models", nargs="*", metavar="MODEL", help="ONNX model files (default: the shipped speech.onnx and music.onnx)")
     b.add_argument("--fp16", action="store_true", help="FP16 kernels where the GPU has fast FP16 (default: FP32)")
-    b.add_argument("--max-batch", type=_int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
+    b.add_argument("--max-batch", type=int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
                    help=f"largest batch the engine runs (<= {MAX_BATCH_LIMIT}; default {DEFAULT_MAX_BATCH})")
-    b.add_argument("--opt-batch", type=_int_at_least(1), default=None, metavar="N",
+    b.add_argument("--opt-batch", type=int_at_least(1), default=None, metavar="N",
                    help=f"batch the kernels are tuned for (max/{MAX_PROFILE_RATIO} <= N <= max; default "
                         "4, or max/16 when larger)")
-    b.add_argument("--workspace", type=_int_at_least(1), default=DEFAULT_WORKSPACE_MB, metavar="MB",
+    b.add_argument("--workspace", type=int_at_least(1), default=DEFAULT_WORKSPACE_MB, metavar="MB",
                    help=f"TensorRT builder workspace in MiB (default {DEFAULT_WORKSPACE_MB})")
     b.add_argument("--rebuild", action="store_true", help="build even if a valid engine is cached")
-    b.set_defaults(engines_main=cmd_build)
+    b.set_defaults(engines_run=cmd_build)
     ls = es.add_parser("list", help="list cached engines with their key fields",
                        description="List the cached engines: model, precision, batch profile (min/opt/max), "
                                    "GPU, compute capability, TensorRT version and the model's sha256.")
-    ls.set_defaults(engines_main=cmd_list)
+    ls.set_defaults(engines_run=cmd_list)
+
+
+def run(args) -> int:
+    return args.engines_run(args)
 
 
 def _default_models() -> list[Path]:
-    from .models import default_model_path
+    from .cards import default_model_path
 
     return [default_model_path("speech"), default_model_path("music")]
 
 
 def cmd_build(args) -> int:
-    from streamer.errors import BackendError, ModelError, ParameterError
+    from .backends.trt_build import Profile, get_engine, host_info
+    from .cards import load_card
+    from .errors import BackendError, ModelError
 
-    from .backends import BackendError as EngineBackendError
-    from .models import ModelCardError, load_card
-    from .trt_build import Profile, ProfileError, get_engine, host_info
-
-    try:
-        Profile.for_batch(args.max_batch, args.opt_batch)
-    except ProfileError as exc:
-        raise ParameterError(str(exc)) from None
+    Profile.for_batch(args.max_batch, args.opt_batch)
     try:
         host = host_info()
-    except EngineBackendError as exc:
+    except BackendError as exc:
         raise BackendError(f"engines build needs TensorRT 10 and pycuda on an NVIDIA GPU host: {exc}") from None
     models = [Path(m) for m in args.models] or _default_models()
     for m in models:
         try:
             load_card(m)  # the model exists and matches its card (the card fixes the input's dims)
-        except ModelCardError as exc:
+        except ModelError as exc:
             if "card not found" not in str(exc):
-                raise ModelError(str(exc)) from None
+                raise
     print(f"GPU {host['gpu_name']} (compute capability {host['compute_capability']}), "
           f"TensorRT {host['trt_version']}", file=sys.stderr)
     for m in models:
         t0 = time.monotonic()
-        try:
-            plan, path, built = get_engine(m, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
-                                           workspace_mb=args.workspace, rebuild=args.rebuild)
-        except ProfileError as exc:
-            raise ParameterError(str(exc)) from None
-        except EngineBackendError as exc:
-            raise BackendError(str(exc)) from None
+        plan, path, built = get_engine(m, fp16=args.fp16, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                                       workspace_mb=args.workspace, rebuild=args.rebuild)
         what = f"built in {time.monotonic() - t0:.1f} s" if built else "valid engine already cached"
         print(f"{m.name}: {path} ({len(plan) / 1e6:.1f} MB, {what})")
     return 0
 
 
 def cmd_list(args) -> int:
-    from .trt_build import cache_dir, list_cached_engines
+    from .backends.trt_build import cache_dir, list_cached_engines
 
     rows = list_cached_engines()
     if not rows:

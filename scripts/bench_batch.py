@@ -7,7 +7,7 @@ Two workloads cut from examples/heldout_mix.ogg (shipped models, ONNX Runtime, 1
   long      one programme of M minutes (the example looped, Opus ogg), split into --chunk
             second chunks on the cluster (one process never splits)
 
-For each workload, the same `streamer.batch.run_batch` call runs
+For each workload, the same `streamer.ops.batch.run_batch` call runs
 
   (a) in this process (`emotrack batch --no-ray`), and
   (b) on a local Ray cluster of --workers CPUs (`emotrack batch --ray local`),
@@ -120,7 +120,7 @@ def tree_cpu() -> float:
 
 def run(inputs: list[str], out: Path, chunk: float, ray_mode) -> tuple[float, float, object]:
     """(wall s, CPU s of this process tree, summary) of one run_batch call."""
-    from streamer.batch import RunConfig, run_batch
+    from streamer.ops.batch import RunConfig, run_batch
 
     shutil.rmtree(out, ignore_errors=True)
     c0, t0 = tree_cpu(), time.monotonic()
@@ -142,7 +142,7 @@ def proxy_rate(publishers: int, per_publisher: int) -> dict:
 
     import zmq
 
-    from streamer.proxy import Proxy
+    from streamer.ops.proxy import Proxy
     from streamer.publish import Publisher
 
     def port():

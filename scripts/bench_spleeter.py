@@ -6,7 +6,7 @@ On the first --seconds (default 60) of examples/heldout_mix.ogg (16 kHz mono):
   own    Spleeter's own TensorFlow graph (spleeter.separator.Separator's graph-once
          pieces: STFT, U-Nets, masks, inverse STFT in TF) on the whole signal,
          resampled to 44.1 kHz stereo beforehand (not timed);
-  ours   streamer.spleeter_backend.SpleeterSeparator fed in --block second blocks,
+  ours   streamer.separation.spleeter.SpleeterSeparator fed in --block second blocks,
          16 kHz in and out (resampling both ways, STFT, masks, overlap-add timed);
   onnx   (with --onnx) the same with runtime="onnx" (U-Nets exported by
          training.spleeter_onnx, run by ONNX Runtime).
@@ -65,7 +65,7 @@ def worker(path: str, model_dir: str, seconds: float, block: float, repeats: int
     import soxr
 
     sys.path.insert(0, str(REPO))
-    from streamer import spleeter_backend as sb
+    from streamer.separation import spleeter as sb
 
     x = _load(seconds)
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Cross-channel batching: one inference engine serves several streams.
 
-Two flavours share :class:`BatchedInference` (one :class:`~engines.models.LoadedModel`
+Two flavours share :class:`BatchedInference` (one :class:`~engines.runtime.LoadedModel`
 per source, any :class:`~engines.backends.Backend`: ONNX Runtime, TensorRT):
 
 - :func:`run_batched` drives several replays in lock-step rounds in ONE thread:

@@ -47,6 +47,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sp_fft
 
+from . import dsp
 from .features import DEFAULT_PARAMS, delta, frame_log_mel, frames_of, loudness_normalise, mfcc_from_logmel
 
 #: bump when the feature definition changes (invalidates the caches)
@@ -64,9 +65,6 @@ ACF_LAGS_S = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0)  # 
 MOD_BAND_GROUPS = 8                      # log-mel bands 0-7, 8-15, ... for the modulation spectrum
 MOD_EDGES_HZ = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 32.0))
 
-# Krumhansl-Kessler key profiles (Krumhansl 1990), C major / C minor.
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def _stats5(a: np.ndarray) -> np.ndarray:
@@ -79,20 +77,14 @@ def _stats2(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a.mean(0), a.std(0)])
 
 
-@lru_cache(maxsize=4)
 def _chroma_map(n_fft: int = CHROMA_FFT) -> np.ndarray:
     """Bins 55 Hz - 5 kHz of an ``n_fft`` STFT -> 12 pitch classes (C=0) [shape=(12, bins)]."""
-    f = np.fft.rfftfreq(n_fft, 1.0 / SR)
-    m = np.zeros((12, f.size), np.float32)
-    ok = (f >= 55.0) & (f <= 5000.0)
-    pc = np.round(12.0 * np.log2(f[ok] / 440.0) + 9.0).astype(int) % 12  # A=9
-    m[pc, np.flatnonzero(ok)] = 1.0
-    return m
+    return dsp.chroma_map(n_fft, 55.0, 5000.0)
 
 
 @lru_cache(maxsize=2)
 def _f0_window_acf() -> tuple[np.ndarray, np.ndarray]:
-    w = np.hanning(F0_FRAME).astype(np.float32)
+    w = dsp.hann(F0_FRAME, periodic=False)
     r = np.fft.irfft(np.abs(np.fft.rfft(w, 2 * F0_FRAME)) ** 2)[:F0_FRAME]
     return w, (r / r[0]).astype(np.float32)
 
@@ -289,8 +281,7 @@ def features(x: np.ndarray) -> np.ndarray:
     x = loudness_normalise(x)
     p = DEFAULT_PARAMS
     fr = frames_of(x, p)
-    win = np.hanning(p.win_length + 1)[:-1].astype(np.float32)
-    S = np.abs(sp_fft.rfft(fr * win, n=p.n_fft, axis=1)).astype(np.float32)
+    S = np.abs(dsp.rfft_frames(fr, dsp.hann(p.win_length + 1, periodic=False)[:-1], p.n_fft)).astype(np.float32)
     lm = np.maximum(frame_log_mel(fr, p), 20 * np.log10(p.amin))            # [T, 64] dB
     rms_db = 10 * np.log10(np.mean(fr.astype(np.float64) ** 2, 1) + 1e-12)
     act = rms_db > rms_db.max() + ACTIVE_DB
@@ -326,17 +317,15 @@ def features(x: np.ndarray) -> np.ndarray:
     out.append(np.array(pf, np.float64))
 
     # chroma and key
-    xc = np.pad(x, (0, max(0, CHROMA_FFT - x.size)))
-    cf = np.lib.stride_tricks.sliding_window_view(xc, CHROMA_FFT)[::CHROMA_HOP]
-    C = (np.abs(sp_fft.rfft(cf * np.hanning(CHROMA_FFT).astype(np.float32), axis=1)) ** 2) @ _chroma_map().T
+    C = dsp.magnitude_stft(x, CHROMA_FFT, CHROMA_HOP, dsp.hann(CHROMA_FFT, periodic=False)) ** 2 @ _chroma_map().T
     ce = C.sum(1)
     keep = ce > ce.max() * 1e-3 if ce.max() > 0 else np.ones(len(C), bool)
     Cn = C[keep] / np.maximum(C[keep].max(1, keepdims=True), 1e-12)
     out.append(_stats2(Cn))
     prof = Cn.mean(0)
     if np.ptp(prof) > 0:
-        maj = max(np.corrcoef(prof, np.roll(_KK_MAJOR, k))[0, 1] for k in range(12))
-        mnr = max(np.corrcoef(prof, np.roll(_KK_MINOR, k))[0, 1] for k in range(12))
+        maj = max(np.corrcoef(prof, np.roll(dsp.KK_MAJOR, k))[0, 1] for k in range(12))
+        mnr = max(np.corrcoef(prof, np.roll(dsp.KK_MINOR, k))[0, 1] for k in range(12))
     else:
         maj = mnr = 0.0
     cflux = np.mean(np.linalg.norm(np.diff(Cn, axis=0), axis=1)) if len(Cn) > 1 else 0.0

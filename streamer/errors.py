@@ -1,43 +1,10 @@
-"""One root exception for emotrack, and the few kinds users see.
+"""The exception tree users see, re-exported from :mod:`engines.errors` (its one definition).
 
-Every error a user can cause (bad path, undecodable audio, bad option value, a
-missing model) is an :class:`EmotrackError` whose message is one line that names
-the bad value and says what to do.  The CLI prints ``emotrack: <message>`` and
-exits non-zero; it never shows a traceback for these.
+streamer, clients and training import it from here or from engines.errors: the
+classes are the same objects.
 """
 
+from engines.errors import (BackendError, EmotrackError, EndpointError, InputError, ModelError,  # noqa: F401
+                            ParameterError)
 
-class EmotrackError(Exception):
-    """Root of every error emotrack raises on purpose."""
-
-    exit_code = 1
-
-
-class ParameterError(EmotrackError, ValueError):
-    """A parameter value is out of range or of the wrong kind."""
-
-    exit_code = 2
-
-
-class InputError(EmotrackError):
-    """An input (file, URL, device, stdin) cannot be opened or decoded."""
-
-    exit_code = 3
-
-
-class ModelError(EmotrackError):
-    """A model file or its card is missing, inconsistent or unusable."""
-
-    exit_code = 4
-
-
-class BackendError(EmotrackError):
-    """An inference backend is unavailable on this host."""
-
-    exit_code = 5
-
-
-class EndpointError(EmotrackError):
-    """A network endpoint is busy (address in use) or unreachable."""
-
-    exit_code = 6
+__all__ = ["EmotrackError", "ParameterError", "InputError", "ModelError", "BackendError", "EndpointError"]

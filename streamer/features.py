@@ -29,6 +29,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sp_fft
 
+from . import dsp
 from .errors import ParameterError
 from .loudness import integrated_loudness, normalisation_gain_db
 
@@ -37,7 +38,7 @@ FEATURE_VERSION = 1
 
 @dataclass(frozen=True)
 class FeatureParams:
-    sample_rate: int = 16000
+    sample_rate: int = dsp.SAMPLE_RATE
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
@@ -73,43 +74,9 @@ class FeatureParams:
 DEFAULT_PARAMS = FeatureParams()
 
 
-def _hz_to_mel(f):
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
-    f = np.asarray(f, dtype=np.float64)
-    f_sp, min_log_hz, min_log_mel = 200.0 / 3, 1000.0, 15.0
-    logstep = np.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-9) / min_log_hz) / logstep,
-                    f / f_sp)
-
-
-def _mel_to_hz(m):
-    m = np.asarray(m, dtype=np.float64)
-    f_sp, min_log_hz, min_log_mel = 200.0 / 3, 1000.0, 15.0
-    logstep = np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
-@lru_cache(maxsize=8)
 def mel_filterbank(params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Slaney-normalised triangular filters [shape=(n_mels, n_fft // 2 + 1)]."""
-    fft_freqs = np.linspace(0.0, params.sample_rate / 2.0, params.n_fft // 2 + 1)
-    hz = _mel_to_hz(np.linspace(_hz_to_mel(params.fmin), _hz_to_mel(params.fmax), params.n_mels + 2))
-    lower = (fft_freqs[None, :] - hz[:-2, None]) / (hz[1:-1] - hz[:-2])[:, None]
-    upper = (hz[2:, None] - fft_freqs[None, :]) / (hz[2:] - hz[1:-1])[:, None]
-    fb = np.maximum(0.0, np.minimum(lower, upper))
-    fb *= (2.0 / (hz[2:] - hz[:-2]))[:, None]
-    fb = fb.astype(np.float32)
-    fb.setflags(write=False)
-    return fb
-
-
-@lru_cache(maxsize=8)
-def _window(params: FeatureParams) -> np.ndarray:
-    """Periodic Hann of win_length (frames are zero-padded to n_fft by the FFT)."""
-    n = params.win_length
-    w = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
-    w.setflags(write=False)
-    return w
+    """Slaney-normalised triangular filters [shape=(n_mels, n_fft // 2 + 1)] (:func:`streamer.dsp.mel_filterbank`)."""
+    return dsp.mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
 
 
 def window_gain_db(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> float:
@@ -133,7 +100,7 @@ def _raw_floor(params: FeatureParams) -> float:
 
 def frame_log_mel(frames: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
     """Un-normalised log-mel dB [shape=(n, n_mels)] of frames [shape=(n, win_length)]."""
-    spec = np.abs(sp_fft.rfft(frames * _window(params), n=params.n_fft, axis=1))
+    spec = np.abs(dsp.rfft_frames(frames, dsp.hann(params.win_length), params.n_fft))
     mel = spec @ mel_filterbank(params).T
     return (20.0 * np.log10(np.maximum(mel, _raw_floor(params)))).astype(np.float32, copy=False)
 
@@ -141,7 +108,7 @@ def frame_log_mel(frames: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) ->
 def frames_of(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
     """Frames of win_length every hop_length [shape=(n_frames, win_length)] (a view)."""
     n = params.n_frames(x.size)
-    return np.lib.stride_tricks.sliding_window_view(x, params.win_length)[::params.hop_length][:n]
+    return dsp.frames(x, params.win_length, params.hop_length)[:n]
 
 
 def log_mel(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -244,7 +211,7 @@ class LogMelStream:
         first = max(self.done, last - self.cap + 1)
         start = first * p.hop_length
         span = ring.view(start, (last - first) * p.hop_length + p.win_length)
-        frames = np.lib.stride_tricks.sliding_window_view(span, p.win_length)[::p.hop_length]
+        frames = dsp.frames(span, p.win_length, p.hop_length)
         lm = frame_log_mel(frames, p)
         for i, k in enumerate(range(first, last + 1)):
             j = k % self.cap

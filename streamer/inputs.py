@@ -14,16 +14,73 @@ Training (:mod:`training.recipe`) and streaming build a window's inputs with
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from engines.models import INPUT_KINDS
 
 from . import descriptors, music_descriptors
-from .errors import ParameterError
-from .features import DEFAULT_PARAMS, FeatureParams, extract, loudness_normalise
+from .errors import ModelError, ParameterError
+from .features import (DEFAULT_PARAMS, FEATURE_VERSION, FeatureParams, LogMelStream, extract,
+                       loudness_normalise)
+from .window import RingBuffer, Window, WindowStream
 
-__all__ = ["INPUT_KINDS", "input_shape", "stack_inputs", "window_inputs"]
+__all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_versions", "input_shape",
+           "input_versions", "stack_inputs", "window_inputs"]
+
+#: the inputs the streamer computes for a window, and their shapes (a card's ``inputs`` name them)
+INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform")
+INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
+                   "music_descriptors": "[N, descriptors]", "waveform": "[N, samples]"}
+INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
+#: bump when the ``waveform`` input changes (the R128-normalised window)
+WAVEFORM_VERSION = 1
+#: the version of each input's definition, beside it in its module; a model card records the
+#: versions its model was trained on (``input_versions``) and the streamer refuses other ones
+INPUT_VERSIONS = {"features": FEATURE_VERSION, "handcrafted": descriptors.HANDCRAFTED_VERSION,
+                  "music_descriptors": music_descriptors.MUSIC_DESCRIPTOR_VERSION, "waveform": WAVEFORM_VERSION}
+
+
+def input_versions(names: Sequence[str]) -> dict[str, int]:
+    """``input_versions`` for the card of a model that reads ``names``."""
+    return {n: INPUT_VERSIONS[n] for n in names}
+
+
+def check_input_versions(card: dict, model_id: str = "") -> None:
+    """Refuse (one-line :class:`ModelError`) a card whose recorded input versions differ from the
+    definitions this emotrack computes.  A card that records none (written before versions were
+    recorded) is taken as it is: its feature parameters are still checked."""
+    recorded = card.get("input_versions") or {}
+    names = card["inputs"] if isinstance(card.get("inputs"), dict) else [i["name"] for i in card.get("inputs", [])]
+    bad = [n for n in names if n in recorded and recorded[n] != INPUT_VERSIONS.get(n)]
+    if bad:
+        what = ", ".join(f"{n} version {recorded[n]} (this emotrack computes version {INPUT_VERSIONS.get(n)})"
+                         for n in bad)
+        raise ModelError(f"model {model_id or card.get('id', '?')} was trained on {what}; retrain it or use "
+                         "the emotrack version it was trained with")
+
+
+def check_card_inputs(card: dict, onnx_path: Path) -> None:
+    """Refuse (one-line :class:`ModelError`) a card whose inputs the streamer cannot compute, whose
+    input shapes are malformed, or whose input versions differ from this emotrack's."""
+    names = sorted(card["inputs"])
+    if card.get("streamable") is False or not names or any(n not in INPUT_KINDS for n in names):
+        raise ModelError(f"{onnx_path.name} takes inputs {names}; the streamer computes "
+                         f"{', '.join(INPUT_KINDS)}: it can be evaluated offline (emotrack evaluate) but not "
+                         "streamed")
+    for n, spec in card["inputs"].items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(shape, list) or len(shape) != INPUT_RANKS[n]:
+            raise ModelError(f"model card {onnx_path.with_suffix('.json')}: inputs.{n}.shape must be "
+                             f"{INPUT_SHAPE_DOC[n]}")
+    check_input_versions(card)
+
+
+def load_streamable(path, source: str, backend: str = "auto", threads: Optional[int] = None):
+    """:func:`engines.runtime.load_model` of a model the streamer can feed (:func:`check_card_inputs`)."""
+    from engines.runtime import load_model
+
+    return load_model(path, source, backend=backend, threads=threads, check=check_card_inputs)
 
 
 def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAMS) -> tuple[int, ...]:
@@ -61,3 +118,34 @@ def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = D
 def stack_inputs(per_window: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One batch from the inputs of several windows (each a :func:`window_inputs` dict)."""
     return {n: np.stack([w[n] for w in per_window]) for n in per_window[0]}
+
+
+class InputWindowStream(WindowStream):
+    """A :class:`~streamer.window.WindowStream` that also hands out each window's model inputs,
+    with the log-mel frames of every stem computed once per stream (:class:`LogMelStream`)."""
+
+    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int,
+                 params: Optional[FeatureParams] = None):
+        super().__init__(specs, block_max)
+        #: per-stem log-mel frames, computed once (when feature params are given)
+        self.mels = {stem: LogMelStream(self.capacity, params) for stem in self.rings} if params else {}
+        self.params = params
+
+    def written(self, stem: str, ring: RingBuffer) -> None:
+        if stem in self.mels:
+            self.mels[stem].update(ring)
+
+    def features(self, w: Window) -> np.ndarray:
+        """Model input of window ``w``: cached frames when on the frame grid, else computed."""
+        stem = self.windowers[w.key][0]
+        mel = self.mels.get(stem)
+        n = self.params.n_frames(w.samples.size)
+        if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
+            return mel.window_features(w.samples, w.start, n)
+        return extract(w.samples, self.params)
+
+    def inputs(self, w: Window, names) -> dict[str, np.ndarray]:
+        """Model inputs ``names`` of window ``w`` (:func:`window_inputs`), the log-mel ``features``
+        from the frame cache where it covers the window."""
+        feats = self.features(w) if "features" in names else None
+        return window_inputs(w.samples, names, self.params, features=feats)

@@ -45,9 +45,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
 from scipy.ndimage import median_filter
 
+from . import dsp
 from .features import DEFAULT_PARAMS, loudness_normalise
 
 #: bump when the definition changes (invalidates the caches)
@@ -65,9 +65,6 @@ MELODY_BINS = (120, 480)                  # 10-cent salience bins: 110 Hz .. 880
 SALIENCE_F0 = 55.0 * 2 ** (np.arange(600) / 120.0)   # 55 Hz .. 1.76 kHz in 10 cents
 _FREQS = np.fft.rfftfreq(NFFT, 1.0 / SR)
 
-# Krumhansl-Kessler key profiles (Krumhansl 1990), C major / C minor.
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def feature_names() -> list[str]:
@@ -85,9 +82,7 @@ def feature_names() -> list[str]:
 
 def _stft(x: np.ndarray, n_fft: int = NFFT, hop: int = HOP) -> np.ndarray:
     """Magnitude STFT [frames, n_fft // 2 + 1] (Hann frames of ``n_fft`` samples every ``hop``)."""
-    x = np.pad(x, (0, max(0, n_fft - x.size)))
-    fr = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    return np.abs(sp_fft.rfft(fr * np.hanning(n_fft).astype(np.float32), axis=1)).astype(np.float32)
+    return dsp.magnitude_stft(x, n_fft, hop, dsp.hann(n_fft, periodic=False))
 
 
 def hpss(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,15 +94,9 @@ def hpss(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return S * m, S * (1 - m)
 
 
-@lru_cache(maxsize=1)
 def _chroma_map() -> np.ndarray:
     """STFT bins 55 Hz - 2 kHz (below :data:`HPSS_BINS`) -> 12 pitch classes, C = 0 [12, HPSS_BINS]."""
-    f = _FREQS[:HPSS_BINS]
-    ok = (f >= 55) & (f <= 2000)
-    pc = np.round(12 * np.log2(np.maximum(f, 1) / 440.0) + 9).astype(int) % 12
-    m = np.zeros((12, f.size), np.float32)
-    m[pc[ok], np.flatnonzero(ok)] = 1
-    return m
+    return dsp.chroma_map(NFFT, 55.0, 2000.0, HPSS_BINS)
 
 
 @lru_cache(maxsize=1)
@@ -122,8 +111,8 @@ def _triads() -> np.ndarray:
 
 def _key_correlations(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pearson correlation of a chroma profile with the 12 major and the 12 minor key profiles."""
-    maj = np.array([np.corrcoef(profile, np.roll(_KK_MAJOR, k))[0, 1] for k in range(12)])
-    mnr = np.array([np.corrcoef(profile, np.roll(_KK_MINOR, k))[0, 1] for k in range(12)])
+    maj = np.array([np.corrcoef(profile, np.roll(dsp.KK_MAJOR, k))[0, 1] for k in range(12)])
+    mnr = np.array([np.corrcoef(profile, np.roll(dsp.KK_MINOR, k))[0, 1] for k in range(12)])
     return maj, mnr
 
 

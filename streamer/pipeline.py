@@ -18,17 +18,18 @@ import numpy as np
 
 from . import adapt, features as F
 from .errors import EmotrackError, ModelError
-from .inputs import input_shape, stack_inputs
+from .inputs import InputWindowStream, check_input_versions, input_shape, stack_inputs
 from .schema import QUADRANTS
 from .separation import Separator
 from .sources import SAMPLE_RATE, Source
-from .window import Window, WindowStream
+from .window import Window, WindowPlan
 
 QUADRANT_INDEX = {q: i for i, q in enumerate(QUADRANTS)}
 
 
 def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> None:
     """Refuse a model trained on other features than this streamer computes."""
+    check_input_versions(model.card, model.id)
     card_params = model.card.get("features", {})
     if card_params != params.to_dict():
         diff = sorted(k for k in set(card_params) | set(params.to_dict())
@@ -102,17 +103,14 @@ class Pipeline:
         self.streams = {src: a.new_stream() for src, a in self.adaptation.items()}
         for src, m in models.items():
             check_model_features(m, params)
-            win = int(round(float(m.card["window_s"]) * SAMPLE_RATE))
+            plan = WindowPlan.from_card(m.card, (hops_s or {}).get(src), src)
             # One call before the stream starts: the runtime allocates its buffers
             # here, not inside the first live hop.
-            m.predict({n: np.zeros((1, *input_shape(n, win, params)), np.float32) for n in m.input_names})
-            hop_s = float((hops_s or {}).get(src) or m.card["hop_s"])
-            if hop_s <= 0:
-                raise EmotrackError(f"--{src}-hop {hop_s} must be > 0")
-            self.hops_s[src] = hop_s
+            m.predict({n: np.zeros((1, *input_shape(n, plan.length, params)), np.float32) for n in m.input_names})
+            self.hops_s[src] = plan.hop_s
             stem = "mix" if separator.identity else src
-            specs[src] = (stem, win, int(round(hop_s * SAMPLE_RATE)))
-        self.windows = WindowStream(specs, self.block_max, params)
+            specs[src] = (stem, plan.length, plan.hop)
+        self.windows = InputWindowStream(specs, self.block_max, params)
         self.stats = RunStats()
 
     def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:

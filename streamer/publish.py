@@ -27,18 +27,8 @@ DEFAULT_PUB = "tcp://127.0.0.1:5556"
 SNAPSHOT_REQUEST = b"SNAPSHOT"
 
 
-def snapshot_endpoint_for(pub: Optional[str]) -> Optional[str]:
-    """The default snapshot endpoint: the PUB port + 1 on tcp, else None (off)."""
-    u = urlparse(pub or "")
-    if u.scheme != "tcp":
-        return None
-    try:
-        port = u.port
-    except ValueError:
-        return None
-    if not port or port >= 65535:
-        return None
-    return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"
+#: the PUB port + 1 on tcp, else None (:func:`streamer.schema.snapshot_endpoint`)
+snapshot_endpoint_for = schema.snapshot_endpoint
 
 
 def bound_socket(ctx, kind: int, endpoint: str, *, hwm: int, linger_ms: int, curve, what: str, advice: str):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 SCHEMA_VERSION = 1
 TOPIC_SPEECH = "emotion.speech"
@@ -150,3 +150,18 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
         raise SchemaError(f"body is not UTF-8 JSON: {exc}") from None
     validate(topic, body)
     return topic, body
+
+
+def snapshot_endpoint(pub: Optional[str]) -> Optional[str]:
+    """The default snapshot endpoint of a PUB endpoint (the Clone pattern's late-joiner socket): the PUB
+    port + 1 on tcp, else None (off).  The streamer binds it, subscribers ask it: one rule for both."""
+    from urllib.parse import urlparse
+
+    u = urlparse(pub or "")
+    try:
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme != "tcp" or not port or port >= 65535:
+        return None
+    return f"tcp://{u.netloc.rsplit(':', 1)[0]}:{port + 1}"

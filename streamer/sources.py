@@ -32,9 +32,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .dsp import SAMPLE_RATE
 from .errors import InputError, ParameterError
 
-SAMPLE_RATE = 16000
 #: URL schemes ffmpeg may open for a user; anything else (concat:, subfile:,
 #: a playlist pointing at local files...) is refused.
 ALLOWED_URL_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp", "srt", "udp", "file")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
+from .schema import QUADRANTS  # noqa: F401 - the quadrant names are the message schema's
 
 #: (valence sign, arousal sign) of each quadrant.
 QUADRANT_SIGNS = {"Q1": (1.0, 1.0), "Q2": (-1.0, 1.0), "Q3": (-1.0, -1.0), "Q4": (1.0, -1.0)}

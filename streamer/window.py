@@ -7,6 +7,10 @@ per source: speech and music windows differ) read the same ring.
 
 Chunking does not matter: pushing a signal in blocks of any sizes yields exactly
 the windows sliced from the whole signal (tested).
+
+:class:`WindowPlan` says where windows lie (length and hop in samples, from a
+model card and the user's hop override); the rings here know nothing of
+features: :class:`streamer.inputs.InputWindowStream` adds the model inputs.
 """
 
 from __future__ import annotations
@@ -16,9 +20,31 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .errors import ParameterError
-from .features import FeatureParams, LogMelStream, extract
-from .inputs import window_inputs
+from .dsp import SAMPLE_RATE
+from .errors import EmotrackError, ParameterError
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where one source's windows lie: ``length`` and ``hop`` in samples (16 kHz); ``hop_s``
+    is the hop as given in seconds."""
+
+    length: int
+    hop: int
+    hop_s: float
+
+    @classmethod
+    def from_card(cls, card: dict, hop_s: Optional[float] = None, source: str = "") -> "WindowPlan":
+        """The card's ``window_s``, and its ``hop_s`` unless ``hop_s`` (``--<source>-hop``) overrides it."""
+        hop = float(hop_s or card["hop_s"])
+        if hop <= 0:
+            raise EmotrackError(f"--{source}-hop {hop} must be > 0")
+        return cls(int(round(float(card["window_s"]) * SAMPLE_RATE)), int(round(hop * SAMPLE_RATE)), hop)
+
+
+def window_plans(cards: dict, hops_s: Optional[dict] = None) -> dict[str, WindowPlan]:
+    """:class:`WindowPlan` per source of ``cards`` ({source: model card}), with ``hops_s`` overrides."""
+    return {src: WindowPlan.from_card(card, (hops_s or {}).get(src), src) for src, card in cards.items()}
 
 
 class RingBuffer:
@@ -110,31 +136,15 @@ class WindowStream:
     (no separation) are written once.
     """
 
-    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int,
-                 params: Optional[FeatureParams] = None):
+    def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int):
         self.max_length = max(length for _, length, _ in specs.values())
         self._piece = max(1, int(block_max))
-        cap = self.max_length + self._piece
-        self.rings = {stem: RingBuffer(cap) for stem, _, _ in specs.values()}
+        self.capacity = self.max_length + self._piece
+        self.rings = {stem: RingBuffer(self.capacity) for stem, _, _ in specs.values()}
         self.windowers = {key: (stem, Windower(key, length, hop)) for key, (stem, length, hop) in specs.items()}
-        #: per-stem log-mel frames, computed once (when feature params are given)
-        self.mels = {stem: LogMelStream(cap, params) for stem in self.rings} if params else {}
-        self.params = params
 
-    def features(self, w: Window) -> np.ndarray:
-        """Model input of window ``w``: cached frames when on the frame grid, else computed."""
-        stem = self.windowers[w.key][0]
-        mel = self.mels.get(stem)
-        n = self.params.n_frames(w.samples.size)
-        if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
-            return mel.window_features(w.samples, w.start, n)
-        return extract(w.samples, self.params)
-
-    def inputs(self, w: Window, names) -> dict[str, np.ndarray]:
-        """Model inputs ``names`` of window ``w`` (:func:`streamer.inputs.window_inputs`), the
-        log-mel ``features`` from the frame cache where it covers the window."""
-        feats = self.features(w) if "features" in names else None
-        return window_inputs(w.samples, names, self.params, features=feats)
+    def written(self, stem: str, ring: RingBuffer) -> None:
+        """Called after every write into ``stem``'s ring (a subclass caches what it derives)."""
 
     def push(self, stems: dict[str, np.ndarray]) -> Iterator[list[Window]]:
         """Write one block per stem (equal lengths); yield the completed windows.
@@ -147,8 +157,7 @@ class WindowStream:
         for i in range(0, n, self._piece):
             for stem, ring in self.rings.items():
                 ring.write(stems[stem][i:i + self._piece])
-                if stem in self.mels:
-                    self.mels[stem].update(ring)
+                self.written(stem, ring)
             done = [win for stem, w in self.windowers.values() for win in w.ready(self.rings[stem])]
             if done:
                 yield done

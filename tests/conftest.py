@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -12,13 +11,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.dsp import SAMPLE_RATE
 from streamer.features import DEFAULT_PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
 # TensorRT engines built by tests on a GPU host go to a throwaway cache (subprocesses inherit it).
 os.environ.setdefault("EMOTRACK_ENGINE_CACHE", tempfile.mkdtemp(prefix="emotrack-engines-"))
 DATA = Path(os.environ.get("EMOTRACK_DATA", REPO.parent / "shared" / "data"))
-SR = 16000
+SR = SAMPLE_RATE
+
+
+#: mark -> (modules its stack needs, what to install); a marked test skips, with the reason, where one is missing
+MARK_STACKS = {
+    "training": (("tensorflow", "sklearn"), "the training extra (pip install -e '.[training]')"),
+    "gpu": (("tensorrt", "pycuda"), "TensorRT and pycuda on an NVIDIA GPU host (pip install 'emotrack[gpu]')"),
+}
+
+
+def _missing(modules) -> list[str]:
+    import importlib.util
+
+    out = []
+    for m in modules:
+        try:
+            if importlib.util.find_spec(m) is None:
+                out.append(m)
+        except (ImportError, ValueError):
+            out.append(m)
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``training`` or ``gpu`` skip with a reason where their stack is not installed,
+    instead of failing on the first import."""
+    missing = {mark: _missing(mods) for mark, (mods, _) in MARK_STACKS.items()}
+    for item in items:
+        for mark, (_, need) in MARK_STACKS.items():
+            if missing[mark] and item.get_closest_marker(mark):
+                item.add_marker(pytest.mark.skip(reason=f"{', '.join(missing[mark])} not installed: needs {need}"))
 
 
 @pytest.fixture
@@ -44,7 +74,8 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from engines.models import sha256_of
+    from engines.cards import ModelCard, sha256_of
+    from streamer.inputs import input_versions
 
     frames = DEFAULT_PARAMS.n_frames(int(round(window_s * SR)))
     r = np.random.default_rng(seed)
@@ -92,13 +123,14 @@ def build_tiny_model(directory: Path, source: str, window_s: float, hop_s: float
         "id": model_id or f"tiny-{source}-{seed}", "source": source, "task": "test model (random weights)",
         "onnx": path.name, "onnx_sha256": sha256_of(path), "window_s": window_s, "hop_s": hop_s,
         "inputs": {input_name: {"shape": [None, *in_shape[1:]], "dtype": "float32"}},
+        "input_versions": input_versions([input_name]),
         "outputs": {"quadrant": {"shape": [None, 4], "labels": ["Q1", "Q2", "Q3", "Q4"]},
                     "va": {"shape": [None, 2], "labels": ["valence", "arousal"]},
                     "activity": {"shape": [None, 1]}},
         "features": DEFAULT_PARAMS.to_dict(), "training_data": "none", "protocol": "none",
         "metrics": {}, "licence": "test fixture",
     }
-    path.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    ModelCard(card).write(path, indent=1)
     return path
 
 

@@ -1,7 +1,7 @@
 """Keras builders of the seeds' architectures, with emotrack's output heads.
 
 One builder per seed architecture; :func:`build` picks one by name.  Every model
-ends in the heads the streamer expects (``engines.models.OUTPUTS``):
+ends in the heads the streamer expects (``engines.cards.OUTPUTS``):
 
 * ``quadrant``: softmax over Q1..Q4
 * ``va``: tanh, (valence, arousal) in [-1, 1]
@@ -35,6 +35,8 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+
+from streamer.dsp import SAMPLE_RATE
 
 #: input names each architecture takes, in order
 INPUTS = {
@@ -199,7 +201,7 @@ def custom_layers() -> dict:
         conv1d.  Built from Sin/Mul/Div/Add on a constant time grid (n = 0 handled by a
         constant mask), so tf2onnx exports it (it folds the filters to a constant)."""
 
-        def __init__(self, filters: int, length: int, sample_rate: int = 16000,
+        def __init__(self, filters: int, length: int, sample_rate: int = SAMPLE_RATE,
                      min_low_hz: float = 50.0, min_band_hz: float = 50.0, **kw):
             super().__init__(**kw)
             if length % 2 == 0:
@@ -443,7 +445,7 @@ def build_dnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
     return tf.keras.Model(inp, _heads(x, n_emotions), name="dnn")
 
 
-def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample_rate: int = 16000):
+def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample_rate: int = SAMPLE_RATE):
     """Seed 004's SincNet (Ravanelli & Bengio 2018) on ``waveform`` chunks, posteriors averaged."""
     import tensorflow as tf
     from tensorflow.keras import layers

@@ -18,10 +18,12 @@ from typing import Optional
 
 import numpy as np
 
+from streamer.dsp import SAMPLE_RATE
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Time both models and the feature extraction of their windows; print JSON."""
-    from engines.models import read_card
+    from engines.cards import read_card
     from streamer.inputs import stack_inputs, window_inputs
 
     from .export import time_forward
@@ -34,7 +36,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     rng = np.random.default_rng(0)
     for kind, rate in (("speech", 1.0), ("music", 0.5)):
         card = read_card(Path(a.models) / f"{kind}.onnx")
-        n = int(card["window_s"] * 16000)
+        n = int(card["window_s"] * SAMPLE_RATE)
         names = [i["name"] for i in card["inputs"]]
         x = (rng.standard_normal(n) * 0.05).astype(np.float32)
         t = time_forward(Path(a.models) / card["onnx"], stack_inputs([window_inputs(x, names)]), a.repeats)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -39,22 +38,24 @@ def op_types(path: Path) -> list[str]:
 
 def session(path: Path, threads: int = 1):
     """onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
+    from engines.backends import ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads, ["CPUExecutionProvider"])
 
 
-def check_parity(model, path: Path, x: np.ndarray, tol: float = 1e-4) -> float:
-    """Max abs difference of Keras vs onnxruntime on ``x``; raises if >= ``tol``."""
-    k = model(x, training=False)
-    o = dict(zip(["quadrant", "va", "activity"],
-                 session(path).run(["quadrant", "va", "activity"], {"features": x})))
-    diff = max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in o)
-    if not diff < tol:
-        raise RuntimeError(f"Keras vs onnxruntime parity failed: max abs diff {diff:.3g} >= {tol}")
+def check_parity(model, path: Path, feed: "dict | np.ndarray", tol: "float | None" = 1e-4) -> float:
+    """Max abs difference of Keras vs ONNX Runtime over every output of the exported model, on
+    ``feed`` (inputs by name; a bare array is the ``features`` input); raises if >= ``tol``
+    (None: only measures).  The one parity check of every export (models, recipes, separator)."""
+    if not isinstance(feed, dict):
+        feed = {"features": feed}
+    k = model(feed if len(feed) > 1 else next(iter(feed.values())), training=False)
+    s = session(path)
+    names = [o.name for o in s.get_outputs()]
+    o = dict(zip(names, s.run(names, feed)))
+    diff = max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in names)
+    if tol is not None and not diff < tol:
+        raise RuntimeError(f"Keras vs ONNX Runtime parity failed: max abs diff {diff:.3g} >= {tol}")
     return diff
 
 
@@ -77,7 +78,3 @@ def time_forward(path: Path, inputs: "int | dict", repeats: int = 50) -> dict:
             "threads": 1, "batch": 1, "runtime": "onnxruntime CPUExecutionProvider"}
 
 
-def write_card(card: dict, path: Path) -> Path:
-    """Write the model card JSON (sorted keys off, indented)."""
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path

@@ -309,7 +309,7 @@ def separator_from_name(name: str) -> SeparatorSpec:
 
     sep_id = name
     if name == "builtin":
-        from engines.models import sha256_of
+        from engines.cards import sha256_of
         p = separation.DEFAULT_SEPARATOR_MODEL
         if not p.exists():
             raise FileNotFoundError(f"--separator builtin needs {p} (python -m training.separator)")

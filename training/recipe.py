@@ -52,13 +52,14 @@ from typing import Optional
 
 import numpy as np
 
+from engines.cards import ModelCard, sha256_of
 from streamer import adapt, taxonomy
 from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
-from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
+from streamer.inputs import INPUT_KINDS, input_shape, input_versions, window_inputs
 
 from . import archs, corpora, evaluate, handcrafted, mixing, protocols
-from .export import OPSET, op_types, time_forward
+from .export import OPSET, check_parity, op_types, session, time_forward
 from .train import LICENCES
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -581,27 +582,6 @@ def export_model(model, cfg: dict, path: Path) -> Path:
     return path
 
 
-def session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def parity(model, path: Path, feed: dict, tol: float = 1e-4) -> float:
-    """Max abs difference of Keras vs ONNX Runtime over all outputs; raises if >= ``tol``."""
-    k = model(feed if len(feed) > 1 else next(iter(feed.values())), training=False)
-    s = session(path)
-    names = [o.name for o in s.get_outputs()]
-    o = dict(zip(names, s.run(names, feed)))
-    diff = max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in names)
-    if not diff < tol:
-        raise RuntimeError(f"Keras vs ONNX Runtime parity failed: max abs diff {diff:.3g} >= {tol}")
-    return diff
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def _uar(y: np.ndarray, p: np.ndarray, n: int) -> float:
@@ -891,7 +871,7 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
     """Export + parity + (with ``data``) test evaluation + model card."""
     onnx_path = onnx_path or out / f"{cfg['name']}.onnx"
     export_model(model, cfg, onnx_path)
-    diff = parity(model, onnx_path, probe)
+    diff = check_parity(model, onnx_path, probe)
     _log(f"exported {onnx_path}: Keras vs ONNX Runtime max abs diff {diff:.3g} "
          f"({time.time() - t_start:.1f} s so far)")
     metrics = {}
@@ -905,7 +885,7 @@ def finish(model, cfg: dict, out: Path, state: dict, probe: dict, data: Optional
                  + (f"; 8-class acc {e8['accuracy']} (majority {e8['chance_majority']})" if e8 else ""))
     timing = time_forward(onnx_path, probe, repeats=30)
     card = model_card(model, cfg, onnx_path, state, metrics, diff, timing, command, t_start, stopped)
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     _log(f"wrote {onnx_path.with_suffix('.json')}")
     return card
 
@@ -923,8 +903,6 @@ def licence(cfg: dict) -> str:
 def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
                command: str, t_start: float, stopped: str = "") -> dict:
     """A card in the format of engines/models/speech.json, plus the resolved recipe."""
-    from engines.models import sha256_of
-
     mc, shapes, names = mix_config(cfg), input_shapes(cfg), input_names(cfg)
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
                          "delta-delta after R128 normalisation); standardisation is inside the graph"),
@@ -962,6 +940,7 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "hop_s": mc.hop_s,
         "inputs": [{"name": n, "dtype": "float32", "shape": ["N", *shapes[n]], "description": desc[n]}
                    for n in names],
+        "input_versions": input_versions([n for n in names if n in INPUT_KINDS]),
         "outputs": outputs,
         "streamable": all(n in INPUT_KINDS for n in names),
         "features": DEFAULT_PARAMS.to_dict(),
@@ -1030,7 +1009,7 @@ def cmd_export(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from engines.models import ModelCardError, read_card
+    from engines.cards import ModelCardError, read_card
 
     p = Path(a.model)
     try:
@@ -1048,14 +1027,14 @@ def cmd_evaluate(a) -> int:
     else:
         print(text)
     if a.write_card:
-        from engines.models import sha256_of
+        from engines.cards import sha256_of
 
         card["metrics"] = res
         if a.split == "test" and not a.max_clips:
             cfg = saved_config(card["recipe"])
             card.update(held_out_extras(p, cfg, a.threads, card.get("adaptation")), licence=licence(cfg))
         card["onnx_sha256"] = sha256_of(p)
-        p.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        ModelCard(card).write(p)
     return 0
 
 

@@ -19,9 +19,10 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from streamer.dsp import SAMPLE_RATE
+
 from .paths import cache_root, data_root
 
-SAMPLE_RATE = 16000
 MAX_SECONDS = 60.0
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from engines.models import default_model_path
+from engines.cards import default_model_path
 from streamer.separation import make_separator, separate
 
 from . import corpora, evaluate, mixing
@@ -151,7 +151,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 ("EMOPIA test pieces (piano)", ("emopia",)))}
         print(name, json.dumps(res["sisdr_improvement_db"][name]), flush=True)
     if "spleeter" in seps:
-        from streamer.spleeter_backend import find_model_dir
+        from streamer.separation.spleeter import find_model_dir
 
         random = (find_model_dir() / "RANDOM_WEIGHTS").exists()
         res["notes"].append("spleeter ran Spleeter's real code path with " + (

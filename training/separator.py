@@ -42,6 +42,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from engines.cards import ModelCard
 from streamer.separation import STEMS, STFT, BuiltinSeparator, StftParams, log_power, separate, stft
 
 from . import corpora
@@ -204,14 +205,6 @@ def export(model, path: Path, p: StftParams = STFT) -> Path:
     return path
 
 
-def parity(model, path: Path, x: np.ndarray) -> float:
-    from .export import session
-
-    k = model(x, training=False)
-    o = dict(zip(["speech_mask", "presence"], session(path).run(["speech_mask", "presence"], {"features": x})))
-    return max(float(np.max(np.abs(np.asarray(k[n]) - o[n]))) for n in o)
-
-
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean signals."""
     est = est.astype(np.float64) - est.mean()
@@ -357,7 +350,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     model.save_weights(str(weights_path))
     history = prior + [dict(h, epoch=h["epoch"] + len(prior)) for h in history]
     export(model, onnx_path)
-    diff = parity(model, onnx_path, val["x"][:8, :STFT.chunk + 2 * STFT.context])
+    from .export import check_parity
+
+    diff = check_parity(model, onnx_path, val["x"][:8, :STFT.chunk + 2 * STFT.context], tol=None)
     if not diff < 1e-4:
         raise SystemExit(f"Keras vs ONNX Runtime parity failed: {diff:.3g}")
     log(f"exported {onnx_path} ({onnx_path.stat().st_size} bytes), parity max abs diff {diff:.2e}")
@@ -399,7 +394,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _read_card(onnx_path: Path) -> dict:
     """The card of a separator this module trained (``--eval-only``, ``--resume``); one line when it cannot."""
-    from engines.models import ModelCardError, read_card
+    from engines.cards import ModelCardError, read_card
 
     try:
         return read_card(onnx_path)
@@ -408,14 +403,14 @@ def _read_card(onnx_path: Path) -> dict:
 
 
 def _finish(a, card: dict, onnx_path: Path, sp: dict, log) -> int:
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
 
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     card["metrics"] = {"test": evaluate(onnx_path, *sp["test"], n=a.eval_mixtures),
                        "speed": time_separator(onnx_path)}
     card["onnx_sha256"] = sha256_of(onnx_path)
     card["onnx_bytes"] = onnx_path.stat().st_size
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard(card).write(onnx_path)
     log(json.dumps(card["metrics"]))
     return 0
 

@@ -32,7 +32,7 @@ RANDOM_MARKER = "RANDOM_WEIGHTS"
 
 def _calibration_input(rng: np.random.Generator, params: dict) -> np.ndarray:
     """Magnitude patch [1, T, F, 2] of a synthetic signal (tones, noise)."""
-    from streamer.spleeter_backend import stft
+    from streamer.separation.spleeter import stft
 
     sr, hop = params["sample_rate"], params["frame_step"]
     n = params["T"] * hop

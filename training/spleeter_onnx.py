@@ -3,7 +3,7 @@
 The cut is the one TensorRT can build: the two U-Nets on magnitude patches, as
 Spleeter feeds them (``EstimatorSpecBuilder``: ``|STFT|`` cut into segments of T
 frames, the first F bins, both channels).  STFT, ratio masks and inverse STFT stay
-outside (numpy in :mod:`streamer.spleeter_backend`, ``runtime="onnx"``)::
+outside (numpy in :mod:`streamer.separation.spleeter`, ``runtime="onnx"``)::
 
     input   mix_spectrogram       [N, T, F, 2] float32  (N segments; T = 512, F = 1024)
     output  vocals_logits         [N, T, F, 2] float32  (the U-Net's last conv, before its sigmoid)
@@ -99,7 +99,7 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
     import tf2onnx
 
     from streamer.errors import ModelError, ParameterError
-    from streamer.spleeter_backend import MODEL_NAME, checkpoint_prefix, load_params, stft
+    from streamer.separation.spleeter import MODEL_NAME, checkpoint_prefix, load_params, stft
 
     tf.get_logger().setLevel("ERROR")
     if frames <= 0 or frames % 64:
@@ -140,9 +140,9 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model_proto, str(out_path))
 
-    import onnxruntime as ort
+    from engines.backends import ort_session
 
-    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+    sess = ort_session(out_path, None, ["CPUExecutionProvider"])
     ort_out = sess.run(names, {INPUT: patches})
     scale = max(float(np.abs(o).max()) for o in tf_out)  # the logits' range
     diff = max(float(np.abs(a - b).max()) for a, b in zip(tf_out, ort_out))
@@ -152,7 +152,7 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
         raise ModelError(f"ONNX Runtime vs TensorFlow parity failed for {out_path.name}: max abs diff {diff:.3g} "
                          f"({rel:.3g} of the largest output) >= {PARITY_TOL}")
 
-    from engines.models import sha256_of
+    from engines.cards import ModelCard, sha256_of
 
     data_files = sorted(prefix.parent.glob(f"{prefix.name}.data-*"))
     random = _is_random(model_dir)
@@ -182,7 +182,7 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
                    "max_abs_diff": diff, "max_abs_diff_relative": rel, "tolerance_relative": PARITY_TOL},
         "licence": "Spleeter code and pretrained models: MIT (Deezer); random weights: test fixture",
     }
-    out_path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    ModelCard(card).write(out_path, indent=1)
     return card
 
 

@@ -26,8 +26,10 @@ from typing import Optional
 
 import numpy as np
 
+from engines.cards import ModelCard
 from streamer import taxonomy
 from streamer.features import DEFAULT_PARAMS
+from streamer.inputs import input_versions
 
 from . import corpora, evaluate, mixing
 
@@ -207,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     from .model import build, describe
-    from .export import check_parity, export_onnx, op_types, session, time_forward, write_card
+    from .export import check_parity, export_onnx, op_types, session, time_forward
 
     model = build(cfg.n_frames, mean, std, seed=a.seed)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
@@ -295,9 +297,9 @@ def standardisation_from_onnx(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
     """Time, evaluate (clip level, held-out) and write the card of ``OUT/KIND.onnx``."""
-    from engines.models import sha256_of as sha256
+    from engines.cards import sha256_of as sha256
 
-    from .export import op_types, session, time_forward, write_card
+    from .export import op_types, session, time_forward
 
     out_dir = Path(a.out)
     onnx_path = out_dir / f"{a.kind}.onnx"
@@ -389,6 +391,7 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
                     "description": "streamer.features.extract of a 16 kHz mono window "
                                    "(log-mel dB, delta, delta-delta after R128 normalisation); "
                                    "standardisation is inside the graph"}],
+        "input_versions": input_versions(["features"]),
         "outputs": [
             {"name": "quadrant", "dtype": "float32", "shape": ["N", 4], "activation": "softmax",
              "labels": list(taxonomy.QUADRANTS)},
@@ -453,7 +456,7 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "command": "python -m training.train " + " ".join(a.argv),
     }
-    write_card(card, out_dir / f"{a.kind}.json")
+    ModelCard(card).write(out_dir / f"{a.kind}.onnx")
     log(f"wrote {out_dir / (a.kind + '.json')}")
     return 0
 
@@ -462,7 +465,7 @@ def _separator_record(a) -> dict:
     """Which separator's stem the model was trained on (none: the mix)."""
     if a.separator == "none":
         return {"name": "none"}
-    from engines.models import sha256_of
+    from engines.cards import sha256_of
     from streamer.separation import DEFAULT_SEPARATOR_MODEL
 
     path = Path(a.separator_model) if a.separator_model else DEFAULT_SEPARATOR_MODEL

@@ -1,0 +1,692 @@
+"""``emotrack bench``: per-stage and whole-pipeline performance figures.
+
+Stages are timed in this process on generated audio (seeded noise + tones,
+44.1 kHz stereo) and on ``examples/heldout_mix.ogg``; the whole pipeline runs
+as ``emotrack replay`` / ``emotrack stream --input`` subprocesses (wall time,
+real-time factor, live per-hop latency, time to first message, peak RSS).
+Every figure is the median of ``--repeats`` runs with its min-max spread.
+Speed is measured here, never asserted in tests.
+
+    emotrack bench [--quick] [--smoke] [--repeats N] [--json FILE] [--no-tf]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..dsp import SAMPLE_RATE
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "heldout_mix.ogg"
+SR = SAMPLE_RATE
+
+#: targets on 2 CPU cores (issue 8)
+TARGETS = {"replay_rtf_min": 50.0, "hop_p99_ms_max": 50.0, "first_message_s_max": 3.0, "peak_rss_mb_max": 600.0}
+
+
+def add_parser(sub) -> None:
+    """Register ``emotrack bench`` on the CLI's subparsers (:func:`run` runs it)."""
+    b = sub.add_parser("bench", help="measure stage and pipeline speed, latency and memory",
+                       description="Time each stage (decode, resample, separation, features, inference, "
+                                   "publish) and the whole pipeline (replay RTF, live per-hop latency, "
+                                   "time to first message, peak RSS, scaling with programme length and "
+                                   "concurrent streams). Prints a table; --json writes every figure.")
+    b.add_argument("--quick", action="store_true", help="1 repeat, programmes of 1 and 10 min, 1/2/4 streams")
+    b.add_argument("--smoke", action="store_true",
+                   help="tiny run for tests: 10 s of audio, no scaling, no TensorFlow, 1 repeat")
+    b.add_argument("--repeats", type=int, default=None, metavar="N", help="runs per figure (default: 3; --quick 1)")
+    b.add_argument("--json", metavar="FILE", help="write the results as JSON here")
+    b.add_argument("--no-tf", action="store_true", help="skip the TensorFlow vs ONNX Runtime comparison")
+    b.add_argument("--no-spleeter", action="store_true", help="skip the Spleeter side-by-side")
+    b.add_argument("--markdown", metavar="FILE",
+                   help="also rewrite the generated table between the bench markers in FILE "
+                        "(docs/BENCHMARKS.md)")
+    b.add_argument("--live-seconds", type=float, default=20.0, metavar="S",
+                   help="length of the paced input for live latency and start-up (default: 20)")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def summary(values: list[float], digits: int = 3) -> dict:
+    """Median, min, max and the raw runs."""
+    v = [float(x) for x in values]
+    return {"median": round(statistics.median(v), digits), "min": round(min(v), digits),
+            "max": round(max(v), digits), "runs": [round(x, digits) for x in v]}
+
+
+def repeat(n: int, fn: Callable[[], float]) -> dict:
+    return summary([fn() for _ in range(n)])
+
+
+def machine() -> dict:
+    import numpy
+    import onnxruntime
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        ff = None
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "memory_gib": mem, "python": platform.python_version(),
+            "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__, "ffmpeg": ff,
+            "platform": platform.platform()}
+
+
+def generated_audio(seconds: float, sr: int = 44100, seed: int = 0):
+    """Seeded noise + tones, stereo float32 [n, 2]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    left = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 660 * t * (1 + 0.01 * np.sin(t)))
+    right = 0.2 * np.sin(2 * np.pi * 330 * t)
+    noise = 0.05 * rng.standard_normal((t.size, 2))
+    return (np.stack([left, right], axis=1) + noise).astype(np.float32)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamer.cli", *args]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def _wait_rss(proc: subprocess.Popen, tick: Optional[Callable[[], None]] = None) -> tuple[int, float]:
+    """Wait for ``proc``; (exit code, its peak RSS in MiB).
+
+    The peak is VmHWM from /proc/PID/status, polled every 10 ms until the child
+    exits (wait4's ru_maxrss would include this process's own RSS, inherited
+    through fork/vfork before exec).  ``tick`` runs at every poll.
+    """
+    peak = 0.0
+    while True:
+        peak = max(peak, _vm_hwm_mb(proc.pid))  # read before reaping: the zombie has no mm
+        if tick is not None:
+            tick()
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, peak
+        time.sleep(0.01)
+
+
+def _end_status(out: Path) -> dict:
+    end = {}
+    with open(out, encoding="utf-8") as f:
+        for line in f:
+            m = json.loads(line)
+            if m.get("topic") == "status" and m.get("event") == "end":
+                end = m
+    return end
+
+
+def run_replay(inputs: list[Path], tmp: Path, audio_s: float, separator: str = "none",
+               extra: tuple = ()) -> dict:
+    """One ``emotrack replay INPUT... --no-pub`` run: wall, RTFs, peak RSS."""
+    out = tmp / "replay.jsonl"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(_cli("replay", *map(str, inputs), "--no-pub", "-q", "--backend", "onnxruntime",
+                                 "--out", str(out), "--heartbeat", "5", "--separator", separator, *extra),
+                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+    rc, rss = _wait_rss(proc)
+    wall = time.monotonic() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if rc != 0:
+        raise RuntimeError(f"replay exited {rc}: {err.strip()[-300:]}")
+    ends = [json.loads(ln) for ln in out.read_text().splitlines() if '"event":"end"' in ln]
+    rtf_in = [e["realtime_factor"] for e in ends if e.get("realtime_factor")]
+    return {"wall_s": wall, "rtf_wall": audio_s / wall, "rtf_in_process": min(rtf_in) if rtf_in else float("nan"),
+            "peak_rss_mb": rss}
+
+
+def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0) -> dict:
+    """One ``emotrack stream --input FILE --no-pub`` run (paced at real time)."""
+    out = tmp / "live.jsonl"
+    if out.exists():
+        out.unlink()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(_cli("stream", "--input", str(path), "--no-pub", "-q", "--backend", "onnxruntime",
+                                 "--out", str(out), "--heartbeat", "5"),
+                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+    first = [None]
+
+    def tick() -> None:
+        if first[0] is None and out.exists():
+            with open(out, encoding="utf-8") as f:
+                for line in f:
+                    if '"topic":"emotion.' in line:
+                        first[0] = time.monotonic() - t0
+                        break
+    rc, rss = _wait_rss(proc, tick)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if rc != 0:
+        raise RuntimeError(f"stream exited {rc}: {err.strip()[-300:]}")
+    end = _end_status(out)
+    lat = end.get("hop_latency_ms", {})
+    first = first[0] if first[0] is not None else float("nan")  # nan: exited before a poll saw it
+    return {"first_message_s": first, "first_message_minus_fill_s": first - window_fill_s,
+            "hop_p50_ms": lat.get("p50", float("nan")), "hop_p95_ms": lat.get("p95", float("nan")),
+            "hop_p99_ms": lat.get("p99", float("nan")), "peak_rss_mb": rss,
+            "blocks_dropped": end.get("counters", {}).get("blocks_dropped")}
+
+
+def _collect(runs: list[dict]) -> dict:
+    return {k: summary([r[k] for r in runs]) for k in runs[0] if isinstance(runs[0][k], (int, float))
+            and runs[0][k] is not None}
+
+
+# ----------------------------------------------------------------------------- stages
+
+def elapsed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _drain_source(src) -> None:
+    with src:
+        for _ in src.blocks():
+            pass
+
+
+def _bench_decode(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int) -> dict:
+    """Decoding (soundfile, ffmpeg) and the sources' 44.1 -> 16 kHz resampler, as real-time factors."""
+    from ..sources import FFmpegSource, SoundFileSource, _Resampler
+
+    st: dict = {}
+    st["decode_soundfile_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: _drain_source(SoundFileSource(str(audio_path)))))}
+    st["decode_ffmpeg_ogg"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(lambda: _drain_source(FFmpegSource(str(audio_path)))))}
+    st["decode_soundfile_wav44k_stereo"] = {
+        "rtf": repeat(reps, lambda: gen_s / elapsed(lambda: _drain_source(SoundFileSource(str(gen_wav))))),
+        "note": "includes the downmix and the 44.1 -> 16 kHz resample"}
+
+    # resample 44.1 kHz stereo -> 16 kHz mono in 0.5 s blocks through the sources' resampler
+    stereo = generated_audio(gen_s)
+    mono = stereo.mean(axis=1)
+
+    def resample() -> None:
+        rs = _Resampler(44100)
+        blk = 22050
+        for i in range(0, mono.size, blk):
+            rs(mono[i:i + blk], last=i + blk >= mono.size)
+    st["resample_44k1_to_16k"] = {"rtf": repeat(reps, lambda: gen_s / elapsed(resample))}
+    return st
+
+
+def _bench_separation(blocks: list, audio_s: float, reps: int) -> dict:
+    from ..separation import BuiltinSeparator, NoneSeparator
+
+    st: dict = {}
+    sep = NoneSeparator()
+    st["separation_none"] = {"rtf": repeat(reps, lambda: audio_s / max(1e-9, elapsed(lambda: [sep.process(b) for b in blocks])))}
+
+    def builtin() -> float:
+        b = BuiltinSeparator(threads=1)
+        t = elapsed(lambda: ([b.process(blk) for blk in blocks], b.flush()))
+        return audio_s / t
+    st["separation_builtin"] = {"rtf": repeat(reps, builtin),
+                                "note": "streaming mask network, 0.5 s blocks, ONNX Runtime 1 thread; "
+                                        "STFT, network and overlap-add"}
+    return st
+
+
+def _bench_features(x, blocks: list, audio_s: float, reps: int) -> dict:
+    """Per-window extraction (log-mel, descriptors) and the stream's cached log-mel frames."""
+    from .. import descriptors, features as F
+    from ..inputs import InputWindowStream
+
+    st: dict = {}
+    # features: per window via extract, and the cached LogMelStream path
+    specs = {"speech": (3.0, 1.0), "music": (10.0, 2.0)}
+    for name, (win_s, hop_s) in specs.items():
+        win, hop = int(win_s * SR), int(hop_s * SR)
+        starts = list(range(0, max(1, x.size - win + 1), hop))
+
+        for kind, fn in (("extract", F.extract), ("descriptors", descriptors.features)):
+            def per_window() -> float:
+                t = elapsed(lambda: [fn(x[s:s + win]) for s in starts])
+                return t / len(starts) * 1e3
+            ms = repeat(reps, per_window)
+            st[f"features_{kind}_{name}"] = {"ms_per_window": ms, "windows": len(starts),
+                                             "rtf": summary([hop_s * 1e3 / v for v in ms["runs"]])}
+
+    def stream_features() -> float:
+        ws = InputWindowStream({"speech": ("mix", 3 * SR, SR), "music": ("mix", 10 * SR, 2 * SR)}, 4 * SR, F.DEFAULT_PARAMS)
+        for b in blocks:
+            for wins in ws.push({"mix": b}):
+                for w in wins:
+                    ws.features(w)
+        for w in ws.flush():
+            ws.features(w)
+        return 0.0
+    st["features_logmelstream_both"] = {"rtf": repeat(reps, lambda: audio_s / elapsed(stream_features)),
+                                        "note": "InputWindowStream.features, speech 3 s/1 s + music 10 s/2 s windows"}
+    return st
+
+
+def _bench_inference(reps: int) -> dict:
+    """Forward passes of the shipped models on ONNX Runtime, batch 1 and 8."""
+    import numpy as np
+
+    from engines.backends import tensorrt_available
+    from engines.runtime import load_model
+
+    inf: dict = {}
+    for source in ("speech", "music"):
+        m = load_model(None, source, backend="onnxruntime")
+        rng = np.random.default_rng(0)
+        feats = {n: rng.standard_normal((8, *m.card["inputs"][n]["shape"][1:])).astype(np.float32)
+                 for n in m.input_names}
+        one = {n: v[:1] for n, v in feats.items()}
+        m.predict(one)
+        n_calls = 20
+
+        def b1() -> float:
+            return elapsed(lambda: [m.predict(one) for _ in range(n_calls)]) / n_calls * 1e3
+
+        def b8() -> float:
+            return elapsed(lambda: [m.predict(feats) for _ in range(n_calls // 4)]) / (n_calls // 4) / 8 * 1e3
+        inf[f"onnxruntime_{source}"] = {"ms_per_window_batch1": repeat(reps, b1),
+                                        "ms_per_window_batch8": repeat(reps, b8),
+                                        "backend": m.backend.description}
+        m.close()
+    ok, why = tensorrt_available()
+    inf["tensorrt"] = {"skipped": why} if not ok else {"skipped": "available but not timed by this bench: " + why}
+    return inf
+
+
+def _publish_rate() -> float:
+    """Messages per second one SUB receives from a loopback PUB."""
+    import socket
+    import threading
+
+    import zmq
+
+    from ..publish import Publisher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ep = f"tcp://127.0.0.1:{port}"
+    pub = Publisher("bench", endpoint=ep, start_grace_s=0.3)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 2000)
+    sub.connect(ep)
+    n = 5000
+    got = [0]
+
+    def recv() -> None:
+        try:
+            while got[0] < n + 1:
+                sub.recv_multipart()
+                got[0] += 1
+        except zmq.Again:
+            pass
+    th = threading.Thread(target=recv, daemon=True)
+    th.start()
+    fields = {"t_start": 0.0, "t_end": 3.0, "model": "m", "valence": 0.1, "arousal": 0.2, "activity": 0.5,
+              "quadrant": "Q1", "probs": {"Q1": 0.7, "Q2": 0.1, "Q3": 0.1, "Q4": 0.1}}
+    pub.emotion("speech", **fields)  # pays the slow-joiner grace
+    t0 = time.perf_counter()
+    for _ in range(n):
+        pub.emotion("speech", **fields)
+    th.join(timeout=10)
+    dt = time.perf_counter() - t0
+    pub.close()
+    sub.close(linger=0)
+    return got[0] / dt if got[0] else float("nan")
+
+
+def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, reps: int, tmp: Path) -> dict:
+    """Every stage on its own: decode, resample, separation, features, inference, publish."""
+    import numpy as np
+
+    from ..sources import SoundFileSource
+
+    st = _bench_decode(audio_path, gen_wav, audio_s, gen_s, reps)
+    # audio at 16 kHz for the rest
+    with SoundFileSource(str(audio_path)) as src:
+        x = np.concatenate(list(src.blocks()))
+    blocks = [x[i:i + SR // 2] for i in range(0, x.size, SR // 2)]
+    st.update(_bench_separation(blocks, audio_s, reps))
+    st.update(_bench_features(x, blocks, audio_s, reps))
+    st["inference"] = _bench_inference(reps)
+    st["publish_zmq_loopback"] = {"messages_per_s": repeat(reps, _publish_rate),
+                                  "note": "messages received by one SUB per second of publishing"}
+    return st
+
+
+def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Callable[[str], None]) -> dict:
+    """Spleeter's own 2stems separation (graph built once) vs our streaming Spleeter path, and a
+    whole replay with ``--separator spleeter``, on the same audio.  With no pretrained weights
+    in $MODEL_PATH/2stems a random-weight checkpoint is used: the same cost, no separation."""
+    import importlib.util
+
+    if importlib.util.find_spec("spleeter") is None:
+        return {"skipped": "spleeter is not installed (pip install 'emotrack[separation]')"}
+    from ..errors import ModelError
+    from ..separation.spleeter import find_model_dir
+
+    env = dict(_env(), TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        model_dir, random_weights = str(find_model_dir()), False
+    except ModelError:
+        model_dir, random_weights = str(tmp / "spleeter" / "2stems"), True
+        subprocess.run([sys.executable, "-m", "training.spleeter_checkpoint", model_dir], cwd=str(REPO),
+                       env=env, check=True, capture_output=True)
+    log("Spleeter: its own separation vs our streaming path (child processes)")
+    js = tmp / "spleeter.json"
+    cp = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_spleeter.py"), "--seconds", f"{audio_s:g}",
+                         "--repeats", str(reps), "--model-dir", model_dir, "--json", str(js)],
+                        cwd=str(REPO), env=env, capture_output=True, text=True)
+    if cp.returncode != 0 or not js.exists():
+        return {"skipped": "failed: " + cp.stderr.strip()[-300:]}
+    sp = json.loads(js.read_text())["paths"]
+    own, ours = sp["own"], sp["ours"]
+    log("pipeline replay, spleeter separator")
+    rep = _collect([run_replay([audio], tmp, audio_s, "spleeter", ("--separator-model", model_dir))
+                    for _ in range(reps)])
+    replay_s = audio_s / rep["rtf_in_process"]["median"]
+    return {"weights": "random (speed only: the separation itself is meaningless)" if random_weights else model_dir,
+            "spleeter_own": {"rtf": round(own["rtf"], 2), "wall_s": round(own["wall_s"], 3),
+                             "cpu_s": round(own["cpu_s"], 3), "peak_rss_mb": round(own["peak_rss_mb"], 1),
+                             "note": "spleeter.separator.Separator's own TF graph (STFT, U-Nets, masks, iSTFT) "
+                                     "built once, 44.1 kHz stereo in"},
+            "ours_stream": {"rtf": round(ours["rtf"], 2), "wall_s": round(ours["wall_s"], 3),
+                            "cpu_s": round(ours["cpu_s"], 3), "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+                            "note": "streamer.separation.spleeter.SpleeterSeparator, 1 s blocks of 16 kHz, "
+                                    "resampling both ways included"},
+            "ratio_ours_over_own_wall": round(ours["wall_s"] / own["wall_s"], 2),
+            "ratio_ours_over_own_cpu": round(ours["cpu_s"] / own["cpu_s"], 2),
+            "replay": rep,
+            "ratio_replay_over_own": round(replay_s / own["wall_s"], 2),
+            "replay_note": "emotrack replay --separator spleeter (whole pipeline, in-process time: graph "
+                           "build excluded as in Spleeter's own figure) over Spleeter's own separation alone"}
+
+
+# ----------------------------------------------------------------------------- main
+
+def _targets(res: dict) -> dict:
+    out = {}
+    rp = res.get("pipeline", {}).get("replay")
+    if rp:
+        v = rp["rtf_wall"]["median"]
+        out["replay_rtf_wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+        v = rp["rtf_in_process"]["median"]
+        out["replay_rtf_in_process >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    rb = res.get("pipeline", {}).get("replay_builtin")
+    if rb:
+        v = rb["rtf_wall"]["median"]
+        out["replay with the builtin separator, RTF wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+        v = rb["rtf_in_process"]["median"]
+        out["replay with the builtin separator, RTF in-process >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    sp = res.get("spleeter", {})
+    if "ratio_ours_over_own_wall" in sp:
+        v = sp["ratio_ours_over_own_wall"]
+        out["Spleeter path within 1.2x of Spleeter alone"] = {"value": v, "met": v <= 1.2}
+        v = sp["ratio_replay_over_own"]
+        out["replay with Spleeter within 1.2x of Spleeter alone"] = {"value": v, "met": v <= 1.2}
+    sb = res.get("stages", {}).get("separation_builtin")
+    if sb:
+        v = sb["rtf"]["median"]
+        out["builtin separator alone >= 100x"] = {"value": v, "met": v >= 100.0}
+    sl = res.get("scaling_length", {})
+    if sl:
+        k = list(sl)[-1]
+        v = sl[k]["rtf_wall"]["median"]
+        out[f"replay {k} programme, RTF wall >= 50x"] = {"value": v, "met": v >= TARGETS["replay_rtf_min"]}
+    lv = res.get("pipeline", {}).get("live")
+    if lv:
+        v = lv["hop_p99_ms"]["median"]
+        out["live hop p99 < 50 ms"] = {"value": v, "met": v < TARGETS["hop_p99_ms_max"]}
+        v = lv["first_message_minus_fill_s"]["median"]
+        out["first message < 3 s + window fill"] = {"value": v, "met": v < TARGETS["first_message_s_max"]}
+    rss = [r["peak_rss_mb"]["max"] for r in [rp, rb, lv] if r]
+    rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_length", {}).values()]
+    rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_streams", {}).values()]
+    if rss:
+        out["peak RSS < 600 MB (no TensorFlow)"] = {"value": round(max(rss), 1), "met": max(rss) < TARGETS["peak_rss_mb_max"]}
+    return out
+
+
+def table(res: dict) -> str:
+    def fmt(s: dict, unit: str = "") -> str:
+        return f"{s['median']:.4g}{unit} [{s['min']:.4g}-{s['max']:.4g}]"
+    rows = []
+    for k, v in res["stages"].items():
+        if k == "inference":
+            for b, iv in v.items():
+                if "skipped" in iv:
+                    rows.append((f"inference {b}", "skipped: " + iv["skipped"][:70]))
+                else:
+                    rows.append((f"inference {b}", f"{fmt(iv['ms_per_window_batch1'], ' ms')}/window b1; "
+                                                   f"{fmt(iv['ms_per_window_batch8'], ' ms')} b8"))
+        elif "skipped" in v:
+            rows.append((k, "skipped: " + v["skipped"][:70]))
+        elif "rtf" in v and "ms_per_window" in v:
+            rows.append((k, f"{fmt(v['ms_per_window'], ' ms')}/window, RTF {fmt(v['rtf'], 'x')}"))
+        elif "rtf" in v:
+            rows.append((k, f"RTF {fmt(v['rtf'], 'x')}"))
+        elif "messages_per_s" in v:
+            rows.append((k, f"{fmt(v['messages_per_s'])} msg/s"))
+    tfr = res.get("tensorflow_vs_onnxruntime", {})
+    if "skipped" in tfr:
+        rows.append(("TF vs ORT", "skipped: " + tfr["skipped"][:70]))
+    else:
+        for b in ("batch1", "batch8"):
+            if b in tfr:
+                rows.append((f"TF vs ORT {b}", f"TF {fmt(tfr[b]['tensorflow_ms_per_window'], ' ms')}, "
+                                               f"ORT {fmt(tfr[b]['onnxruntime_ms_per_window'], ' ms')} /window, "
+                                               f"TF/ORT {tfr[b]['ratio_tf_over_ort']}x"))
+    p = res.get("pipeline", {})
+    if "replay" in p:
+        r = p["replay"]
+        rows.append(("pipeline replay", f"RTF wall {fmt(r['rtf_wall'], 'x')}, in-process {fmt(r['rtf_in_process'], 'x')}, "
+                                        f"wall {fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    if "replay_builtin" in p:
+        r = p["replay_builtin"]
+        rows.append(("pipeline replay, builtin separator", f"RTF wall {fmt(r['rtf_wall'], 'x')}, in-process "
+                     f"{fmt(r['rtf_in_process'], 'x')}, wall {fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    if "live" in p:
+        r = p["live"]
+        rows.append(("pipeline live hop", f"p50 {fmt(r['hop_p50_ms'], ' ms')}, p95 {fmt(r['hop_p95_ms'], ' ms')}, "
+                                          f"p99 {fmt(r['hop_p99_ms'], ' ms')}"))
+        rows.append(("pipeline live start", f"first message {fmt(r['first_message_s'], ' s')} "
+                                            f"(minus 3 s fill: {fmt(r['first_message_minus_fill_s'], ' s')}), "
+                                            f"RSS {fmt(r['peak_rss_mb'], ' MB')}"))
+    sp = res.get("spleeter", {})
+    if "skipped" in sp:
+        rows.append(("Spleeter side by side", "skipped: " + sp["skipped"][:70]))
+    elif sp:
+        o, u = sp["spleeter_own"], sp["ours_stream"]
+        rows.append(("Spleeter's own separation", f"RTF {o['rtf']}x, wall {o['wall_s']} s, RSS {o['peak_rss_mb']} MB"))
+        rows.append(("Spleeter, our streaming path", f"RTF {u['rtf']}x, wall {u['wall_s']} s, RSS {u['peak_rss_mb']} MB; "
+                                                     f"ours/own wall {sp['ratio_ours_over_own_wall']}, cpu "
+                                                     f"{sp['ratio_ours_over_own_cpu']}"))
+        r = sp["replay"]
+        rows.append(("pipeline replay, spleeter", f"RTF in-process {fmt(r['rtf_in_process'], 'x')}, wall "
+                                                  f"{fmt(r['wall_s'], ' s')}, RSS {fmt(r['peak_rss_mb'], ' MB')}; "
+                                                  f"replay/own {sp['ratio_replay_over_own']}"))
+    for k, v in res.get("scaling_length", {}).items():
+        rows.append((f"length {k}", f"wall {fmt(v['wall_s'], ' s')}, RTF {fmt(v['rtf_wall'], 'x')}, "
+                                    f"RSS {fmt(v['peak_rss_mb'], ' MB')}"))
+    for k, v in res.get("scaling_streams", {}).items():
+        rows.append((f"streams {k}", f"wall {fmt(v['wall_s'], ' s')}, aggregate RTF {fmt(v['rtf_wall'], 'x')}, "
+                                     f"RSS {fmt(v['peak_rss_mb'], ' MB')}"))
+    for k, v in res.get("targets", {}).items():
+        rows.append((f"target: {k}", f"{v['value']} -> {'met' if v['met'] else 'NOT met'}"))
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
+
+
+BEGIN, END = "<!-- bench:begin (generated by emotrack bench --markdown) -->", "<!-- bench:end -->"
+
+
+def write_markdown(path: Path, res: dict, text: str) -> None:
+    """Replace the generated block of ``path`` (between the bench markers, appended when absent)
+    with the command, the machine, the table and the targets."""
+    m = res["machine"]
+    block = [BEGIN, "", f"Command: `{res['command']}`; {res['repeats']} run(s) per figure, median [min-max]. "
+             f"Machine: {m['cores']} cores, `{m['cpu_model']}`, {m['memory_gib']} GiB, {m['platform']}, "
+             f"Python {m['python']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}. "
+             f"Load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}.", "", "```", text, "```", "",
+             "| target (2 CPU cores) | value | met |", "|---|---|---|"]
+    block += [f"| {k} | {v['value']} | {'yes' if v['met'] else 'NO'} |" for k, v in res.get("targets", {}).items()]
+    block += ["", END]
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + "\n".join(block) + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + "\n".join(block) + "\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def bench_scaling(audio: Path, audio_s: float, quick: bool, reps: int, tmp: Path,
+                  log: Callable[[str], None]) -> dict:
+    """Replay wall time, RTF and RSS against programme length and the number of concurrent streams."""
+    res: dict = {}
+    lengths = (1, 10) if quick else (1, 10, 60)
+    res["scaling_length"] = {}
+    for minutes in lengths:
+        loops = math.ceil(minutes * 60 / audio_s)
+        f = tmp / f"programme{minutes}.flac"
+        _ffmpeg("-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-t", str(minutes * 60),
+                "-ar", str(SAMPLE_RATE), "-ac", "1", str(f))
+        log(f"scaling: {minutes} min programme")
+        res["scaling_length"][f"{minutes}min"] = _collect(
+            [run_replay([f], tmp, minutes * 60.0) for _ in range(reps)])
+    res["scaling_length_note"] = ("programmes built by looping examples/heldout_mix.ogg with ffmpeg, "
+                                  "stored as 16 kHz mono FLAC")
+    ns = (1, 2, 4) if quick else (1, 2, 4, 8)
+    res["scaling_streams"] = {}
+    for n in ns:
+        copies = []
+        for i in range(n):  # distinct names, one stream each
+            c = tmp / f"stream{i}.ogg"
+            if not c.exists():
+                os.symlink(audio, c)
+            copies.append(c)
+        log(f"scaling: {n} concurrent streams")
+        res["scaling_streams"][str(n)] = _collect([run_replay(copies, tmp, n * audio_s) for _ in range(reps)])
+    return res
+
+
+def run(args) -> int:
+    import numpy as np
+    import soundfile as sf
+
+    smoke = bool(getattr(args, "smoke", False))
+    quick = bool(args.quick) or smoke
+    reps = args.repeats or (1 if quick else 3)
+    if reps < 1:
+        print("emotrack: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    if shutil.which("ffmpeg") is None:
+        print("emotrack: bench needs ffmpeg on PATH", file=sys.stderr)
+        return 5
+    log = (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
+    res: dict = {"command": "emotrack bench" + (" --smoke" if smoke else " --quick" if args.quick else "")
+                 + (f" --repeats {args.repeats}" if args.repeats else "") + (" --no-tf" if args.no_tf else ""),
+                 "repeats": reps, "machine": machine(), "input": "examples/heldout_mix.ogg", "targets_spec": TARGETS}
+    tmp = Path(tempfile.mkdtemp(prefix="emotrack-bench-"))
+    try:
+        info = sf.info(str(EXAMPLE))
+        # audio: the example (or its first 10 s for --smoke)
+        if smoke:
+            audio = tmp / "example10.ogg"
+            _ffmpeg("-i", str(EXAMPLE), "-t", "10", "-c:a", "libopus", str(audio))
+            audio_s = 10.0
+        else:
+            audio, audio_s = EXAMPLE, float(info.duration)
+        gen_s = 10.0 if smoke else 60.0
+        gen_wav = tmp / "generated44k.wav"
+        sf.write(str(gen_wav), generated_audio(gen_s), 44100, subtype="PCM_16")
+        res["generated_audio"] = f"{gen_s:g} s seeded noise + tones, 44.1 kHz stereo PCM16"
+
+        log("stages")
+        res["stages"] = bench_stages(audio, gen_wav, audio_s, gen_s, reps, tmp)
+
+        if smoke or args.no_tf:
+            res["tensorflow_vs_onnxruntime"] = {"skipped": "--smoke" if smoke else "--no-tf"}
+        else:
+            log("TensorFlow vs ONNX Runtime (in a child process: TensorFlow stays out of this one)")
+            code = ("import json,sys,pathlib; from training.bench_tf import bench_tf; "
+                    f"print(json.dumps(bench_tf({reps}, pathlib.Path({str(tmp)!r}))))")
+            cp = subprocess.run([sys.executable, "-c", code], env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"),
+                                capture_output=True, text=True, cwd=str(REPO))
+            try:
+                res["tensorflow_vs_onnxruntime"] = json.loads(cp.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                res["tensorflow_vs_onnxruntime"] = {"skipped": "failed: " + cp.stderr.strip()[-300:]}
+
+        log("pipeline replay")
+        pipe: dict = {"replay": _collect([run_replay([audio], tmp, audio_s) for _ in range(reps)])}
+        log("pipeline replay, builtin separator")
+        pipe["replay_builtin"] = _collect([run_replay([audio], tmp, audio_s, "builtin") for _ in range(reps)])
+        res["spleeter"] = ({"skipped": "--smoke"} if smoke
+                           else {"skipped": "--no-spleeter"} if getattr(args, "no_spleeter", False)
+                           else bench_spleeter(audio, audio_s, reps, tmp, log))
+        live_s = min(audio_s, args.live_seconds if not smoke else 6.0)
+        live_in = tmp / "live.ogg"
+        _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
+        log(f"pipeline live ({live_s:g} s paced input x {reps})")
+        pipe["live"] = _collect([run_live(live_in, tmp) for _ in range(reps)])
+        pipe["live"]["input_seconds"] = live_s
+        res["pipeline"] = pipe
+
+        if not smoke:
+            res.update(bench_scaling(audio, audio_s, bool(args.quick), reps, tmp, log))
+        res["targets"] = _targets(res)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = table(res)
+    print(text)
+    if getattr(args, "markdown", None):
+        write_markdown(Path(args.markdown), res, text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0

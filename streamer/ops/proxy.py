@@ -1,0 +1,228 @@
+"""``emotrack proxy``: many publishers, one endpoint for subscribers (ZeroMQ XSUB/XPUB).
+
+``emotrack replay|stream --pub-connect tcp://PROXY:5560`` publishers, on any
+number of hosts, connect to the proxy's XSUB socket; subscribers connect to its
+XPUB socket (default port 5561) exactly as they would to one streamer.  The
+proxy itself subscribes to everything upstream (so it can count and keep
+history of every stream) and filters by topic for its subscribers, as a
+publisher's PUB socket would.  Streams stay apart because every body carries its
+``stream`` name and its own per-(stream, topic) ``seq``; the proxy forwards
+frames untouched.
+
+A capture socket (inproc PUB, so a slow reader never holds the proxy up) feeds
+a thread that counts messages and seq gaps per stream and, unless
+``--no-snapshot``, keeps recent history to answer late joiners on the XPUB port
++ 1 with the same snapshot protocol as a streamer.  Binding beyond loopback
+needs ``--allow-remote``, as for ``replay --pub``.  The proxy does not speak
+CURVE: run it on a trusted network or behind a tunnel.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Optional
+
+from ..errors import EmotrackError
+from ..publish import SnapshotServer, bound_socket, check_endpoint, snapshot_endpoint_for
+
+DEFAULT_XSUB = "tcp://127.0.0.1:5560"
+DEFAULT_XPUB = "tcp://127.0.0.1:5561"
+
+
+class Proxy:
+    """XSUB (publishers connect) -> XPUB (subscribers connect), with per-stream counts.
+
+    ``start()`` runs the forwarding in a background thread; ``close()`` stops it.
+    ``stats()`` returns ``{stream: {"messages", "gaps", "topics": {topic: n}}}``.
+    """
+
+    def __init__(self, xsub: str = DEFAULT_XSUB, xpub: str = DEFAULT_XPUB, *, allow_remote: bool = False,
+                 snapshot: Optional[str] = None, hwm: int = 100_000, ctx=None):
+        import zmq
+
+        check_endpoint(xsub, allow_remote, "--xsub")
+        check_endpoint(xpub, allow_remote, "--xpub")
+        self._zmq = zmq
+        self._ctx = ctx or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict] = {}
+        self._last_seq: dict[tuple, int] = {}
+        self.messages = 0
+        tag = f"{id(self):x}"
+        socks = []
+        try:
+            self._front = bound_socket(self._ctx, zmq.XSUB, xsub, hwm=hwm, linger_ms=0, curve=None,
+                                       what="--xsub", advice="choose another --xsub")
+            socks.append(self._front)
+            self._front.setsockopt(zmq.RCVHWM, hwm)
+            # Subscribe to everything upstream ourselves: publishers send every message here from the
+            # moment they connect, so counts and snapshots cover all streams, whoever subscribes below.
+            self._front.send(b"\x01")
+            self._back = bound_socket(self._ctx, zmq.XPUB, xpub, hwm=hwm, linger_ms=0, curve=None,
+                                      what="--xpub", advice="choose another --xpub")
+            socks.append(self._back)
+            self.xsub = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.xpub = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._capture = bound_socket(self._ctx, zmq.PUB, f"inproc://emotrack-proxy-capture-{tag}", hwm=hwm,
+                                         linger_ms=0, curve=None, what="", advice="")
+            socks.append(self._capture)
+            self._tap = self._ctx.socket(zmq.SUB)
+            socks.append(self._tap)
+            self._tap.setsockopt(zmq.LINGER, 0)
+            self._tap.setsockopt(zmq.RCVHWM, hwm)
+            self._tap.setsockopt(zmq.SUBSCRIBE, b"")
+            self._tap.connect(f"inproc://emotrack-proxy-capture-{tag}")
+            self._control = bound_socket(self._ctx, zmq.PAIR, f"inproc://emotrack-proxy-control-{tag}", hwm=10,
+                                         linger_ms=0, curve=None, what="", advice="")
+            socks.append(self._control)
+            self._steer = self._ctx.socket(zmq.PAIR)
+            socks.append(self._steer)
+            self._steer.setsockopt(zmq.LINGER, 0)
+            self._steer.connect(f"inproc://emotrack-proxy-control-{tag}")
+            self.snapshot: Optional[SnapshotServer] = None
+            if snapshot:
+                check_endpoint(snapshot, allow_remote, "--snapshot")
+                self.snapshot = SnapshotServer(self._ctx, snapshot, "proxy", per_topic=20_000, status_keep=300)
+        except BaseException:
+            for s in socks:
+                s.close(0)
+            raise
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -------------------------------------------------------------- running
+    def start(self) -> "Proxy":
+        t = threading.Thread(target=self._forward, name="emotrack-proxy", daemon=True)
+        c = threading.Thread(target=self._count, name="emotrack-proxy-stats", daemon=True)
+        self._threads = [t, c]
+        t.start()
+        c.start()
+        return self
+
+    def _forward(self) -> None:
+        zmq = self._zmq
+        try:
+            zmq.proxy_steerable(self._front, self._back, self._capture, self._control)
+        except zmq.ZMQError:
+            pass  # terminated or context closed
+
+    def _count(self) -> None:
+        zmq = self._zmq
+        poller = zmq.Poller()
+        poller.register(self._tap, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            while True:
+                try:
+                    frames = self._tap.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) == 2:  # [topic, body]; subscriptions are one frame
+                    self._account(frames)
+
+    def _account(self, frames: list[bytes]) -> None:
+        try:
+            topic = frames[0].decode("utf-8")
+            body = json.loads(frames[1])
+            stream = str(body.get("stream", "?"))
+            seq = body.get("seq")
+        except (UnicodeDecodeError, ValueError, AttributeError):
+            return
+        with self._lock:
+            self.messages += 1
+            c = self._counts.setdefault(stream, {"messages": 0, "gaps": 0, "topics": {}})
+            c["messages"] += 1
+            c["topics"][topic] = c["topics"].get(topic, 0) + 1
+            if isinstance(seq, int):
+                last = self._last_seq.get((stream, topic))
+                if last is not None and seq > last + 1:
+                    c["gaps"] += 1
+                self._last_seq[(stream, topic)] = seq
+        if self.snapshot is not None:
+            self.snapshot.add(topic, body, frames[1])
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {s: {"messages": c["messages"], "gaps": c["gaps"], "topics": dict(c["topics"])}
+                    for s, c in self._counts.items()}
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._steer.send(b"TERMINATE")
+        except self._zmq.ZMQError:
+            pass
+        for t in self._threads:
+            t.join(timeout=2.0)
+        if self.snapshot is not None:
+            self.snapshot.close()
+        for s in (self._front, self._back, self._capture, self._tap, self._control, self._steer):
+            s.close(0)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_parser(sub) -> None:
+    """Register ``emotrack proxy`` on the CLI's subparsers (:func:`run` runs it)."""
+    from engines.argtypes import positive
+
+    p = sub.add_parser("proxy", help="one endpoint for many publishers (ZeroMQ XSUB/XPUB proxy)",
+                       description="Forward every message from publishers that connect to --xsub (emotrack "
+                                   "replay/stream --pub-connect) to subscribers that connect to --xpub, "
+                                   "counting messages per stream, until interrupted.")
+    p.add_argument("--xsub", metavar="ENDPOINT", default=DEFAULT_XSUB,
+                   help=f"endpoint publishers connect to (default: {DEFAULT_XSUB})")
+    p.add_argument("--xpub", metavar="ENDPOINT", default=DEFAULT_XPUB,
+                   help=f"endpoint subscribers connect to (default: {DEFAULT_XPUB})")
+    p.add_argument("--snapshot", metavar="ENDPOINT", default=None,
+                   help="answer late joiners with recent history of every stream here "
+                        "(default: the --xpub port + 1 on tcp)")
+    p.add_argument("--no-snapshot", action="store_true", help="serve no history")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding addresses other than loopback")
+    p.add_argument("--stats", type=positive(float), default=10.0, metavar="S",
+                   help="print per-stream message counts every S seconds (default: 10)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no statistics on stderr")
+
+
+def _line(stats: dict) -> str:
+    total = sum(c["messages"] for c in stats.values())
+    gaps = sum(c["gaps"] for c in stats.values())
+    per = ", ".join(f"{s} {c['messages']}" for s, c in sorted(stats.items()))
+    return f"{len(stats)} stream(s), {total} messages{' (' + per + ')' if per else ''}, {gaps} seq gap(s)"
+
+
+def run(args) -> int:
+    snap = None if args.no_snapshot else (args.snapshot or snapshot_endpoint_for(args.xpub))
+    try:
+        proxy = Proxy(args.xsub, args.xpub, allow_remote=args.allow_remote, snapshot=snap)
+    except EmotrackError as exc:
+        if args.snapshot or not snap or "snapshot" not in str(exc):
+            raise
+        print(f"emotrack: warning: {exc}; serving no snapshots", file=sys.stderr, flush=True)
+        proxy = Proxy(args.xsub, args.xpub, allow_remote=args.allow_remote)
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    proxy.start()
+    if not args.quiet:
+        snap_txt = f", snapshots on {proxy.snapshot.endpoint}" if proxy.snapshot else ""
+        print(f"emotrack: proxy: publishers connect to {proxy.xsub}, subscribers to {proxy.xpub}{snap_txt}",
+              file=sys.stderr, flush=True)
+    try:
+        next_print = time.monotonic() + args.stats
+        while not stop.wait(0.2):
+            if not args.quiet and time.monotonic() >= next_print:
+                print(f"emotrack: proxy: {_line(proxy.stats())}", file=sys.stderr, flush=True)
+                next_print = time.monotonic() + args.stats
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        proxy.close()
+    if not args.quiet:
+        print(f"emotrack: proxy: stopped; {_line(proxy.stats())}", file=sys.stderr, flush=True)
+    return 0

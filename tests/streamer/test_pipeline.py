@@ -1,0 +1,150 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from engines.runtime import load_model
+from streamer import schema
+from streamer.errors import InputError
+from streamer.pipeline import Pipeline
+from streamer.publish import Publisher
+from streamer.separation import make_separator
+from streamer.sources import ArraySource, PacedSource, Source
+
+from conftest import SR, tone
+
+
+def _models(paths):
+    return {s: load_model(p, s, backend="onnxruntime") for s, p in paths.items()}
+
+
+def _run(paths, source, tmp_path, name="out.jsonl", **kw):
+    out = tmp_path / name
+    pub = Publisher("t", None, str(out))
+    stats = Pipeline(_models(paths), pub, make_separator("none"), **kw).run(source)
+    pub.close()
+    return stats, [json.loads(ln) for ln in out.read_text().splitlines()]
+
+
+def _signal(rng, seconds):
+    x = np.concatenate([tone(220 * (1 + i % 3), 1.0, amp=0.05 + 0.1 * (i % 4)) for i in range(int(seconds))])
+    return x + (rng.standard_normal(x.size) * 0.01).astype(np.float32)
+
+
+def test_windows_times_and_seq(tiny_models, tmp_path, rng):
+    x = _signal(rng, 25)
+    stats, lines = _run(tiny_models, ArraySource(x, block_size=SR // 2), tmp_path)
+    speech = [ln for ln in lines if ln["topic"] == "emotion.speech"]
+    music = [ln for ln in lines if ln["topic"] == "emotion.music"]
+    # 3 s windows every 1 s over 25 s: starts 0..22 (23 windows), no tail needed
+    assert [m["t_start"] for m in speech] == [float(i) for i in range(23)]
+    # 10 s every 2 s: starts 0..14 (8 windows) + one tail window ending at 25 s
+    assert [m["t_start"] for m in music] == [float(i) for i in range(0, 16, 2)] + [15.0]
+    assert music[-1]["t_end"] == 25.0
+    for topic in ("emotion.speech", "emotion.music", "status"):
+        seqs = [ln["seq"] for ln in lines if ln["topic"] == topic]
+        assert seqs == list(range(len(seqs)))
+    for ln in lines:
+        topic = ln.pop("topic")
+        schema.validate(topic, ln)
+    status = [ln for ln in lines if "event" in ln]
+    assert status[0]["event"] == "start" and status[-1]["event"] == "end"
+    assert status[-1]["counters"]["windows"] == {"speech": 23, "music": 9}
+    assert stats.stream_seconds == pytest.approx(25.0)
+
+
+def test_chunking_does_not_change_results(tiny_models, tmp_path, rng):
+    x = _signal(rng, 14)
+    _, a = _run(tiny_models, ArraySource(x, block_size=x.size), tmp_path, "a.jsonl")
+    sizes = rng.integers(1, 9000, 200)
+    chunks, i = [], 0
+    for n in sizes:
+        chunks.append(x[i:i + n])
+        i += n
+    chunks.append(x[i:])
+    _, b = _run(tiny_models, ArraySource(iter(chunks)), tmp_path, "b.jsonl")
+
+    def emo(lines):
+        keys = ("topic", "seq", "t_start", "t_end", "valence", "arousal", "activity", "quadrant", "probs")
+        rows = [{k: ln[k] for k in keys} for ln in lines if ln["topic"].startswith("emotion")]
+        return sorted(rows, key=lambda r: (r["topic"], r["seq"]))  # batching may interleave topics
+    ea, eb = emo(a), emo(b)
+    assert len(ea) == len(eb) > 10
+    for ra, rb in zip(ea, eb):
+        # frames are computed in different groupings: equal up to float rounding
+        assert {k: ra[k] for k in ("topic", "seq", "t_start", "t_end")} == {k: rb[k] for k in ("topic", "seq", "t_start", "t_end")}
+        for k in ("valence", "arousal", "activity"):
+            assert ra[k] == pytest.approx(rb[k], abs=3e-4)
+        assert ra["probs"] == pytest.approx(rb["probs"], abs=3e-4)
+
+
+def test_hop_override(tiny_models, tmp_path, rng):
+    _, lines = _run(tiny_models, ArraySource(_signal(rng, 6)), tmp_path, hops_s={"speech": 0.5})
+    starts = [ln["t_start"] for ln in lines if ln["topic"] == "emotion.speech"]
+    assert starts[:4] == [0.0, 0.5, 1.0, 1.5]
+
+
+def test_live_paced_path_measures_hop_latency(tiny_models, tmp_path, rng):
+    src = PacedSource(ArraySource(_signal(rng, 4)), block_s=0.1)
+    stats, lines = _run(tiny_models, src, tmp_path, block_max_s=0.1)
+    assert stats.hop_latency_ms and all(0 <= v < 5000 for v in stats.hop_latency_ms)
+    end = [ln for ln in lines if ln.get("event") == "end"][0]
+    assert set(end["hop_latency_ms"]) == {"p50", "p95", "p99"}
+
+
+class _Dying(Source):
+    """Yields 5 s of audio, then fails like a dead stream."""
+
+    def blocks(self):
+        yield tone(300, 5.0)
+        raise InputError("stream died")
+
+
+def test_a_dying_source_keeps_what_was_produced(tiny_models, tmp_path):
+    out = tmp_path / "d.jsonl"
+    pub = Publisher("t", None, str(out))
+    with pytest.raises(InputError, match="stream died"):
+        Pipeline(_models(tiny_models), pub, make_separator("none")).run(_Dying("d"))
+    pub.close()
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert sum(ln["topic"] == "emotion.speech" for ln in lines) == 3  # 0,1,2 full + tail at 2 -> 3 windows
+    end = lines[-1]
+    assert end["event"] == "end" and end["reason"] == "error: stream died"
+
+
+def test_stop_event_ends_cleanly(tiny_models, tmp_path, rng):
+    stop = threading.Event()
+    stop.set()
+    out = tmp_path / "s.jsonl"
+    pub = Publisher("t", None, str(out))
+    st = Pipeline(_models(tiny_models), pub, make_separator("none")).run(ArraySource(_signal(rng, 20), block_size=SR), stop=stop)
+    pub.close()
+    assert st.reason == "interrupted"
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert lines[-1]["event"] == "end" and lines[-1]["reason"] == "interrupted"
+
+
+@pytest.mark.parametrize("kind", ["handcrafted", "music_descriptors"])
+def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, rng, kind):
+    """A model whose card asks for ``handcrafted`` (``music_descriptors``) gets streamer.descriptors.features
+    (streamer.music_descriptors.features) of each window."""
+    from conftest import build_tiny_model
+    from streamer import descriptors, music_descriptors
+
+    describe = {"handcrafted": descriptors.features, "music_descriptors": music_descriptors.features}[kind]
+    path = build_tiny_model(tmp_path / "hc", "speech", 3.0, 1.0, seed=4, input_name=kind)
+    model = load_model(path, "speech", backend="onnxruntime")
+    assert model.input_names == (kind,) and model.frames == 0
+    x = _signal(rng, 8)
+    out = tmp_path / "hc.jsonl"
+    pub = Publisher("t", None, str(out))
+    Pipeline({"speech": model}, pub, make_separator("none")).run(ArraySource(x, block_size=SR // 2))
+    pub.close()
+    msgs = [m for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.speech"]
+    assert [m["t_start"] for m in msgs] == [float(s) for s in range(6)]
+    want = model.predict({kind: np.stack([describe(x[s * SR:(s + 3) * SR]) for s in range(6)])})
+    np.testing.assert_allclose([m["valence"] for m in msgs], want["va"][:, 0], atol=1e-4)
+    np.testing.assert_allclose([[m["probs"][q] for q in schema.QUADRANTS] for m in msgs], want["quadrant"],
+                               atol=1e-4)
+    assert len({m["quadrant"] for m in msgs} | {round(m["valence"], 3) for m in msgs}) > 2  # windows differ
