@@ -22,7 +22,7 @@ def _prior(d=6):
 def test_the_protocols_causal_normalisation_is_the_streamers():
     """training.results' `*_spknorm_online` systems and the streamer run the same code: item i of a
     group comes out as the streamer's StreamStandardiser gives it after hearing items 0..i."""
-    from training.results import online_group_standardise
+    from training.experiments.systems import online_group_standardise
 
     rng = np.random.default_rng(0)
     X = rng.normal(2.0, 3.0, (90, 6))

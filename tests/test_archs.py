@@ -1,4 +1,4 @@
-"""The seeds' architectures (training/archs.py) trained from their recipes (training/recipe.py)
+"""The seeds' architectures (training/nets/archs.py) trained from their recipes (training/recipe.py)
 on tiny real subsets, exported with tf2onnx and checked against ONNX Runtime; one small
 recipe must learn (better than chance on held-out speakers); a run resumes from its checkpoint."""
 
@@ -180,7 +180,7 @@ def test_recipes_resolve_and_bad_values_are_one_line_errors(tmp_path):
 
 
 def test_dilated_lstm_runs_one_lstm_per_interleaved_subsequence():
-    from training.archs import custom_layers
+    from training.nets.archs import custom_layers
 
     tf = _threads()
     x = np.random.default_rng(0).standard_normal((2, 11, 5)).astype(np.float32)  # odd T: padded inside
@@ -198,7 +198,7 @@ def test_dilated_lstm_runs_one_lstm_per_interleaved_subsequence():
 
 
 def test_sinc_filters_are_band_passes_between_their_cut_offs():
-    from training.archs import custom_layers
+    from training.nets.archs import custom_layers
 
     _threads()
     layer = custom_layers()["SincConv"](6, 251, 16000, 50.0, 50.0)

@@ -18,8 +18,8 @@ from streamer.adapt import StreamStandardiser
 from streamer.inputs import stack_inputs, window_inputs
 from streamer.predict import clip_windows
 
-from .corpora import SR, Clip
-from .mixing import MixConfig, model_input, speech_slots
+from .data.corpora import SR, Clip
+from .data.mixing import MixConfig, model_input, speech_slots
 
 
 def input_names(sess) -> tuple[str, ...]:
@@ -30,7 +30,7 @@ def input_names(sess) -> tuple[str, ...]:
 def features_of(x: np.ndarray, cfg: MixConfig, names=("features",),
                 stream: Optional[StreamStandardiser] = None, update: bool = True) -> dict[str, np.ndarray]:
     """Inputs ``names`` of every sliding window of a clip, stacked [W, ...] (of its separated stem
-    when training uses a separator: :func:`training.mixing.model_input`); ``stream``: a model's
+    when training uses a separator: :func:`training.data.mixing.model_input`); ``stream``: a model's
     per-stream adaptation (:mod:`streamer.adapt`) of the input its card names, updated with each window
     when ``update``."""
     x = model_input(x, cfg.source)

@@ -16,7 +16,7 @@ TensorFlow; windows of epoch e come from a generator seeded by (seed, e), so a
 resumed run sees the windows an uninterrupted one would), and then per epoch:
 
 * ``windows_per_epoch`` fresh training windows from the TRAIN split (clean: the
-  target clip alone; mixed: :mod:`training.mixing`'s recipe with the other source
+  target clip alone; mixed: :mod:`training.data.mixing`'s recipe with the other source
   from the same split), with the inputs the architecture takes;
 * one pass of Keras ``fit`` with a progress bar on stderr;
 * validation on fixed windows of the VAL split: loss and macro-F1 of the
@@ -57,7 +57,10 @@ from streamer.errors import EmotrackError, ParameterError
 from streamer.features import DEFAULT_PARAMS, mfcc_from_logmel
 from streamer.inputs import INPUT_KINDS, input_shape, window_inputs
 
-from . import archs, corpora, evaluate, handcrafted, mixing, protocols
+from . import evaluate
+from .data import corpora, handcrafted, mixing
+from .experiments import protocols
+from .nets import archs
 from .export import OPSET, op_types, time_forward
 from .train import LICENCES
 
@@ -73,13 +76,13 @@ DEFAULTS: dict = {
     "seed": 1,
     "data": {
         "corpora": None,         # target corpora (default: ravdess+tess / 4q+emopia)
-        "split": "standard",     # training.corpora's splits (see PROTOCOLS)
+        "split": "standard",     # training.data.corpora's splits (see PROTOCOLS)
         "classes": "quadrant",   # quadrant | emotion8 (adds the 8-class `emotion` head)
         "max_clips": 0,          # at most N clips per corpus and split (0: all)
         "corpus_share": {},      # sampling share per corpus (default: equal)
     },
-    "features": {"window_s": None, "hop_s": None},  # default: training.mixing's per task
-    "mixing": {"mode": "mixed", "others": None},    # + any training.mixing.MixConfig field
+    "features": {"window_s": None, "hop_s": None},  # default: training.data.mixing's per task
+    "mixing": {"mode": "mixed", "others": None},    # + any training.data.mixing.MixConfig field
     "arch": {"name": "dcnn"},                        # + the builder's parameters
     "train": {
         "optimizer": "adam",     # adam | sgd
@@ -106,7 +109,7 @@ PROTOCOLS = {
     "speech": ("TEST = RAVDESS actors 19-24 (speaker-independent), VAL = RAVDESS actors 17-18, "
                "TRAIN = RAVDESS actors 1-16 (+ all TESS when it is a recipe corpus: TESS has 2 "
                "speakers only, none held out)"),
-    "music": ("4Q grouped by artist (training.corpora.split_4q_artists: seeded artist shuffle, 20 % "
+    "music": ("4Q grouped by artist (training.data.corpora.split_4q_artists: seeded artist shuffle, 20 % "
               "TEST, 10 % VAL, rest TRAIN); EMOPIA official_split"),
 }
 
@@ -250,7 +253,7 @@ def adapting(cfg: dict) -> bool:
 
 
 def mix_config(cfg: dict) -> mixing.MixConfig:
-    """The recipe's window recipe: training.mixing's config of the task, overridden."""
+    """The recipe's window recipe: training.data.mixing's config of the task, overridden."""
     m = {k: v for k, v in cfg["mixing"].items() if k not in ("mode", "others")}
     mc = replace(mixing.CONFIGS[cfg["task"]], window_s=cfg["features"]["window_s"],
                  hop_s=cfg["features"]["hop_s"], **m)
@@ -698,7 +701,7 @@ def streamed_metrics(sess, clip_list, cfg: dict, adaptation: Optional[dict], aud
 def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: Optional[int] = None,
                    data: Optional[dict] = None, threads: int = 1, adaptation: Optional[dict] = None) -> dict:
     """Clip-level metrics of an exported model on ``split`` of the recipe's corpora,
-    per corpus; clean and, for a mixed recipe, mixed at 0 dB (training.mixing.mix_eval).
+    per corpus; clean and, for a mixed recipe, mixed at 0 dB (training.data.mixing.mix_eval).
     ``adaptation``: the card's section for a model that adapts per stream (:func:`clip_streams`)."""
     if adapting(cfg) and not adaptation:
         raise RecipeError(f"{onnx_path}: the recipe adapts per stream and its card has no adaptation section")

@@ -31,7 +31,8 @@ import numpy as np
 from engines.models import default_model_path
 from streamer.separation import make_separator, separate
 
-from . import corpora, evaluate, mixing
+from . import evaluate
+from .data import corpora, mixing
 from .export import session
 from .separator import mixture, si_sdr
 

@@ -44,9 +44,9 @@ import numpy as np
 
 from streamer.separation import STEMS, STFT, BuiltinSeparator, StftParams, log_power, separate, stft
 
-from . import corpora
-from .corpora import FRAME, SR, Clip
-from .mixing import db, place
+from .data import corpora
+from .data.corpora import FRAME, SR, Clip
+from .data.mixing import db, place
 
 SEGMENT_FRAMES = 96          # centre frames per training segment (plus 2 * context)
 WIDTH = 96

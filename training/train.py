@@ -3,7 +3,7 @@
     python -m training.train speech|music [--epochs N] [--out engines/models]
                              [--max-clips N] [--windows N] [--seed S] [--threads T]
 
-Windows are mixed on the fly (:mod:`training.mixing`) by a pool of worker
+Windows are mixed on the fly (:mod:`training.data.mixing`) by a pool of worker
 processes (forked before TensorFlow is imported) while the model trains on the
 previous epoch's windows.  Early stopping on validation macro-F1 (window level,
 non-neutral windows with the target source).  The best epoch is exported to
@@ -29,7 +29,8 @@ import numpy as np
 from streamer import taxonomy
 from streamer.features import DEFAULT_PARAMS
 
-from . import corpora, evaluate, mixing
+from . import evaluate
+from .data import corpora, mixing
 
 _STATE: dict = {}
 SPEECH_CORPUS_SHARE = {"ravdess": 0.7, "tess": 0.3}
@@ -433,7 +434,7 @@ def finish(a, cfg, sp, data, pool, qw, share, rec, log, t_start) -> int:
                        "actors 1-16 + all TESS"),
             "music": ("4Q grouped by artist: sorted artists shuffled with numpy default_rng("
                       f"{corpora.SPLIT_SEED}), first 20 % TEST, next 10 % VAL, rest TRAIN "
-                      "(training.corpora.split_4q_artists); EMOPIA official_split column; "
+                      "(training.data.corpora.split_4q_artists); EMOPIA official_split column; "
                       "VGMIDI labelled = cross-corpus test only"),
             "mixing": ("the other source comes from the same split only (train with train, val "
                        "with val, test with test speakers/songs)"),

@@ -12,7 +12,7 @@ Splits (named in the model cards):
   (split ``xtest``), never trained on.
 
 Labels come only from :mod:`streamer.taxonomy`.  Users' own corpora come in through a
-generic manifest CSV (:mod:`training.manifest`) as the same :class:`Clip` objects.
+generic manifest CSV (:mod:`training.data.manifest`) as the same :class:`Clip` objects.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from streamer.features import DEFAULT_PARAMS, loudness_normalise
 from streamer import taxonomy
 
-from .paths import cache_root, data_root
+from ..paths import cache_root, data_root
 
 SPLIT_SEED = 20261122
 SR = DEFAULT_PARAMS.sample_rate
@@ -51,7 +51,7 @@ class Clip:
     # graded targets in [-1, 1] where the corpus has them (VGMIDI, VA manifests), else None
     valence: Optional[float] = None
     arousal: Optional[float] = None
-    # generic manifests (training.manifest): folder that ``path`` is relative to, segment in seconds
+    # generic manifests (training.data.manifest): folder that ``path`` is relative to, segment in seconds
     root: Optional[str] = field(default=None, repr=False)
     start: Optional[float] = None
     end: Optional[float] = None
@@ -133,7 +133,7 @@ _FOLDER = {"ravdess": "speech_ravdess", "tess": "speech_tess", "4q": "music_4q",
 def _decode(clip: Clip) -> np.ndarray:
     import soundfile as sf
 
-    if clip.root is not None:  # a clip of a generic manifest (training.manifest)
+    if clip.root is not None:  # a clip of a generic manifest (training.data.manifest)
         from .manifest import decode
         return decode(clip)
     if clip.corpus in ("emopia", "vgmidi"):

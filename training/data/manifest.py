@@ -1,4 +1,4 @@
-"""Your own corpus: a generic manifest CSV, loaded as :class:`training.corpora.Clip` objects.
+"""Your own corpus: a generic manifest CSV, loaded as :class:`training.data.corpora.Clip` objects.
 
 One row per clip; a header row names the columns (any order, extra columns
 ignored):
@@ -23,7 +23,7 @@ split       no        train / val / test (or any name): used instead of folds wh
 =========== ========= ===================================================================
 
 Audio is decoded to 16 kHz mono and R128-normalised like every corpus here
-(:func:`training.corpora.load_audio`).  Every problem is reported as one line
+(:func:`training.data.corpora.load_audio`).  Every problem is reported as one line
 naming the file, the CSV line and what to do (:class:`ManifestError`), before
 any audio is decoded.
 
@@ -86,7 +86,7 @@ def _num(row: dict, col: str, where: str) -> Optional[float]:
 
 def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0),
                   corpus: Optional[str] = None, check_files: bool = True) -> list[Clip]:
-    """Clips of a generic manifest (no audio yet; :func:`training.corpora.load_audio` decodes).
+    """Clips of a generic manifest (no audio yet; :func:`training.data.corpora.load_audio` decodes).
 
     ``corpus`` names the clips' corpus (default: the CSV's file stem plus a short
     hash of its location, so two manifests never share a cache entry).  Raises

@@ -1,7 +1,7 @@
 """Training and evaluation windows built on the fly: target source + the other source.
 
 Every window is made with a seeded ``numpy.random.Generator`` from clips that are
-already R128-normalised to -23 LUFS (:func:`training.corpora.load_audio`), so a
+already R128-normalised to -23 LUFS (:func:`training.data.corpora.load_audio`), so a
 gain of ``-SMR`` dB on the other source gives the speech-to-music ratio.
 
 Speech model (3 s windows): a speech clip at a random offset; music from the same

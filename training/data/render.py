@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .paths import cache_root, data_root
+from ..paths import cache_root, data_root
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 60.0
@@ -90,7 +90,7 @@ def render_corpus(corpus: str, rel_paths: Iterable[str], processes: int = 2,
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m training.render [emopia|vgmidi ...]``: render and cache the MIDI corpora."""
+    """``python -m training.data.render [emopia|vgmidi ...]``: render and cache the MIDI corpora."""
     import csv
     import sys
 

@@ -44,8 +44,8 @@ import numpy as np
 
 from streamer import taxonomy
 
-from . import corpora
-from .corpora import SR, Clip
+from ..data import corpora
+from ..data.corpora import SR, Clip
 
 SEED = 20261122
 SLOT_S = 4.5

@@ -77,7 +77,7 @@ DEFAULTS: dict[str, dict] = {
     "lstm_mfcc": {"n_mfcc": 13, "time_pool": 5, "lstm": 512, "dense": [128, 128, 64],
                   "dropout": 0.0},
     # seed 003 section 3.2.1 "Hybrid": a DNN on handcrafted features (the seed: Panda et
-    # al.'s 1714 or top-100 sets; here training.handcrafted.features of the window) + a
+    # al.'s 1714 or top-100 sets; here training.data.handcrafted.features of the window) + a
     # CNN on the mel spectrogram (after Choi et al.), fused late.  fusion = "feature":
     # branch embeddings concatenated, then a small DNN (the seed's "fuses the information
     # before being post-processed by a smaller DNN"); "average": each branch has its own
