@@ -43,16 +43,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from streamer import taxonomy
-from streamer.errors import InputError, ParameterError
+from streamer.errors import ParameterError
 
-from .corpora import SR, Clip
+from .corpora import Clip
 
 REQUIRED = ("path", "group")
 
@@ -165,40 +162,3 @@ def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0
         clips.append(Clip(corpus, str(rel), label, quadrant, group, split, valence=valence, arousal=arousal,
                           root=str(root), start=start, end=end))
     return clips
-
-
-def _read_any(path: Path) -> tuple[np.ndarray, int]:
-    """(mono float32 audio, sample rate): soundfile, else ffmpeg to 16 kHz."""
-    import soundfile as sf
-
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return x.mean(axis=1), sr
-    except Exception:
-        pass
-    try:
-        proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "f32le", "-ac", "1",
-                               "-ar", str(SR), "-"], capture_output=True, timeout=600)
-    except FileNotFoundError:
-        raise InputError(f"{path}: soundfile cannot read it and ffmpeg is not installed") from None
-    if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise InputError(f"{path}: cannot decode ({msg[-1] if msg else 'no audio'})")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy(), SR
-
-
-def decode(clip: Clip) -> np.ndarray:
-    """16 kHz mono audio of a manifest clip (its start/end segment), not yet normalised."""
-    f = Path(clip.path) if Path(clip.path).is_absolute() else Path(clip.root) / clip.path
-    if not f.is_file():
-        raise InputError(f"audio file not found: {f}")
-    x, sr = _read_any(f)
-    if sr != SR:
-        import soxr
-        x = soxr.resample(x, sr, SR).astype(np.float32)
-    a = 0 if clip.start is None else int(round(clip.start * SR))
-    b = x.size if clip.end is None else min(x.size, int(round(clip.end * SR)))
-    if b - a < int(0.1 * SR):
-        raise InputError(f"{f}: segment {clip.start}-{clip.end} s holds less than 0.1 s of audio "
-                         f"(file is {x.size / SR:.2f} s)")
-    return np.ascontiguousarray(x[a:b], dtype=np.float32)
