@@ -24,7 +24,7 @@ from training.data import corpora  # noqa: E402
 from training.experiments import protocols, runner, systems  # noqa: E402
 from training.reports import results as report  # noqa: E402
 from training.data.manifest import ManifestError, load_manifest, parse_va_scale  # noqa: E402
-from training.experiments.protocols import (chance_classification, classification_metrics, ccc, macro_f1,  # noqa: E402
+from training.metrics import (chance_classification, classification_metrics, ccc, macro_f1,  # noqa: E402
                                 quadrant_halves, regression_metrics, uar)
 
 

@@ -33,7 +33,7 @@ from streamer.separation import make_separator, separate
 
 from . import evaluate
 from .data import corpora, mixing
-from .export import session
+from .evaluate import session
 from .separator import mixture, si_sdr
 
 SR = corpora.SR

@@ -205,7 +205,7 @@ def export(model, path: Path, p: StftParams = STFT) -> Path:
 
 
 def parity(model, path: Path, x: np.ndarray) -> float:
-    from .export import session
+    from .evaluate import session
 
     k = model(x, training=False)
     o = dict(zip(["speech_mask", "presence"], session(path).run(["speech_mask", "presence"], {"features": x})))
@@ -410,12 +410,14 @@ def _read_card(onnx_path: Path) -> dict:
 def _finish(a, card: dict, onnx_path: Path, sp: dict, log) -> int:
     from engines.models import sha256_of
 
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    from .export import write_card
+
+    write_card(card, onnx_path)
     card["metrics"] = {"test": evaluate(onnx_path, *sp["test"], n=a.eval_mixtures),
                        "speed": time_separator(onnx_path)}
     card["onnx_sha256"] = sha256_of(onnx_path)
     card["onnx_bytes"] = onnx_path.stat().st_size
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    write_card(card, onnx_path)
     log(json.dumps(card["metrics"]))
     return 0
 

@@ -29,7 +29,6 @@ random test ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -182,7 +181,9 @@ def export_onnx(model_dir, out_path, frames: int = 512, *, opset: int = OPSET, c
                    "max_abs_diff": diff, "max_abs_diff_relative": rel, "tolerance_relative": PARITY_TOL},
         "licence": "Spleeter code and pretrained models: MIT (Deezer); random weights: test fixture",
     }
-    out_path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    from .export import write_card
+
+    write_card(card, out_path, indent=1)
     return card
 
 

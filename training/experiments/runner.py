@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..data import handcrafted
+from .. import metrics
 from . import protocols
 from .protocols import Experiment
 from .systems import SYSTEMS, Settings, SystemSpec, merge_needs, prepare_features
@@ -31,14 +32,14 @@ def _aggregate(per_fold: list[dict]) -> dict:
 
 def _metrics(exp: Experiment, y, p) -> dict:
     if exp.kind == "classify":
-        return protocols.classification_metrics(y, p, exp.classes)
-    return protocols.regression_metrics(y, p)
+        return metrics.classification_metrics(y, p, exp.classes)
+    return metrics.regression_metrics(y, p)
 
 
 def _chance(exp: Experiment, ytr, yte) -> dict:
     if exp.kind == "classify":
-        return protocols.chance_classification(ytr, yte, exp.classes)
-    return protocols.chance_regression(ytr, yte)
+        return metrics.chance_classification(ytr, yte, exp.classes)
+    return metrics.chance_regression(ytr, yte)
 
 
 def _fit_fold(spec: SystemSpec, exp: Experiment, settings: Settings, i: int) -> tuple[Optional[dict], dict]:

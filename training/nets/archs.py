@@ -38,6 +38,7 @@ import numpy as np
 
 #: input names each architecture takes, in order
 INPUTS = {
+    "cnn": ("features",),
     "dcnn": ("features",),
     "adcrnn": ("features",),
     "cnn_mfcc": ("features",),
@@ -49,6 +50,10 @@ INPUTS = {
 
 #: each builder's parameters and their defaults (the seeds' values where given)
 DEFAULTS: dict[str, dict] = {
+    # the shipped speech and music models' small CNN (training/recipes/speech.toml, music.toml):
+    # Conv3x3 (no bias) + BatchNorm + ReLU blocks, the first with stride 2, 2x2 max-pooling after
+    # each but the last, global average + max pooling, one Dense ReLU layer, dropout.
+    "cnn": {"channels": [16, 24, 32, 48], "dense": 64, "dropout": 0.3},
     # seed 000 section 4.4.1 (DCNN): Conv2D 128 (k3, valid, no dilation) -> MaxPool (4,2)
     # stride (4,2) -> dilated Conv2D 64 (k3, rate 2, same) with a skip connection ->
     # flatten -> Dense -> dropout 0.3; l1(0.001) kernels, constant(0.1) biases, relu.
@@ -307,6 +312,26 @@ def _dcnn_block(x, p: dict, prefix: str = ""):
     return x
 
 
+def build_cnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
+    """The shipped models' small CNN on ``features`` (standardisation in the graph)."""
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    L = custom_layers()
+    inp = tf.keras.Input(shapes["features"], name="features")
+    x = L["Standardise"](*norm["features"], name="standardise")(inp)
+    for i, ch in enumerate(p["channels"]):
+        x = layers.Conv2D(ch, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        if i < len(p["channels"]) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Concatenate(name="pool_avg_max")([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Dense(p["dense"], activation="relu", name="dense")(x)
+    x = layers.Dropout(p["dropout"])(x)
+    return tf.keras.Model(inp, _heads(x, n_emotions), name="cnn")
+
+
 def build_dcnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
     """Seed 000 section 4.4.1 DCNN on ``features``."""
     import tensorflow as tf
@@ -480,7 +505,7 @@ def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample
     return tf.keras.Model(inp, out, name="sincnet")
 
 
-BUILDERS = {"dcnn": build_dcnn, "adcrnn": build_adcrnn, "cnn_mfcc": build_cnn_mfcc,
+BUILDERS = {"cnn": build_cnn, "dcnn": build_dcnn, "adcrnn": build_adcrnn, "cnn_mfcc": build_cnn_mfcc,
             "lstm_mfcc": build_lstm_mfcc, "ensemble": build_ensemble, "sincnet": build_sincnet,
             "dnn": build_dnn}
 
