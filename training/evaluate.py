@@ -20,7 +20,8 @@ from streamer.adapt import StreamStandardiser
 from streamer.inputs import stack_inputs, window_inputs
 from streamer.predict import clip_windows
 
-from .config import EMOTIONS8, RecipeError, adapting, clips, emotion_index, mix_config, use_separator, va_target
+from .config import (EMOTIONS8, RecipeError, adapting, clips, emotion_index, input_names, mix_config, use_separator,
+                     va_target)
 from .data import corpora, mixing
 from .data.corpora import SR, Clip
 from .data.mixing import MixConfig, model_input, speech_slots
@@ -38,7 +39,7 @@ def session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def input_names(sess) -> tuple[str, ...]:
+def session_inputs(sess) -> tuple[str, ...]:
     """The inputs an onnxruntime session takes (``features``, ``handcrafted``, ``waveform``)."""
     return tuple(i.name for i in sess.get_inputs())
 
@@ -103,7 +104,7 @@ def clip_level(sess, clips: Sequence[Clip], cfg: MixConfig, audio_of: Callable[[
     """Metrics over ``clips`` (non-neutral ones scored; neutral ones summarised)."""
     probs, va, act = [], [], []
     # ``mapper`` may be lazy (Pool.imap): features of one clip at a time, never all in memory
-    names = input_names(sess)
+    names = session_inputs(sess)
     for f in mapper(_feat_job, ((audio_of(c), cfg, names) for c in clips)):
         o = run_model(sess, f)
         probs.append(o["quadrant"].mean(0))
@@ -132,7 +133,7 @@ def activity_windows(sess, audios: Sequence[np.ndarray], cfg: MixConfig, mapper=
                      stream: Optional[StreamStandardiser] = None, update: bool = True) -> float:
     """Mean activity output over every sliding window of ``audios`` (``stream``, ``update``: a
     model's adaptation, as :func:`features_of`; then the windows are taken in order, one process)."""
-    names = input_names(sess)
+    names = session_inputs(sess)
     if stream is not None:
         feats = (features_of(a, cfg, names, stream, update) for a in audios)
     else:
@@ -311,7 +312,7 @@ def evaluate_model(onnx_path: Path, cfg: dict, split: str = "test", max_clips: O
 
 def held_out_extras(onnx_path: Path, cfg: dict, threads: int = 1, adaptation: Optional[dict] = None) -> dict:
     """What the shipped models' cards report besides the test split, measured the same way
-    (:func:`training.train.finish`): ``cross_corpus``, clip-level metrics on target corpora the
+    (as the shipped models' cards have them): ``cross_corpus``, clip-level metrics on target corpora the
     recipe never trained on (music: the labelled VGMIDI phrases; speech: RAVDESS or TESS when
     left out), and ``activity``, the mean activity head over held-out windows with the target
     source, with the other source only, and over near-silence."""

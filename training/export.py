@@ -97,12 +97,9 @@ def parity(model, path: Path, feed: dict, tol: float = 1e-4) -> float:
     return diff
 
 
-def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
-               command: str, t_start: float, stopped: str = "") -> dict:
-    """A card in the format of engines/models/speech.json, plus the resolved recipe."""
-    from engines.models import sha256_of
-
-    mc, shapes, names = mix_config(cfg), input_shapes(cfg), input_names(cfg)
+def card_io(cfg: dict) -> dict:
+    """The card's ``inputs`` and ``outputs`` of a recipe's model."""
+    shapes, names = input_shapes(cfg), input_names(cfg)
     desc = {"features": ("streamer.features.extract of a 16 kHz mono window (log-mel dB, delta, "
                          "delta-delta after R128 normalisation); standardisation is inside the graph"),
             "waveform": "the 16 kHz mono window after R128 loudness normalisation (-23 LUFS)",
@@ -119,6 +116,17 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
     if n_emotions(cfg):
         outputs.append({"name": "emotion", "dtype": "float32", "shape": ["N", len(EMOTIONS8)],
                         "activation": "softmax", "labels": list(EMOTIONS8)})
+    return {"inputs": [{"name": n, "dtype": "float32", "shape": ["N", *shapes[n]], "description": desc[n]}
+                       for n in names],
+            "outputs": outputs}
+
+
+def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, diff: float, timing: dict,
+               command: str, t_start: float, stopped: str = "") -> dict:
+    """A card in the format of engines/models/speech.json, plus the resolved recipe."""
+    from engines.models import sha256_of
+
+    mc = mix_config(cfg)
     a = dict(cfg["arch"])
     arch = a.pop("name")
     t = cfg["train"]
@@ -137,10 +145,8 @@ def model_card(model, cfg: dict, onnx_path: Path, state: dict, metrics: dict, di
         "onnx_op_types": op_types(onnx_path),
         "window_s": mc.window_s,
         "hop_s": mc.hop_s,
-        "inputs": [{"name": n, "dtype": "float32", "shape": ["N", *shapes[n]], "description": desc[n]}
-                   for n in names],
-        "outputs": outputs,
-        "streamable": all(n in INPUT_KINDS for n in names),
+        **card_io(cfg),
+        "streamable": all(n in INPUT_KINDS for n in input_names(cfg)),
         "features": DEFAULT_PARAMS.to_dict(),
         "standardisation": state["norm"],
         "architecture": archs.describe(arch, a, model),

@@ -370,58 +370,62 @@ def mixed_section(r: dict, img_dir: Path, doc_dir: Path, T: dict[str, str]) -> l
     return L
 
 
-def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
-    """The headline numbers against the targets of issue 3 and the seeds."""
-    L = ["## Summary", "",
-         "| protocol | our best (system) | chance | seed | target (issue 3) |", "|---|---|---|---|---|"]
+def best(exp, cond, key, excl=(), only=None):
+    c = [(v["mean_std"][cond][key][0], v["mean_std"][cond][key][1], s, len(exp["folds"]))
+         for s, v in exp["systems"].items()
+         if s not in excl and (only is None or s in only) and key in v["mean_std"][cond]]
+    return max(c) if c else None
 
-    def best(exp, cond, key, excl=(), only=None):
-        c = [(v["mean_std"][cond][key][0], v["mean_std"][cond][key][1], s, len(exp["folds"]))
-             for s, v in exp["systems"].items()
-             if s not in excl and (only is None or s in only) and key in v["mean_std"][cond]]
-        return max(c) if c else None
 
-    def fmt(b, pct=True):
-        if b is None:
-            return "-"
-        if b[3] == 1:  # one split: no spread over folds
-            return (f"{100 * b[0]:.1f} %" if pct else f"{b[0]:.3f}") + f" ({b[2]})"
-        return (f"{100 * b[0]:.1f} ± {100 * b[1]:.1f} %" if pct else f"{b[0]:.3f} ± {b[1]:.3f}") + f" ({b[2]})"
+def fmt(b, pct=True):
+    if b is None:
+        return "-"
+    if b[3] == 1:  # one split: no spread over folds
+        return (f"{100 * b[0]:.1f} %" if pct else f"{b[0]:.3f}") + f" ({b[2]})"
+    return (f"{100 * b[0]:.1f} ± {100 * b[1]:.1f} %" if pct else f"{b[0]:.3f} ± {b[1]:.3f}") + f" ({b[2]})"
 
-    def met(b, goal):
-        return "-" if b is None else ("**met**" if b[0] >= goal else "**not met**")
 
-    def get(p, task):
-        for e in results.get(p, {}).get("experiments", []):
-            if e["task"] == task:
-                return e
-        return None
+def met(b, goal):
+    return "-" if b is None else ("**met**" if b[0] >= goal else "**not met**")
 
-    def shared(e, w):  # the unadapted systems run on both experiments
-        return tuple(n for n in plain if n in e["systems"] and n in w["systems"])
 
-    def maj(e, cond):
-        return f"{100 * e['chance'][cond]['majority']['accuracy'][0]:.1f} % majority"
+def get(results, p, task):
+    for e in results.get(p, {}).get("experiments", []):
+        if e["task"] == task:
+            return e
+    return None
 
-    online, corpus, plain = systems_adapting("online"), systems_adapting("corpus"), systems_adapting("")
 
-    def by_adaptation(e, cond, goal, extra=""):
-        """Cells and target verdicts of a speech experiment: its best system with speaker normalisation over
-        all of a speaker's clips, with causal (streaming) normalisation, and without any."""
-        cells, targets = [], []
-        for label, short, b in (("speaker normalisation over all of a speaker's clips", "with it",
-                                 best(e, cond, "accuracy", only=systems_adapting("group"))),
-                                ("causal (streaming) speaker normalisation", "causal", best(e, cond, "accuracy",
-                                                                                            only=online)),
-                                ("without", "without", best(e, cond, "accuracy", only=plain))):
-            if b:
-                cells.append(f"{label} {fmt(b)}")
-                targets.append(f"{met(b, goal)} {short}")
-        return "; ".join(cells) + extra, ", ".join(targets)
+def shared(e, w):  # the unadapted systems run on both experiments
+    return tuple(n for n in systems_adapting("") if n in e["systems"] and n in w["systems"])
 
+
+def maj(e, cond):
+    return f"{100 * e['chance'][cond]['majority']['accuracy'][0]:.1f} % majority"
+
+
+def by_adaptation(e, cond, goal, extra=""):
+    """Cells and target verdicts of a speech experiment: its best system with speaker normalisation over
+    all of a speaker's clips, with causal (streaming) normalisation, and without any."""
+    cells, targets = [], []
+    online, plain = systems_adapting("online"), systems_adapting("")
+    for label, short, b in (("speaker normalisation over all of a speaker's clips", "with it",
+                             best(e, cond, "accuracy", only=systems_adapting("group"))),
+                            ("causal (streaming) speaker normalisation", "causal", best(e, cond, "accuracy",
+                                                                                        only=online)),
+                            ("without", "without", best(e, cond, "accuracy", only=plain))):
+        if b:
+            cells.append(f"{label} {fmt(b)}")
+            targets.append(f"{met(b, goal)} {short}")
+    return "; ".join(cells) + extra, ", ".join(targets)
+
+
+def _speech_rows(results: dict) -> list[str]:
+    """Summary rows of the speech protocols: RAVDESS and seed 001's grids."""
+    L = []
     for task, what, goal, seed in (("8class", "8 emotions", 0.65, "seed 001 D-NN 61 %, SVC 57.4 %, RFC 55.1 %"),
                                    ("4quadrant", "4 quadrants (no neutral)", 0.70, "-")):
-        e = get("ravdess", task)
+        e = get(results, "ravdess", task)
         if not e:
             continue
         uni = 12.5 if task == "8class" else 25
@@ -431,34 +435,41 @@ def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
     for proto, pool in (("mixed", "sung 4Q music"), ("mixed_emopia", "instrumental EMOPIA piano")):
         if proto not in results:
             continue
-        e = get(proto, "speech_train_mixed")
+        e = get(results, proto, "speech_train_mixed")
         if e:
             cells, targets = by_adaptation(e, "mixed", 0.40)
             L.append(f"| Seed 001 grid ({pool}), mixed -> mixed (8 emotions), accuracy | {cells} | "
                      f"{100 * e['chance']['mixed']['stratified']['accuracy'][0]:.1f} % Dummy_strat | "
                      f"seed 001 RFC 30.1 %, D-NN 29 % | >= 40 %: {targets} |")
-        e = get(proto, "speech_train_clean")
+        e = get(results, proto, "speech_train_clean")
         if e:
             L.append(f"| Seed 001 grid ({pool}), clean -> mixed, accuracy | {fmt(best(e, 'mixed', 'accuracy'))} | "
                      f"{100 * e['chance']['mixed']['stratified']['accuracy'][0]:.1f} % Dummy_strat | "
                      f"seed 001 RFC 14.8 %, D-NN 14 % | reported |")
-        e = get(proto, "speech_train_separated")
+        e = get(results, proto, "speech_train_separated")
         cells, targets = (by_adaptation(e, "separated", 0.50, f"; separator `{results[proto].get('separator')}`")
                           if e else ("not run: no separator given", "-"))
         L.append(f"| Seed 001 grid ({pool}), separated -> separated | {cells} | | seed 001 RFC 41.4 %, D-NN 43.1 % | "
                  f">= 50 %: {targets} |")
-    e = get("music4q", "4quadrant")
+    return L
+
+
+def _music_rows(results: dict) -> list[str]:
+    """Summary rows of the music protocols and the speech -> music transfer."""
+    L = []
+    plain = systems_adapting("")
+    e = get(results, "music4q", "4quadrant")
     if e:
         b = best(e, "clean", "macro_f1")
         L.append(f"| 4Q music, 10-fold artist-grouped, macro-F1 | {fmt(b, False)} | "
                  f"{e['chance']['clean']['uniform']['macro_f1'][0]:.3f} uniform | seed 003 SVM 0.756 (900 clips, "
                  f"not artist-grouped); seed 004 MLP 0.63 | >= 0.70: {met(b, 0.70)} |")
-    e = get("emopia", "4quadrant")
+    e = get(results, "emopia", "4quadrant")
     if e:
         L.append(f"| EMOPIA official test (88 clips), accuracy | {fmt(best(e, 'emopia_test', 'accuracy'))} | "
                  f"{maj(e, 'emopia_test')}, 25 % uniform | (seed 000 MER2MER 43.1-49.2 % on its own test set) | "
                  f"reported |")
-    e = get("transfer", "4quadrant")
+    e = get(results, "transfer", "4quadrant")
     if e:
         b = best(e, "emopia_test", "accuracy")
         also = "".join(f"; the same system on {what}: {100 * e['systems'][b[2]]['mean_std'][c]['accuracy'][0]:.1f} %"
@@ -471,10 +482,17 @@ def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
                  f"{'above' if b and b[0] > 0.332 else 'below'} |")
         L.append(f"| Speech -> music (4Q, all 630), accuracy | {fmt(best(e, '4q_all', 'accuracy'))} | "
                  f"{maj(e, '4q_all')}, 25 % uniform | | |")
+    return L
+
+
+def _crosscorpus_rows(results: dict) -> list[str]:
+    """Summary rows of the cross-corpus protocol and the VA regression."""
+    L = []
+    online, corpus, plain = systems_adapting("online"), systems_adapting("corpus"), systems_adapting("")
     for task, what, key in (("7emotions", "7 shared emotions, accuracy", "accuracy"),
                             ("3quadrants", "quadrants Q1-Q3, UAR", "uar")):
         for src, dst, nm in (("ravdess", "tess", "RAVDESS -> TESS"), ("tess", "ravdess", "TESS -> RAVDESS")):
-            e = get("crosscorpus", f"{task}_{src}_to_{dst}")
+            e = get(results, "crosscorpus", f"{task}_{src}_to_{dst}")
             if not e:
                 continue
             cond, ch = f"{dst}_all", e["chance"][f"{dst}_all"]
@@ -483,7 +501,7 @@ def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
                      f"speaker normalisation {fmt(best(e, cond, key, only=online))}; within-corpus: "
                      f"none with these classes | {100 * ch['majority'][key][0]:.1f} % majority, "
                      f"{100 * ch['uniform'][key][0]:.1f} % uniform | - | reported |")
-    e, w = get("crosscorpus", "4quadrants_4q_to_emopia"), get("emopia", "4quadrant")
+    e, w = get(results, "crosscorpus", "4quadrants_4q_to_emopia"), get(results, "emopia", "4quadrant")
     if e:
         L.append(f"| Cross-corpus music, 4Q -> EMOPIA, accuracy | all 1078: without adaptation "
                  f"{fmt(best(e, 'emopia_all', 'accuracy', only=plain))}, per-corpus normalisation "
@@ -493,17 +511,25 @@ def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
                  f"train+val -> the same 88) "
                  f"{fmt(best(w, 'emopia_test', 'accuracy', only=shared(e, w))) if w else '-'} | "
                  f"{maj(e, 'emopia_all')} (all), 25 % uniform | - | reported |")
-    e, w = get("crosscorpus", "4quadrants_emopia_to_4q"), get("music4q", "4quadrant")
+    e, w = get(results, "crosscorpus", "4quadrants_emopia_to_4q"), get(results, "music4q", "4quadrant")
     if e:
         L.append(f"| Cross-corpus music, EMOPIA -> 4Q (all 630), macro-F1 | without adaptation "
                  f"{fmt(best(e, '4q_all', 'macro_f1', only=plain), False)}; per-corpus normalisation "
                  f"{fmt(best(e, '4q_all', 'macro_f1', only=corpus), False)}; within-corpus (4Q 10-fold, "
                  f"same systems) {fmt(best(w, 'clean', 'macro_f1', only=shared(e, w)), False) if w else '-'} | "
                  f"{e['chance']['4q_all']['uniform']['macro_f1'][0]:.3f} uniform | - | reported |")
-    e = get("vgmidi", "va")
+    e = get(results, "vgmidi", "va")
     if e:
         L.append(f"| VGMIDI VA regression, CCC valence / arousal | {fmt(best(e, 'clean', 'valence_ccc'), False)} / "
                  f"{fmt(best(e, 'clean', 'arousal_ccc'), False)} | 0 (training mean) | - | |")
+    return L
+
+
+def summary_lines(results: dict, T: dict[str, str]) -> list[str]:
+    """The headline numbers against the targets of issue 3 and the seeds."""
+    L = ["## Summary", "",
+         "| protocol | our best (system) | chance | seed | target (issue 3) |", "|---|---|---|---|---|"]
+    L += _speech_rows(results) + _music_rows(results) + _crosscorpus_rows(results)
     L += ["", prose(T, "summary_note", crosscorpus=T["summary_note_crosscorpus"] if "crosscorpus" in results else ""),
           ""]
     return L
