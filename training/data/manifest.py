@@ -81,6 +81,36 @@ def _num(row: dict, col: str, where: str) -> Optional[float]:
         raise ManifestError(f"{where}: column '{col}' is {v!r}, not a number") from None
 
 
+def _targets(r: dict, where: str, rel: str, has_label: bool, has_va: bool, lo: float, hi: float):
+    """(label, quadrant, valence, arousal) of one manifest row; VA mapped from [lo, hi] to [-1, 1]."""
+    valence = arousal = None
+    label = (r.get("label") or "").strip() if has_label else ""
+    if has_va and ((r.get("valence") or "").strip() or (r.get("arousal") or "").strip()):
+        v, a = _num(r, "valence", where), _num(r, "arousal", where)
+        if v is None or a is None:
+            raise ManifestError(f"{where}: give both valence and arousal (or neither)")
+        for name, x in (("valence", v), ("arousal", a)):
+            if not lo <= x <= hi:
+                raise ManifestError(f"{where}: {name}={x} is outside the scale [{lo:g}, {hi:g}] "
+                                    f"(set --va-scale LO,HI)")
+        valence = float(2.0 * (v - lo) / (hi - lo) - 1.0)
+        arousal = float(2.0 * (a - lo) / (hi - lo) - 1.0)
+    if label:
+        try:
+            quadrant = taxonomy.label_quadrant(label)
+        except KeyError:
+            known = ", ".join(sorted(taxonomy.LABEL_TO_QUADRANT)) + ", " + ", ".join(taxonomy.QUADRANTS)
+            raise ManifestError(f"{where}: label {label!r} is not in the taxonomy table "
+                                f"(streamer/taxonomy.py); use one of: {known}; or give valence/arousal "
+                                f"columns instead") from None
+    elif valence is not None:
+        quadrant = taxonomy.quadrant_of(valence, arousal)
+        label = quadrant
+    else:
+        raise ManifestError(f"{where}: no label and no valence/arousal for {rel}")
+    return label, quadrant, valence, arousal
+
+
 def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0),
                   corpus: Optional[str] = None, check_files: bool = True) -> list[Clip]:
     """Clips of a generic manifest (no audio yet; :func:`training.data.corpora.load_audio` decodes).
@@ -133,31 +163,7 @@ def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0
             raise ManifestError(f"{where}: start={start} is negative")
         if start is not None and end is not None and end <= start:
             raise ManifestError(f"{where}: end={end} is not after start={start}")
-        valence = arousal = None
-        label = (r.get("label") or "").strip() if has_label else ""
-        if has_va and ((r.get("valence") or "").strip() or (r.get("arousal") or "").strip()):
-            v, a = _num(r, "valence", where), _num(r, "arousal", where)
-            if v is None or a is None:
-                raise ManifestError(f"{where}: give both valence and arousal (or neither)")
-            for name, x in (("valence", v), ("arousal", a)):
-                if not lo <= x <= hi:
-                    raise ManifestError(f"{where}: {name}={x} is outside the scale [{lo:g}, {hi:g}] "
-                                        f"(set --va-scale LO,HI)")
-            valence = float(2.0 * (v - lo) / (hi - lo) - 1.0)
-            arousal = float(2.0 * (a - lo) / (hi - lo) - 1.0)
-        if label:
-            try:
-                quadrant = taxonomy.label_quadrant(label)
-            except KeyError:
-                known = ", ".join(sorted(taxonomy.LABEL_TO_QUADRANT)) + ", " + ", ".join(taxonomy.QUADRANTS)
-                raise ManifestError(f"{where}: label {label!r} is not in the taxonomy table "
-                                    f"(streamer/taxonomy.py); use one of: {known}; or give valence/arousal "
-                                    f"columns instead") from None
-        elif valence is not None:
-            quadrant = taxonomy.quadrant_of(valence, arousal)
-            label = quadrant
-        else:
-            raise ManifestError(f"{where}: no label and no valence/arousal for {rel}")
+        label, quadrant, valence, arousal = _targets(r, where, rel, has_label, has_va, lo, hi)
         split = (r.get("split") or "").strip() or "all"
         clips.append(Clip(corpus, str(rel), label, quadrant, group, split, valence=valence, arousal=arousal,
                           root=str(root), start=start, end=end))

@@ -118,13 +118,8 @@ def resolve_params(arch: str, params: Optional[dict]) -> dict:
 _LAYERS: dict = {}
 
 
-def custom_layers() -> dict:
-    """The custom Keras layers (classes made on first use, so importing this module
-    never imports TensorFlow)."""
-    if _LAYERS:
-        return _LAYERS
-    import tensorflow as tf
-    from tensorflow.keras import layers
+def _standardising_layers(tf, layers) -> dict:
+    """Standardise, MFCC, LayerNorm: per-feature scaling inside the graph."""
 
     class Standardise(layers.Layer):
         """``(x - mean) / std`` with the constants in non-trainable weights (last axis)."""
@@ -154,6 +149,26 @@ def custom_layers() -> dict:
 
         def call(self, x):
             return tf.linalg.matmul(x[..., 0], self.dct)
+
+    class LayerNorm(layers.Layer):
+        """SincNet's layer norm: statistics over time and channels of each example, a gain
+        and bias per channel (Keras' multi-axis layer normalisation fails in predict on TF 2.12)."""
+
+        def build(self, shape):
+            c = int(shape[-1])
+            self.gamma = self.add_weight("gamma", shape=(c,), initializer="ones")
+            self.beta = self.add_weight("beta", shape=(c,), initializer="zeros")
+
+        def call(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+            var = tf.reduce_mean(tf.square(x - mean), axis=[1, 2], keepdims=True)
+            return (x - mean) * tf.math.rsqrt(var + 1e-6) * self.gamma + self.beta
+
+    return {"Standardise": Standardise, "MFCC": MFCC, "LayerNorm": LayerNorm}
+
+
+def _sequence_layers(tf, layers) -> dict:
+    """DilatedLSTM and AttentionPool (seed 000's ADCRNN)."""
 
     class DilatedLSTM(layers.Layer):
         """LSTM whose step t takes the state of step t - rate (Chang et al. 2017, DilatedRNN).
@@ -198,6 +213,12 @@ def custom_layers() -> dict:
             alpha = tf.nn.softmax(tf.linalg.matmul(h, self.w), axis=1)
             return tf.reduce_sum(alpha * h, axis=1)
 
+    return {"DilatedLSTM": DilatedLSTM, "AttentionPool": AttentionPool}
+
+
+def _waveform_layers(tf, layers) -> dict:
+    """SincConv, Chunks and ChunkMean (SincNet on raw waveform)."""
+
     class SincConv(layers.Layer):
         """SincNet's first layer: learnable band-pass filters (cut-offs f1 < f2 in Hz),
         ``2 f2 sinc(2 pi f2 n) - 2 f1 sinc(2 pi f1 n)`` times a Hamming window, applied by
@@ -240,20 +261,6 @@ def custom_layers() -> dict:
         def call(self, x):
             return tf.nn.conv1d(x, self.kernels(), stride=1, padding="VALID")
 
-    class LayerNorm(layers.Layer):
-        """SincNet's layer norm: statistics over time and channels of each example, a gain
-        and bias per channel (Keras' multi-axis layer normalisation fails in predict on TF 2.12)."""
-
-        def build(self, shape):
-            c = int(shape[-1])
-            self.gamma = self.add_weight("gamma", shape=(c,), initializer="ones")
-            self.beta = self.add_weight("beta", shape=(c,), initializer="zeros")
-
-        def call(self, x):
-            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-            var = tf.reduce_mean(tf.square(x - mean), axis=[1, 2], keepdims=True)
-            return (x - mean) * tf.math.rsqrt(var + 1e-6) * self.gamma + self.beta
-
     class Chunks(layers.Layer):
         """[N, samples] -> [N * k, chunk, 1]: k non-overlapping chunks (the rest dropped)."""
 
@@ -275,9 +282,19 @@ def custom_layers() -> dict:
         def call(self, x):
             return tf.reduce_mean(tf.reshape(x, [-1, self.k, int(x.shape[-1])]), axis=1)
 
-    _LAYERS.update(Standardise=Standardise, MFCC=MFCC, DilatedLSTM=DilatedLSTM,
-                   AttentionPool=AttentionPool, SincConv=SincConv, LayerNorm=LayerNorm, Chunks=Chunks,
-                   ChunkMean=ChunkMean)
+    return {"SincConv": SincConv, "Chunks": Chunks, "ChunkMean": ChunkMean}
+
+
+def custom_layers() -> dict:
+    """The custom Keras layers (classes made on first use, so importing this module
+    never imports TensorFlow)."""
+    if _LAYERS:
+        return _LAYERS
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    for group in (_standardising_layers, _sequence_layers, _waveform_layers):
+        _LAYERS.update(group(tf, layers))
     return _LAYERS
 
 
