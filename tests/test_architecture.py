@@ -32,9 +32,6 @@ ALLOWED = {"engines": set(), "streamer": {"engines"}, "training": {"streamer", "
            "clients": {"streamer", "engines"}}
 #: what clients may import from the rooms below: the message schema and what a subscriber needs
 CLIENT_MODULES = {"streamer.schema", "streamer.security", "streamer.errors", "engines.errors", "engines.argtypes"}
-#: module cycles in training/ that are fixed on another branch (training's own layout); each is
-#: listed by its sorted members and must not grow
-KNOWN_TRAINING_CYCLES: list[tuple[str, ...]] = [("training.corpora", "training.manifest")]
 
 
 def module_name(path: Path) -> str:
@@ -128,7 +125,7 @@ def package_of(mod: str) -> str:
 
 
 def test_no_module_cycles():
-    found = [c for c in cycles(GRAPH) if c not in KNOWN_TRAINING_CYCLES]
+    found = cycles(GRAPH)
     assert not found, "import circles between modules: " + "; ".join(" <-> ".join(c) for c in found)
 
 
@@ -158,12 +155,6 @@ def test_arrows_point_down():
             elif room == "clients" and d not in CLIENT_MODULES:
                 wrong.append(f"{m} -> {d} (clients may import only {', '.join(sorted(CLIENT_MODULES))})")
     assert not wrong, "imports against the layers: " + "; ".join(wrong)
-
-
-def test_known_training_cycles_are_still_there():
-    """A listed training circle that is gone must be taken off the list (it must not come back)."""
-    for c in KNOWN_TRAINING_CYCLES:
-        assert c in cycles(GRAPH), f"{' <-> '.join(c)} is fixed: remove it from KNOWN_TRAINING_CYCLES"
 
 
 def test_the_checker_finds_a_cycle_and_resolves_relative_imports():

@@ -20,16 +20,19 @@ def bench_tf(reps: int, tmp: Path) -> dict:
         return {"skipped": f"TensorFlow not importable: {type(exc).__name__}: {exc}"}
     import numpy as np
 
-    from training.export import export_onnx, session
-    from training.model import build
+    from training.evaluate import session
+    from training.export import export_onnx
+    from training.nets.archs import build
 
     frames = 298
-    model = build(frames, np.zeros(3), np.ones(3))
-    path = export_onnx(model, frames, tmp / "tf_compare.onnx")
-    sess = session(path, threads=1)
     names = ["quadrant", "va", "activity"]
+    shape = {"features": (frames, 64, 3)}
+    model = build("cnn", shape, {"features": (np.zeros(3), np.ones(3))})
+    path = export_onnx(model, tmp / "tf_compare.onnx", shape, names)
+    sess = session(path, threads=1)
     x = np.random.default_rng(0).standard_normal((8, frames, 64, 3)).astype(np.float32)
-    res: dict = {"model": "training.model.build(298 frames), random weights, exported with training.export.export_onnx",
+    res: dict = {"model": "the shipped models' CNN (training.nets.archs cnn, 298 frames), random weights, "
+                          "exported with training.export.export_onnx",
                  "tensorflow": tf.__version__}
     model(x[:1], training=False)
     sess.run(names, {"features": x[:1]})

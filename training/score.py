@@ -6,7 +6,7 @@
 
 Lists: ``speech-test`` (RAVDESS actors 19-24), ``music-test`` (4Q test artists),
 ``emopia-test`` (EMOPIA official test, rendered), ``vgmidi`` (cross-corpus).
-A replay of a programme built by :mod:`training.make_mix` is scored against its truth file:
+A replay of a programme built by :mod:`training.data.make_mix` is scored against its truth file:
 
     emotrack replay programme.ogg --out replay.jsonl
     python -m training.score replay.jsonl --truth programme.ogg.truth.json
@@ -30,7 +30,7 @@ import numpy as np
 
 from streamer import taxonomy
 
-from . import corpora
+from .data import corpora
 from .evaluate import metrics
 from .paths import data_root
 
@@ -51,7 +51,7 @@ def clip_files(name: str) -> list[tuple[str, corpora.Clip]]:
         if not keep(c):
             continue
         if c.corpus in ("emopia", "vgmidi"):
-            from .render import cache_path, render_corpus
+            from .data.render import cache_path, render_corpus
 
             folder = corpora._FOLDER[c.corpus]
             p = cache_path(folder, c.path)
@@ -80,7 +80,7 @@ def score(preds: list[dict], labels: dict[str, Optional[str]]) -> dict:
 
 def replay_predictions(rows: list[dict], truth: dict) -> tuple[list[dict], dict]:
     """Clip predictions from a replay's emotion messages (``--out`` JSONL rows) over the spans of a
-    :mod:`training.make_mix` truth file, and the labels (path -> quadrant) of the clips covered."""
+    :mod:`training.data.make_mix` truth file, and the labels (path -> quadrant) of the clips covered."""
     preds, labels = [], {}
     for source, spans in (("speech", truth.get("speech", [])), ("music", truth.get("songs", []))):
         wins = [r for r in rows if r.get("topic") == f"emotion.{source}"]
@@ -114,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("preds", nargs="?", help="JSONL from emotrack predict")
     ap.add_argument("--list", choices=sorted(LISTS), help="print the files of a held-out list and exit")
     ap.add_argument("--truth", metavar="JSON", help="PREDS is an emotrack replay --out JSONL of a programme made by "
-                                                   "training.make_mix; score it against that programme's truth file")
+                                                   "training.data.make_mix; score it against that programme's truth file")
     a = ap.parse_args(argv)
     if a.list:
         for p, _ in clip_files(a.list):

@@ -31,8 +31,9 @@ import numpy as np
 from engines.cards import default_model_path
 from streamer.separation import make_separator, separate
 
-from . import corpora, evaluate, mixing
-from .export import session
+from . import evaluate
+from .data import corpora, mixing
+from .evaluate import session
 from .separator import mixture, si_sdr
 
 SR = corpora.SR

@@ -45,9 +45,9 @@ import numpy as np
 from engines.cards import ModelCard
 from streamer.separation import STEMS, STFT, BuiltinSeparator, StftParams, log_power, separate, stft
 
-from . import corpora
-from .corpora import FRAME, SR, Clip
-from .mixing import db, place
+from .data import corpora
+from .data.corpora import FRAME, SR, Clip
+from .data.mixing import db, place
 
 SEGMENT_FRAMES = 96          # centre frames per training segment (plus 2 * context)
 WIDTH = 96
@@ -281,6 +281,44 @@ def parse(argv):
     return ap.parse_args(argv)
 
 
+def _card(a, model, onnx_path: Path, sp: dict, history: list, best: float, mean, std, diff: float,
+          t_start: float, argv) -> dict:
+    """The separator's model card (metrics are added by :func:`_finish`)."""
+    return {
+        "id": f"emotrack-{a.name}-1",
+        "task": "speech/music separation at 16 kHz: soft speech mask per STFT bin (music = 1 - mask) "
+                "and per-frame speech / music presence",
+        "onnx": onnx_path.name,
+        "stft": STFT.to_dict(),
+        "inputs": [{"name": "features", "dtype": "float32",
+                    "shape": ["N", STFT.chunk + 2 * STFT.context, STFT.bins],
+                    "description": "streamer.separation.log_power of STFT frames (chunk + 2 x context)"}],
+        "outputs": [{"name": "speech_mask", "dtype": "float32", "shape": ["N", STFT.chunk, STFT.bins],
+                     "activation": "sigmoid"},
+                    {"name": "presence", "dtype": "float32", "shape": ["N", STFT.chunk, 2],
+                     "activation": "sigmoid", "labels": ["speech", "music"]}],
+        "architecture": describe(model, a.width),
+        "training_data": {
+            "speech": "RAVDESS actors 1-16 + TESS", "music": "4Q train artists (split seed "
+            f"{corpora.SPLIT_SEED}) + EMOPIA official train, rendered with fluidsynth",
+            "mixing": "random 2 s segments, speech-to-music ratio U[-10, +15] dB after R128 "
+                      "normalisation, 15 % without speech, 15 % without music, gain U[-30, +5] dB",
+            "segments_per_round": a.segments, "rounds": a.rounds,
+            "clips": {k: {"speech": len(s), "music": len(m)} for k, (s, m) in sp.items()}},
+        "training": {"epochs_run": len(history), "history": history, "best_val_loss": round(float(best), 4),
+                     "standardisation": {"mean": [round(float(v), 6) for v in mean],
+                                         "std": [round(float(v), 6) for v in std]},
+                     "learning_rate": a.lr, "resumed": bool(a.resume),
+                     "seed": a.seed, "minutes": round((time.time() - t_start) / 60.0, 1),
+                     "command": "python -m training.separator " + " ".join(sys.argv[1:] if argv is None else argv),
+                     "date": _dt.date.today().isoformat(), "parity_max_abs_diff": diff},
+        "protocol": "held-out speakers (RAVDESS actors 19-24) over held-out songs (4Q test artists, "
+                    "EMOPIA official test), 4 s mixtures at fixed speech-to-music ratios; SI-SDR "
+                    "improvement over the unprocessed mixture, through the streaming separator",
+        "licence": "code Apache-2.0; weights trained on " + "; ".join(LICENCES) + ": research / non-commercial use",
+    }
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     a = parse(sys.argv[1:] if argv is None else argv)
     t_start = time.time()
@@ -356,39 +394,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not diff < 1e-4:
         raise SystemExit(f"Keras vs ONNX Runtime parity failed: {diff:.3g}")
     log(f"exported {onnx_path} ({onnx_path.stat().st_size} bytes), parity max abs diff {diff:.2e}")
-    card = {
-        "id": f"emotrack-{a.name}-1",
-        "task": "speech/music separation at 16 kHz: soft speech mask per STFT bin (music = 1 - mask) "
-                "and per-frame speech / music presence",
-        "onnx": onnx_path.name,
-        "stft": STFT.to_dict(),
-        "inputs": [{"name": "features", "dtype": "float32",
-                    "shape": ["N", STFT.chunk + 2 * STFT.context, STFT.bins],
-                    "description": "streamer.separation.log_power of STFT frames (chunk + 2 x context)"}],
-        "outputs": [{"name": "speech_mask", "dtype": "float32", "shape": ["N", STFT.chunk, STFT.bins],
-                     "activation": "sigmoid"},
-                    {"name": "presence", "dtype": "float32", "shape": ["N", STFT.chunk, 2],
-                     "activation": "sigmoid", "labels": ["speech", "music"]}],
-        "architecture": describe(model, a.width),
-        "training_data": {
-            "speech": "RAVDESS actors 1-16 + TESS", "music": "4Q train artists (split seed "
-            f"{corpora.SPLIT_SEED}) + EMOPIA official train, rendered with fluidsynth",
-            "mixing": "random 2 s segments, speech-to-music ratio U[-10, +15] dB after R128 "
-                      "normalisation, 15 % without speech, 15 % without music, gain U[-30, +5] dB",
-            "segments_per_round": a.segments, "rounds": a.rounds,
-            "clips": {k: {"speech": len(s), "music": len(m)} for k, (s, m) in sp.items()}},
-        "training": {"epochs_run": len(history), "history": history, "best_val_loss": round(float(best), 4),
-                     "standardisation": {"mean": [round(float(v), 6) for v in mean],
-                                         "std": [round(float(v), 6) for v in std]},
-                     "learning_rate": a.lr, "resumed": bool(a.resume),
-                     "seed": a.seed, "minutes": round((time.time() - t_start) / 60.0, 1),
-                     "command": "python -m training.separator " + " ".join(sys.argv[1:] if argv is None else argv),
-                     "date": _dt.date.today().isoformat(), "parity_max_abs_diff": diff},
-        "protocol": "held-out speakers (RAVDESS actors 19-24) over held-out songs (4Q test artists, "
-                    "EMOPIA official test), 4 s mixtures at fixed speech-to-music ratios; SI-SDR "
-                    "improvement over the unprocessed mixture, through the streaming separator",
-        "licence": "code Apache-2.0; weights trained on " + "; ".join(LICENCES) + ": research / non-commercial use",
-    }
+    card = _card(a, model, onnx_path, sp, history, best, mean, std, diff, t_start, argv)
     return _finish(a, card, onnx_path, sp, log)
 
 

@@ -29,7 +29,6 @@ random test ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

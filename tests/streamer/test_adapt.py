@@ -22,7 +22,7 @@ def _prior(d=6):
 def test_the_protocols_causal_normalisation_is_the_streamers():
     """training.results' `*_spknorm_online` systems and the streamer run the same code: item i of a
     group comes out as the streamer's StreamStandardiser gives it after hearing items 0..i."""
-    from training.results import online_group_standardise
+    from training.experiments.systems import online_group_standardise
 
     rng = np.random.default_rng(0)
     X = rng.normal(2.0, 3.0, (90, 6))
@@ -113,10 +113,11 @@ def test_an_adapting_model_trains_and_the_streamer_adapts_its_input(tmp_path):
     as one stream; a broken section is a one-line error."""
     pytest.importorskip("tensorflow", reason="training extra not installed")
     from streamer import descriptors
-    from training import recipe as R
+    from training import config as C, evaluate as E, export as X, loop as R, recipe  # noqa: F401
+    from training.nets import archs  # noqa: F401
 
     R._tf(1)
-    cfg = R.resolve("dnn_speech_adapt", [
+    cfg = C.resolve("dnn_speech_adapt", [
         "data.corpora=['ravdess']", "data.max_clips=24", "arch.dense=[16, 8]", "train.epochs=2",
         "train.windows_per_epoch=96", "train.val_windows=24", "train.run_eagerly=true"])
     card = R.train(cfg, tmp_path, threads=1)

@@ -106,7 +106,7 @@ def test_a_broken_separator_card_is_a_one_line_model_error(tmp_path, card, match
 @pytest.fixture(scope="module")
 def heldout():
     """Held-out speakers (RAVDESS actors 19-24) and songs (4Q test artists), never trained on."""
-    from training import corpora
+    from training.data import corpora
 
     speech = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
     music = [c for c in corpora.music_index() if c.corpus in ("4q", "emopia") and c.split == "test"]
@@ -137,7 +137,7 @@ def test_separates_heldout_speech_from_heldout_music(heldout):
 
 @needs_data("speech_ravdess", "music_4q", "midi_emopia")
 def test_presence_follows_the_speech(heldout):
-    from training.mixing import place
+    from training.data.mixing import place
 
     speech, music = heldout
     rng = np.random.default_rng(2)

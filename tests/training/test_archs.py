@@ -1,4 +1,4 @@
-"""The seeds' architectures (training/archs.py) trained from their recipes (training/recipe.py)
+"""The seeds' architectures (training/nets/archs.py) trained from their recipes (training/recipe.py)
 on tiny real subsets, exported with tf2onnx and checked against ONNX Runtime; one small
 recipe must learn (better than chance on held-out speakers); a run resumes from its checkpoint."""
 
@@ -23,6 +23,7 @@ TINY = {
     "ensemble_music": ["arch.cnn_filters=[4, 8]", "arch.cnn_dense=8", "arch.dnn=[16]", "arch.fusion_dense=8",
                        "train.batch_size=16"],
     "dnn_music": ["arch.dense=[16, 8]"],
+    "music": ["arch.channels=[4, 4, 4, 4]", "arch.dense=8"],  # the shipped music model's recipe
     "dnn_speech_adapt": ["arch.dense=[16, 8]", "data.corpora=['ravdess']"],
     "sincnet_music": ["arch.sinc_filters=8", "arch.sinc_len=65", "arch.conv_filters=[8, 8]",
                       "arch.dense=[32, 32]", "arch.chunk_s=0.25", "train.run_eagerly=false"],
@@ -34,7 +35,7 @@ MUSIC_QUICK = ["data.corpora=['4q']", "features.window_s=4.0", "features.hop_s=2
 
 
 def _threads():
-    from training.recipe import _tf
+    from training.loop import _tf
 
     return _tf(1)
 
@@ -42,18 +43,19 @@ def _threads():
 @pytest.mark.parametrize("case", sorted(TINY))
 def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
     from engines.cards import REQUIRED_CARD_FIELDS
-    from training import recipe as R
+    from training import config as C, evaluate as E, export as X, loop as R, recipe  # noqa: F401
+    from training.nets import archs  # noqa: F401
 
     tf = _threads()
     sets = TINY[case] + QUICK + (MUSIC_QUICK if "music" in case or "va" in case else SPEECH_QUICK)
-    cfg = R.resolve(case, sets)
+    cfg = C.resolve(case, sets)
     card = R.train(cfg, tmp_path, threads=1)
 
     onnx_path = tmp_path / f"{cfg['name']}.onnx"
     assert onnx_path.is_file() and (tmp_path / "resolved_config.json").is_file()
     for key in REQUIRED_CARD_FIELDS:
         assert card[key] not in (None, "", []), key
-    names = R.input_names(cfg)
+    names = C.input_names(cfg)
     assert [i["name"] for i in card["inputs"]] == list(names)
     assert card["speed"]["keras_onnx_max_abs_diff"] < 1e-4
     assert len(card["training_data"]["history"]) == 1
@@ -62,16 +64,16 @@ def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
     state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
     model = R.build_model(cfg, R._norm_from_json(state["norm"]))
     model.load_weights(str(tmp_path / "ckpt" / "best" / "weights")).expect_partial()
-    data = R.clips(cfg, 2, splits=("test",))
+    data = C.clips(cfg, 2, splits=("test",))
     feed = R.make_windows(777, 5, cfg, data["targets"]["test"], data["others"]["test"])
     feed = {n: feed[n] for n in names}
-    sess = R.session(onnx_path)
+    sess = E.session(onnx_path)
     outs = [o.name for o in sess.get_outputs()]
     got = dict(zip(outs, sess.run(outs, feed)))
     want = model(feed if len(feed) > 1 else feed[names[0]], training=False)
     diffs = {n: float(np.max(np.abs(np.asarray(want[n]) - got[n]))) for n in outs}
     assert max(diffs.values()) < 1e-4, diffs
-    assert sorted(outs) == sorted(["quadrant", "va", "activity"] + (["emotion"] if R.n_emotions(cfg) else []))
+    assert sorted(outs) == sorted(["quadrant", "va", "activity"] + (["emotion"] if C.n_emotions(cfg) else []))
     np.testing.assert_allclose(got["quadrant"].sum(1), 1.0, atol=1e-5)
     assert np.all(np.abs(got["va"]) <= 1.0) and np.all((got["activity"] >= 0) & (got["activity"] <= 1))
     assert np.ptp(got["quadrant"][:, 0]) > 0  # real inputs give different outputs
@@ -84,10 +86,10 @@ def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
         np.testing.assert_allclose(o["quadrant"], got["quadrant"], atol=1e-6)
 
     if cfg["arch"]["name"] == "ensemble":  # the other fusion: mean of the two branches' heads
-        avg = R.resolve(case, sets + ["arch.fusion='average'"])
+        avg = C.resolve(case, sets + ["arch.fusion='average'"])
         m2 = R.build_model(avg, R._norm_from_json(state["norm"]))
-        R.export_model(m2, avg, tmp_path / "average.onnx")
-        assert R.parity(m2, tmp_path / "average.onnx", feed) < 1e-4
+        X.export_model(m2, avg, tmp_path / "average.onnx")
+        assert X.parity(m2, tmp_path / "average.onnx", feed) < 1e-4
         o2 = m2(feed, training=False)
         for k in ("quadrant", "va"):  # the output is the mean of the branch heads
             branches = [m2.get_layer(f"{k}_{b}").output for b in ("dnn", "cnn")]
@@ -101,10 +103,11 @@ def test_a_tiny_recipe_learns_quadrants_of_held_out_speakers(tmp_path):
     train, 17-18 validation, 19-24 test), 10 epochs of the same 768 clean windows: clip-level
     test accuracy above the majority class and balanced recall above 0.25 (chance), each
     with a margin."""
-    from training import recipe as R
+    from training import config as C, evaluate as E, export as X, loop as R, recipe  # noqa: F401
+    from training.nets import archs  # noqa: F401
 
     _threads()
-    cfg = R.resolve("cnn_mfcc_va", [
+    cfg = C.resolve("cnn_mfcc_va", [
         "task='speech'", "data.corpora=['ravdess']", "data.max_clips=100", "features.window_s=3.0",
         "features.hop_s=1.0", "mixing.p_speed=0.0", "arch.conv_filters=[8, 16]", "arch.dense=[32, 32, 16]",
         "train.epochs=10", "train.windows_per_epoch=768", "train.resample_windows=false",
@@ -121,18 +124,19 @@ def test_a_tiny_recipe_learns_quadrants_of_held_out_speakers(tmp_path):
 
 
 def test_training_resumes_from_its_checkpoint(tmp_path):
-    from training import recipe as R
+    from training import config as C, evaluate as E, export as X, loop as R, recipe  # noqa: F401
+    from training.nets import archs  # noqa: F401
 
     tf = _threads()
     sets = TINY["dcnn_speech"] + QUICK + ["train.epochs=1"]
-    card1 = R.train(R.resolve("dcnn_speech", sets), tmp_path, threads=1)
+    card1 = R.train(C.resolve("dcnn_speech", sets), tmp_path, threads=1)
     saved = json.loads((tmp_path / "resolved_config.json").read_text())
     assert saved["arch"]["conv_filters"] == 6 and saved["data"]["max_clips"] == 3
     assert saved["train"]["early_stopping"] == "val_macro_f1" and saved["seed"] == 1
     steps = -(-saved["train"]["windows_per_epoch"] // saved["train"]["batch_size"])
 
     # a resume takes the saved config (the recipe's own widths would not fit the checkpoint)
-    card2 = R.train(R.resolve("dcnn_speech", ["train.epochs=2"]), tmp_path, resume=True, threads=1)
+    card2 = R.train(C.resolve("dcnn_speech", ["train.epochs=2"]), tmp_path, resume=True, threads=1)
     hist = card2["training_data"]["history"]
     assert [h["epoch"] for h in hist] == [1, 2]
     assert hist[0] == card1["training_data"]["history"][0]
@@ -140,11 +144,11 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "ckpt" / "last")))
     it = [k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/") and "iter" in k]
     assert it and int(reader.get_tensor(it[0])) == 2 * steps  # the optimiser's step count continued
-    with pytest.raises(R.RecipeError, match="no checkpoint"):
-        R.train(R.resolve("dcnn_speech", sets), tmp_path / "fresh", resume=True, threads=1)
+    with pytest.raises(C.RecipeError, match="no checkpoint"):
+        R.train(C.resolve("dcnn_speech", sets), tmp_path / "fresh", resume=True, threads=1)
 
     # export of the run's best weights (the probe windows kept in ckpt/ give the parity check)
-    assert R.main(["export", str(tmp_path / "ckpt"), str(tmp_path / "again.onnx"), "--threads", "1"]) == 0
+    assert recipe.main(["export", str(tmp_path / "ckpt"), str(tmp_path / "again.onnx"), "--threads", "1"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["speed"]["keras_onnx_max_abs_diff"] < 1e-4 and again["metrics"] == {}
     assert again["training_data"]["history"] == hist
@@ -159,14 +163,15 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_recipes_resolve_and_bad_values_are_one_line_errors(tmp_path):
-    from training import recipe as R
+    from training import config as C, evaluate as E, export as X, loop as R, recipe  # noqa: F401
+    from training.nets import archs  # noqa: F401
 
-    for name in R.list_recipes():
-        cfg = R.resolve(name)
-        assert cfg["name"] == name and cfg["arch"]["name"] in R.archs.BUILDERS
+    for name in C.list_recipes():
+        cfg = C.resolve(name)
+        assert cfg["name"] == name and cfg["arch"]["name"] in archs.BUILDERS
         assert cfg["train"]["early_stopping"] in ("val_macro_f1", "val_loss")
-    assert {R.resolve(n)["arch"]["name"] for n in R.list_recipes()} == set(R.archs.BUILDERS)
-    assert R.resolve("dcnn_speech", ["train.learning_rate=3e-4"])["train"]["learning_rate"] == 3e-4
+    assert {C.resolve(n)["arch"]["name"] for n in C.list_recipes()} == set(archs.BUILDERS)
+    assert C.resolve("dcnn_speech", ["train.learning_rate=3e-4"])["train"]["learning_rate"] == 3e-4
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"not a model")
     corrupt.with_suffix(".json").write_text('{"id": "half a card",')
@@ -180,7 +185,7 @@ def test_recipes_resolve_and_bad_values_are_one_line_errors(tmp_path):
 
 
 def test_dilated_lstm_runs_one_lstm_per_interleaved_subsequence():
-    from training.archs import custom_layers
+    from training.nets.archs import custom_layers
 
     tf = _threads()
     x = np.random.default_rng(0).standard_normal((2, 11, 5)).astype(np.float32)  # odd T: padded inside
@@ -198,7 +203,7 @@ def test_dilated_lstm_runs_one_lstm_per_interleaved_subsequence():
 
 
 def test_sinc_filters_are_band_passes_between_their_cut_offs():
-    from training.archs import custom_layers
+    from training.nets.archs import custom_layers
 
     _threads()
     layer = custom_layers()["SincConv"](6, 251, 16000, 50.0, 50.0)

@@ -19,9 +19,12 @@ from conftest import DATA, needs_data
 pytest.importorskip("sklearn", reason="training extra not installed (pip install -e '.[training]')")
 pytestmark = [pytest.mark.training]
 
-from training import corpora, protocols, results  # noqa: E402
-from training.manifest import ManifestError, load_manifest, parse_va_scale  # noqa: E402
-from training.protocols import (chance_classification, classification_metrics, ccc, macro_f1,  # noqa: E402
+from training import results  # noqa: E402
+from training.data import corpora  # noqa: E402
+from training.experiments import protocols, runner, systems  # noqa: E402
+from training.reports import results as report  # noqa: E402
+from training.data.manifest import ManifestError, load_manifest, parse_va_scale  # noqa: E402
+from training.metrics import (chance_classification, classification_metrics, ccc, macro_f1,  # noqa: E402
                                 quadrant_halves, regression_metrics, uar)
 
 
@@ -173,7 +176,7 @@ def test_crosscorpus_trains_on_one_corpus_tests_on_another_with_the_shared_class
     assert {it.clip.split for it in exps["4quadrants_4q_to_emopia"].folds[0].test["emopia_test"]} == {"test"}
     assert len(exps["4quadrants_4q_to_emopia"].folds[0].test["emopia_test"]) == 88
     # adaptation systems run here (causal speaker normalisation on speech only) and, as before, not elsewhere
-    online, cnorm = results.SYSTEMS["svm_spknorm_online"].applies, results.SYSTEMS["svm_corpusnorm"].applies
+    online, cnorm = systems.SYSTEMS["svm_spknorm_online"].applies, systems.SYSTEMS["svm_corpusnorm"].applies
     assert all(cnorm(e) for e in exps.values())
     assert [online(e) for e in exps.values()] == [True] * 4 + [False] * 2
     for e in protocols.protocol_ravdess() + protocols.protocol_4q():
@@ -216,7 +219,7 @@ def test_more_training_mixtures_use_only_the_speech_clips_own_fold_and_never_a_t
     e = {x.task: x for x in protocols.protocol_mixed(n_mix=5)}["speech_train_mixed"]
     seen: dict[str, set] = {}
     for f in e.folds[:3]:
-        more = results.more_mixtures(f.train, 5, seed=11)
+        more = systems.more_mixtures(f.train, 5, seed=11)
         assert len(more) == len(f.train)                     # 5 more per training speech clip
         test_songs = {it.other.path for it in f.test["mixed"]}
         assert not test_songs & {m.other.path for m in more}, f.name
@@ -231,8 +234,8 @@ def test_more_training_mixtures_use_only_the_speech_clips_own_fold_and_never_a_t
         for m in more:  # the same extra mixtures whichever training fold the speech clip is in
             seen.setdefault(m.clip.path, set()).add(m.key)
     assert all(len(v) == 5 for v in seen.values())
-    assert _keys(results.more_mixtures(e.folds[0].train, 5, seed=11)) != _keys(
-        results.more_mixtures(e.folds[0].train, 5, seed=12))
+    assert _keys(systems.more_mixtures(e.folds[0].train, 5, seed=11)) != _keys(
+        systems.more_mixtures(e.folds[0].train, 5, seed=12))
 
     class Recorder:  # what the wrapped system is trained on
         best_params = {"C": 1.0}
@@ -240,13 +243,13 @@ def test_more_training_mixtures_use_only_the_speech_clips_own_fold_and_never_a_t
         def fit(self, items, y):
             self.items, self.y = items, y
 
-    model = results.MoreMixturesModel(Recorder(), 5, seed=11)
+    model = systems.MoreMixturesModel(Recorder(), 5, seed=11)
     train = e.folds[0].train
     model.fit(train, e.targets(train))
     assert len(model.inner.items) == 2 * len(train) and model.best_params == {"C": 1.0}
     np.testing.assert_array_equal(model.inner.y, e.targets(model.inner.items))  # each with its speech's label
     with pytest.raises(ValueError, match="mixed-speech items"):
-        results.more_mixtures([protocols.clip_item(speech[0])], 5, seed=11)
+        systems.more_mixtures([protocols.clip_item(speech[0])], 5, seed=11)
 
 
 @needs_data("speech_ravdess", "music_4q")
@@ -320,8 +323,8 @@ def test_manifest_loads_real_files_with_labels_segments_and_va_scale(tmp_path, t
     assert clips[0].audio.size == sf.info(str(tmp_path / rels[0])).frames
     # same clip objects the corpora give: items and features work on them
     items = [protocols.clip_item(c) for c in clips]
-    results.prepare_features(items, log=None)
-    assert results.feature_matrix(items).shape[0] == 3
+    systems.prepare_features(items, log=None)
+    assert systems.feature_matrix(items).shape[0] == 3
 
     (tmp_path / "va.csv").write_text(f"path,valence,arousal,group\n{rels[0]},9,5,a\n{rels[1]},1,3,b\n")
     va = load_manifest(tmp_path / "va.csv", va_scale=parse_va_scale("1,9"))
@@ -363,10 +366,10 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
     exp = protocols.Experiment("ravdess", "8class", "RAVDESS subset", "classify", protocols.RAVDESS_EMOTIONS,
                                [protocols.Fold("actors 9-10", [protocols.clip_item(c) for c in train],
                                                {"clean": [protocols.clip_item(c) for c in test]})])
-    settings = results.Settings.quick_settings()
-    r = results.run_experiment(exp, ["svm", "rf"], settings, log=None)
+    settings = systems.Settings.quick_settings()
+    r = runner.run_experiment(exp, ["svm", "rf"], settings, log=None)
     # the late fusion of SVM + MLP + RF, run later and added to the same results
-    r2 = results.run_experiment(exp, ["fusion", "fusion_spknorm_online"], settings, log=None)
+    r2 = runner.run_experiment(exp, ["fusion", "fusion_spknorm_online"], settings, log=None)
     r["systems"].update(r2["systems"])
     for name in ("svm", "rf", "fusion", "fusion_spknorm_online"):
         acc = r["systems"][name]["mean_std"]["clean"]["accuracy"][0]
@@ -384,7 +387,7 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
                                 [protocols.Fold(f"actors {4 * k + 1}-{4 * k + 4}", h,
                                                 {"clean": [protocols.clip_item(c) for c in test]})
                                  for k, h in enumerate(halves)])
-    one, two = (results.run_experiment(exp2, ["svm"], dataclasses.replace(settings, jobs=j), log=None)["systems"]["svm"]
+    one, two = (runner.run_experiment(exp2, ["svm"], dataclasses.replace(settings, jobs=j), log=None)["systems"]["svm"]
                 for j in (1, 2))
     assert one["per_fold"] == two["per_fold"] and one["chosen_params"] == two["chosen_params"]
     assert one["pooled"]["clean"]["confusion"] == two["pooled"]["clean"]["confusion"]
@@ -392,26 +395,26 @@ def test_quick_svm_beats_chance_on_held_out_speakers_and_renders(tmp_path, tmp_c
 
     def doc_of(exps, **extra):
         return {"protocol": "ravdess", "generated": "now", "settings": settings.__dict__,
-                "versions": results.versions(), "systems": {k: "x" for e in exps for k in e["systems"]},
+                "versions": runner.versions(), "systems": {k: "x" for e in exps for k in e["systems"]},
                 "experiments": exps, "seconds": 1.0, **extra}
 
-    merged = results.add_systems(doc_of([r]), doc_of([r2], generated="later"), "python -m training.results --add")
+    merged = runner.add_systems(doc_of([r]), doc_of([r2], generated="later"), "python -m training.results --add")
     assert list(merged["experiments"][0]["systems"]) == ["svm", "rf", "fusion", "fusion_spknorm_online"]
     assert merged["added_runs"] == [{"systems": ["fusion", "fusion_spknorm_online"], "tasks": ["8class"],
                                      "generated": "later",
                                      "seconds": 1.0, "command": "python -m training.results --add (same folds and "
                                                                 "features; merged)"}]
     assert "settings" not in merged["added_runs"][0]  # same knobs as the page's header
-    regrid = results.add_systems(json.loads(json.dumps(merged)), doc_of(
+    regrid = runner.add_systems(json.loads(json.dumps(merged)), doc_of(
         [r2], settings={**settings.__dict__, "svm_gamma_x": (0.125, 1.0), "workers": 2}), "x")
     assert regrid["added_runs"][-1]["settings"] == {"svm_gamma_x": [0.125, 1.0]}, regrid["added_runs"]
     other = json.loads(json.dumps(r2))
     other["folds"][0]["n_test"]["clean"] = 119
     with pytest.raises(ValueError, match="folds differ"):
-        results.add_systems(doc_of([r]), doc_of([other]), "x")
+        runner.add_systems(doc_of([r]), doc_of([other]), "x")
     empty = dict(json.loads(json.dumps(r2)), systems={})  # no system applied to the task: nothing to record
     with pytest.raises(ValueError, match="none of the systems applies to 8class"):
-        results.add_systems(doc_of([r]), doc_of([empty]), "x")
+        runner.add_systems(doc_of([r]), doc_of([empty]), "x")
     # the page renders from JSON alone (tables + confusion PNG)
     jd = tmp_path / "json"
     jd.mkdir()
@@ -454,8 +457,8 @@ def test_a_flat_prior_fusion_decides_as_if_the_classes_were_equally_likely(tmp_c
                                                {"clean": [protocols.clip_item(c) for c in test]})])
     tr, te = exp.folds[0].train, exp.folds[0].test["clean"]
     ytr = exp.targets(tr)
-    results.prepare_features(tr + te, log=None)
-    model = results._fusion_factory(False, flat_prior=True)(exp, results.Settings.quick_settings()).fit(tr, ytr)
+    systems.prepare_features(tr + te, log=None)
+    model = systems._fusion_factory(False, flat_prior=True)(exp, systems.Settings.quick_settings()).fit(tr, ytr)
     happy = protocols.RAVDESS_EMOTIONS.index("happy")
     assert np.allclose(model.prior, np.bincount(ytr, minlength=8) / len(ytr)) and model.prior[happy] < 0.03
     mean = np.mean([m.scores(te) for m in model.members], axis=0)
@@ -472,21 +475,21 @@ def test_causal_speaker_normalisation_uses_only_what_was_heard_and_converges_to_
     groups = np.repeat(["a", "b"], 40)
     X = rng.normal(size=(80, 5)) * np.where(groups == "a", 2.0, 0.5)[:, None] + np.where(groups == "a", 3.0, -1.0)[:, None]
     keys = [f"clip{i}" for i in range(80)]
-    prior = results.group_stats_prior(X, groups)
-    Z, pos = results.online_group_standardise(X, groups, keys, prior, prior_n=5.0)
+    prior = systems.group_stats_prior(X, groups)
+    Z, pos = systems.online_group_standardise(X, groups, keys, prior, prior_n=5.0)
     assert sorted(pos[groups == "a"]) == list(range(1, 41))
     # causal: changing a clip heard LATER leaves every earlier clip's features unchanged
     a = np.flatnonzero(groups == "a")
     last = a[pos[a].argmax()]
     X2 = X.copy()
     X2[last] += 100.0
-    Z2, _ = results.online_group_standardise(X2, groups, keys, prior, prior_n=5.0)
+    Z2, _ = systems.online_group_standardise(X2, groups, keys, prior, prior_n=5.0)
     earlier = a[pos[a] < pos[last]]
     np.testing.assert_array_equal(Z2[earlier], Z[earlier])
     assert not np.allclose(Z2[last], Z[last])
     # with no prior, the last clip of a group is z-scored exactly as the batch normalisation does it
-    Z0, pos0 = results.online_group_standardise(X, groups, keys, prior, prior_n=0.0)
-    full = results.group_standardise(X, groups)
+    Z0, pos0 = systems.online_group_standardise(X, groups, keys, prior, prior_n=0.0)
+    full = systems.group_standardise(X, groups)
     np.testing.assert_allclose(Z0[last], full[last], rtol=1e-6, atol=1e-6)
     # the first clip of a speaker, with the prior, is not blown up by a zero variance
     first = a[pos[a].argmin()]
@@ -554,17 +557,17 @@ def test_music_descriptors_join_the_handcrafted_ones_and_a_svm_on_them_learns_he
     tr, te = crop[:len(train)], crop[len(train):]
     exp = protocols.Experiment("music4q", "4quadrant", "4Q subset", "classify", taxonomy.QUADRANTS,
                                [protocols.Fold("f", tr, {"clean": te})])
-    both = results.feature_matrix(te[:2], kinds=results._MUSIC)
+    both = systems.feature_matrix(te[:2], kinds=systems._MUSIC)
     assert both.shape == (2, len(descriptors.feature_names()) + len(music_descriptors.feature_names()))
     np.testing.assert_array_equal(both[1], np.concatenate([descriptors.features(te[1].audio()),
                                                            music_descriptors.features(te[1].audio())]))
-    settings = results.Settings.quick_settings()
+    settings = systems.Settings.quick_settings()
     y, ytr = exp.targets(te), exp.targets(tr)
-    for kinds, floor in ((results._MUSIC, 0.45), (("music_descriptors",), 0.4)):
-        model = results._svm_factory(False, kinds=kinds)(exp, settings).fit(tr, ytr)
+    for kinds, floor in ((systems._MUSIC, 0.45), (("music_descriptors",), 0.4)):
+        model = systems._svm_factory(False, kinds=kinds)(exp, settings).fit(tr, ytr)
         f1 = macro_f1(y, model.predict(te), 4)
         assert f1 > floor, f"{kinds}: macro-F1 {f1:.3f} on {len(te)} clips of unseen artists (chance 0.25)"
-    assert results._short_params({"svm__C": 1.0, "svm__gamma": 0.5 / both.shape[1]}, "svm_seg_music") == "(C=1 g=0.5/d)"
+    assert report._short_params({"svm__C": 1.0, "svm__gamma": 0.5 / both.shape[1]}, "svm_seg_music") == "(C=1 g=0.5/d)"
 
 
 def test_systems_on_other_music_descriptors_are_not_added_to_saved_results():
@@ -572,7 +575,7 @@ def test_systems_on_other_music_descriptors_are_not_added_to_saved_results():
     is refused (one of other systems is not), and results older than the music descriptors take the version
     of the first run that adds them."""
     def doc(version, systems):
-        v = {**results.versions(), "music_descriptors": version}
+        v = {**runner.versions(), "music_descriptors": version}
         if version is None:
             del v["music_descriptors"], v["n_music_descriptors"]
         return {"protocol": "music4q", "generated": "now", "seconds": 1.0, "settings": {}, "versions": v,
@@ -580,12 +583,12 @@ def test_systems_on_other_music_descriptors_are_not_added_to_saved_results():
                 "experiments": [{"task": "4quadrant", "folds": [{"n_test": {"clean": 63}}],
                                  "systems": {s: {} for s in systems}}]}
 
-    merged = results.add_systems(doc(None, ["svm_seg"]), doc(1, ["svm_seg_music"]), "x")
+    merged = runner.add_systems(doc(None, ["svm_seg"]), doc(1, ["svm_seg_music"]), "x")
     assert merged["versions"]["music_descriptors"] == 1 and list(merged["experiments"][0]["systems"]) == [
         "svm_seg", "svm_seg_music"]
     with pytest.raises(ValueError, match="another version of the music descriptors"):
-        results.add_systems(merged, doc(2, ["fusion_seg_music"]), "x")
-    assert "fusion_seg" in results.add_systems(merged, doc(2, ["fusion_seg"]), "x")["experiments"][0]["systems"]
+        runner.add_systems(merged, doc(2, ["fusion_seg_music"]), "x")
+    assert "fusion_seg" in runner.add_systems(merged, doc(2, ["fusion_seg"]), "x")["experiments"][0]["systems"]
 
 
 @needs_data("music_4q")
@@ -594,8 +597,8 @@ def test_an_experiment_computes_the_descriptors_its_systems_read_before_the_fold
     prepares (once, in the parent, not in each forked fold), and the music descriptors only where read."""
     exp = protocols.protocol_4q()[0]
     clips = [it for f in exp.folds for it in f.train + [x for v in f.test.values() for x in v]]
-    s = results.Settings.quick_settings()
-    needs = results._merge_needs(results.SYSTEMS[n].factory(exp, s).feature_needs(clips)
+    s = systems.Settings.quick_settings()
+    needs = systems.merge_needs(systems.SYSTEMS[n].factory(exp, s).feature_needs(clips)
                                  for n in ("svm", "fusion_seg_music"))
     sets = {k: {it.feature_set for it in v} for k, v in needs.items()}
     assert sets == {"handcrafted": {"4q", "4q-seg6"}, "music_descriptors": {"4q-seg6"}}, sets

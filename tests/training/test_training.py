@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.training, needs_data("speech_ravdess", "speech_tess", 
 def quick_speech_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
     proc = subprocess.run([sys.executable, "-m", "training.train", "speech", "--max-clips", "40", "--epochs", "1",
-                           "--windows", "256", "--workers", "1", "--out", str(out)],
+                           "--windows", "256", "--out", str(out), "--run-dir", str(out / "run")],
                           capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "speech.onnx"
@@ -32,6 +32,10 @@ def test_quick_training_exports_a_model_the_streamer_runs(quick_speech_model, tm
     assert card["features"] == DEFAULT_PARAMS.to_dict()
     for key in ("task", "training_data", "protocol", "metrics", "licence", "onnx_sha256"):
         assert card[key], key
+    # the shipped model is a recipe like any other: the card carries it, and the run directory too
+    assert card["recipe"]["name"] == "speech" and card["recipe"]["arch"]["name"] == "cnn"
+    assert json.loads((quick_speech_model.parent / "run" / "resolved_config.json").read_text())["train"][
+        "windows_per_epoch"] == 256
     m = load_model(quick_speech_model, "speech", backend="onnxruntime")
     x = np.random.default_rng(0).standard_normal((2, m.frames, 64, 3)).astype(np.float32)
     out = m.predict(x)

@@ -12,13 +12,14 @@ Splits (named in the model cards):
   (split ``xtest``), never trained on.
 
 Labels come only from :mod:`streamer.taxonomy`.  Users' own corpora come in through a
-generic manifest CSV (:mod:`training.manifest`) as the same :class:`Clip` objects.
+generic manifest CSV (:mod:`training.data.manifest`) as the same :class:`Clip` objects.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,8 +28,9 @@ import numpy as np
 
 from streamer.features import DEFAULT_PARAMS, loudness_normalise
 from streamer import taxonomy
+from streamer.errors import InputError
 
-from .paths import cache_root, data_root
+from ..paths import cache_root, data_root
 
 SPLIT_SEED = 20261122
 SR = DEFAULT_PARAMS.sample_rate
@@ -51,7 +53,7 @@ class Clip:
     # graded targets in [-1, 1] where the corpus has them (VGMIDI, VA manifests), else None
     valence: Optional[float] = None
     arousal: Optional[float] = None
-    # generic manifests (training.manifest): folder that ``path`` is relative to, segment in seconds
+    # generic manifests (training.data.manifest): folder that ``path`` is relative to, segment in seconds
     root: Optional[str] = field(default=None, repr=False)
     start: Optional[float] = None
     end: Optional[float] = None
@@ -137,12 +139,48 @@ _FOLDER = {"ravdess": "speech_ravdess", "tess": "speech_tess", "4q": "music_4q",
            "emopia": "midi_emopia", "vgmidi": "midi_vgmidi"}
 
 
+def _read_any(path: Path) -> tuple[np.ndarray, int]:
+    """(mono float32 audio, sample rate): soundfile, else ffmpeg to 16 kHz."""
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return x.mean(axis=1), sr
+    except Exception:
+        pass
+    try:
+        proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "f32le", "-ac", "1",
+                               "-ar", str(SR), "-"], capture_output=True, timeout=600)
+    except FileNotFoundError:
+        raise InputError(f"{path}: soundfile cannot read it and ffmpeg is not installed") from None
+    if proc.returncode != 0 or not proc.stdout:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise InputError(f"{path}: cannot decode ({msg[-1] if msg else 'no audio'})")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy(), SR
+
+
+def _decode_manifest_clip(clip: Clip) -> np.ndarray:
+    """16 kHz mono audio of a manifest clip (its start/end segment), not yet normalised."""
+    f = Path(clip.path) if Path(clip.path).is_absolute() else Path(clip.root) / clip.path
+    if not f.is_file():
+        raise InputError(f"audio file not found: {f}")
+    x, sr = _read_any(f)
+    if sr != SR:
+        import soxr
+        x = soxr.resample(x, sr, SR).astype(np.float32)
+    a = 0 if clip.start is None else int(round(clip.start * SR))
+    b = x.size if clip.end is None else min(x.size, int(round(clip.end * SR)))
+    if b - a < int(0.1 * SR):
+        raise InputError(f"{f}: segment {clip.start}-{clip.end} s holds less than 0.1 s of audio "
+                         f"(file is {x.size / SR:.2f} s)")
+    return np.ascontiguousarray(x[a:b], dtype=np.float32)
+
+
 def _decode(clip: Clip) -> np.ndarray:
     import soundfile as sf
 
-    if clip.root is not None:  # a clip of a generic manifest (training.manifest)
-        from .manifest import decode
-        return decode(clip)
+    if clip.root is not None:  # a clip of a generic manifest (training.data.manifest)
+        return _decode_manifest_clip(clip)
     if clip.corpus in ("emopia", "vgmidi"):
         from .render import cache_path, render_corpus
         p = cache_path(_FOLDER[clip.corpus], clip.path)

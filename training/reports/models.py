@@ -1,6 +1,6 @@
 """Write docs/MODELS.md from the model cards in engines/models.
 
-    python -m training.report [--models engines/models] [--out docs/MODELS.md]
+    python -m training.reports.models [--models engines/models] [--out docs/MODELS.md]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def separator_section(card: dict) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Render docs/MODELS.md (header text + one section per card)."""
-    ap = argparse.ArgumentParser(prog="python -m training.report")
+    ap = argparse.ArgumentParser(prog="python -m training.reports.models")
     ap.add_argument("--models", default="engines/models")
     ap.add_argument("--out", default="docs/MODELS.md")
     ap.add_argument("--preamble", default=None, help="markdown file inserted after the title")

@@ -21,7 +21,7 @@ import numpy as np
 
 from streamer.dsp import SAMPLE_RATE
 
-from .paths import cache_root, data_root
+from ..paths import cache_root, data_root
 
 MAX_SECONDS = 60.0
 
@@ -91,7 +91,7 @@ def render_corpus(corpus: str, rel_paths: Iterable[str], processes: int = 2,
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m training.render [emopia|vgmidi ...]``: render and cache the MIDI corpora."""
+    """``python -m training.data.render [emopia|vgmidi ...]``: render and cache the MIDI corpora."""
     import csv
     import sys
 

@@ -1,6 +1,6 @@
 """Build a held-out "TV programme": held-out speakers talking over held-out songs.
 
-``python -m training.make_mix --out examples/heldout_mix.ogg --seconds 60``
+``python -m training.data.make_mix --out examples/heldout_mix.ogg --seconds 60``
 
 Songs: 4Q clips of TEST artists (``corpora.split_4q_artists``) played back to
 back.  Speech: RAVDESS clips of TEST actors 19-24 (speaker-independent),
@@ -87,7 +87,7 @@ def write(mix: np.ndarray, out: Path) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.make_mix", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m training.data.make_mix", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help=".ogg (Opus), .flac or .wav")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--smr", type=float, default=5.0, help="speech-to-music ratio in dB (default 5)")

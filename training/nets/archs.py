@@ -40,6 +40,7 @@ from streamer.dsp import SAMPLE_RATE
 
 #: input names each architecture takes, in order
 INPUTS = {
+    "cnn": ("features",),
     "dcnn": ("features",),
     "adcrnn": ("features",),
     "cnn_mfcc": ("features",),
@@ -51,6 +52,10 @@ INPUTS = {
 
 #: each builder's parameters and their defaults (the seeds' values where given)
 DEFAULTS: dict[str, dict] = {
+    # the shipped speech and music models' small CNN (training/recipes/speech.toml, music.toml):
+    # Conv3x3 (no bias) + BatchNorm + ReLU blocks, the first with stride 2, 2x2 max-pooling after
+    # each but the last, global average + max pooling, one Dense ReLU layer, dropout.
+    "cnn": {"channels": [16, 24, 32, 48], "dense": 64, "dropout": 0.3},
     # seed 000 section 4.4.1 (DCNN): Conv2D 128 (k3, valid, no dilation) -> MaxPool (4,2)
     # stride (4,2) -> dilated Conv2D 64 (k3, rate 2, same) with a skip connection ->
     # flatten -> Dense -> dropout 0.3; l1(0.001) kernels, constant(0.1) biases, relu.
@@ -79,7 +84,7 @@ DEFAULTS: dict[str, dict] = {
     "lstm_mfcc": {"n_mfcc": 13, "time_pool": 5, "lstm": 512, "dense": [128, 128, 64],
                   "dropout": 0.0},
     # seed 003 section 3.2.1 "Hybrid": a DNN on handcrafted features (the seed: Panda et
-    # al.'s 1714 or top-100 sets; here training.handcrafted.features of the window) + a
+    # al.'s 1714 or top-100 sets; here training.data.handcrafted.features of the window) + a
     # CNN on the mel spectrogram (after Choi et al.), fused late.  fusion = "feature":
     # branch embeddings concatenated, then a small DNN (the seed's "fuses the information
     # before being post-processed by a smaller DNN"); "average": each branch has its own
@@ -115,13 +120,8 @@ def resolve_params(arch: str, params: Optional[dict]) -> dict:
 _LAYERS: dict = {}
 
 
-def custom_layers() -> dict:
-    """The custom Keras layers (classes made on first use, so importing this module
-    never imports TensorFlow)."""
-    if _LAYERS:
-        return _LAYERS
-    import tensorflow as tf
-    from tensorflow.keras import layers
+def _standardising_layers(tf, layers) -> dict:
+    """Standardise, MFCC, LayerNorm: per-feature scaling inside the graph."""
 
     class Standardise(layers.Layer):
         """``(x - mean) / std`` with the constants in non-trainable weights (last axis)."""
@@ -151,6 +151,26 @@ def custom_layers() -> dict:
 
         def call(self, x):
             return tf.linalg.matmul(x[..., 0], self.dct)
+
+    class LayerNorm(layers.Layer):
+        """SincNet's layer norm: statistics over time and channels of each example, a gain
+        and bias per channel (Keras' multi-axis layer normalisation fails in predict on TF 2.12)."""
+
+        def build(self, shape):
+            c = int(shape[-1])
+            self.gamma = self.add_weight("gamma", shape=(c,), initializer="ones")
+            self.beta = self.add_weight("beta", shape=(c,), initializer="zeros")
+
+        def call(self, x):
+            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+            var = tf.reduce_mean(tf.square(x - mean), axis=[1, 2], keepdims=True)
+            return (x - mean) * tf.math.rsqrt(var + 1e-6) * self.gamma + self.beta
+
+    return {"Standardise": Standardise, "MFCC": MFCC, "LayerNorm": LayerNorm}
+
+
+def _sequence_layers(tf, layers) -> dict:
+    """DilatedLSTM and AttentionPool (seed 000's ADCRNN)."""
 
     class DilatedLSTM(layers.Layer):
         """LSTM whose step t takes the state of step t - rate (Chang et al. 2017, DilatedRNN).
@@ -195,6 +215,12 @@ def custom_layers() -> dict:
             alpha = tf.nn.softmax(tf.linalg.matmul(h, self.w), axis=1)
             return tf.reduce_sum(alpha * h, axis=1)
 
+    return {"DilatedLSTM": DilatedLSTM, "AttentionPool": AttentionPool}
+
+
+def _waveform_layers(tf, layers) -> dict:
+    """SincConv, Chunks and ChunkMean (SincNet on raw waveform)."""
+
     class SincConv(layers.Layer):
         """SincNet's first layer: learnable band-pass filters (cut-offs f1 < f2 in Hz),
         ``2 f2 sinc(2 pi f2 n) - 2 f1 sinc(2 pi f1 n)`` times a Hamming window, applied by
@@ -237,20 +263,6 @@ def custom_layers() -> dict:
         def call(self, x):
             return tf.nn.conv1d(x, self.kernels(), stride=1, padding="VALID")
 
-    class LayerNorm(layers.Layer):
-        """SincNet's layer norm: statistics over time and channels of each example, a gain
-        and bias per channel (Keras' multi-axis layer normalisation fails in predict on TF 2.12)."""
-
-        def build(self, shape):
-            c = int(shape[-1])
-            self.gamma = self.add_weight("gamma", shape=(c,), initializer="ones")
-            self.beta = self.add_weight("beta", shape=(c,), initializer="zeros")
-
-        def call(self, x):
-            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-            var = tf.reduce_mean(tf.square(x - mean), axis=[1, 2], keepdims=True)
-            return (x - mean) * tf.math.rsqrt(var + 1e-6) * self.gamma + self.beta
-
     class Chunks(layers.Layer):
         """[N, samples] -> [N * k, chunk, 1]: k non-overlapping chunks (the rest dropped)."""
 
@@ -272,9 +284,19 @@ def custom_layers() -> dict:
         def call(self, x):
             return tf.reduce_mean(tf.reshape(x, [-1, self.k, int(x.shape[-1])]), axis=1)
 
-    _LAYERS.update(Standardise=Standardise, MFCC=MFCC, DilatedLSTM=DilatedLSTM,
-                   AttentionPool=AttentionPool, SincConv=SincConv, LayerNorm=LayerNorm, Chunks=Chunks,
-                   ChunkMean=ChunkMean)
+    return {"SincConv": SincConv, "Chunks": Chunks, "ChunkMean": ChunkMean}
+
+
+def custom_layers() -> dict:
+    """The custom Keras layers (classes made on first use, so importing this module
+    never imports TensorFlow)."""
+    if _LAYERS:
+        return _LAYERS
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    for group in (_standardising_layers, _sequence_layers, _waveform_layers):
+        _LAYERS.update(group(tf, layers))
     return _LAYERS
 
 
@@ -307,6 +329,26 @@ def _dcnn_block(x, p: dict, prefix: str = ""):
     if p["n_dilated"] > 1:
         x = layers.Add(name=prefix + "skip")([first, x])
     return x
+
+
+def build_cnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
+    """The shipped models' small CNN on ``features`` (standardisation in the graph)."""
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    L = custom_layers()
+    inp = tf.keras.Input(shapes["features"], name="features")
+    x = L["Standardise"](*norm["features"], name="standardise")(inp)
+    for i, ch in enumerate(p["channels"]):
+        x = layers.Conv2D(ch, 3, strides=2 if i == 0 else 1, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        if i < len(p["channels"]) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Concatenate(name="pool_avg_max")([layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)])
+    x = layers.Dense(p["dense"], activation="relu", name="dense")(x)
+    x = layers.Dropout(p["dropout"])(x)
+    return tf.keras.Model(inp, _heads(x, n_emotions), name="cnn")
 
 
 def build_dcnn(shapes: dict, norm: dict, p: dict, n_emotions: int = 0):
@@ -482,7 +524,7 @@ def build_sincnet(shapes: dict, norm: dict, p: dict, n_emotions: int = 0, sample
     return tf.keras.Model(inp, out, name="sincnet")
 
 
-BUILDERS = {"dcnn": build_dcnn, "adcrnn": build_adcrnn, "cnn_mfcc": build_cnn_mfcc,
+BUILDERS = {"cnn": build_cnn, "dcnn": build_dcnn, "adcrnn": build_adcrnn, "cnn_mfcc": build_cnn_mfcc,
             "lstm_mfcc": build_lstm_mfcc, "ensemble": build_ensemble, "sincnet": build_sincnet,
             "dnn": build_dnn}
 

@@ -1,4 +1,4 @@
-"""Your own corpus: a generic manifest CSV, loaded as :class:`training.corpora.Clip` objects.
+"""Your own corpus: a generic manifest CSV, loaded as :class:`training.data.corpora.Clip` objects.
 
 One row per clip; a header row names the columns (any order, extra columns
 ignored):
@@ -23,7 +23,7 @@ split       no        train / val / test (or any name): used instead of folds wh
 =========== ========= ===================================================================
 
 Audio is decoded to 16 kHz mono and R128-normalised like every corpus here
-(:func:`training.corpora.load_audio`).  Every problem is reported as one line
+(:func:`training.data.corpora.load_audio`).  Every problem is reported as one line
 naming the file, the CSV line and what to do (:class:`ManifestError`), before
 any audio is decoded.
 
@@ -43,16 +43,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from streamer import taxonomy
-from streamer.errors import InputError, ParameterError
+from streamer.errors import ParameterError
 
-from .corpora import SR, Clip
+from .corpora import Clip
 
 REQUIRED = ("path", "group")
 
@@ -84,9 +81,39 @@ def _num(row: dict, col: str, where: str) -> Optional[float]:
         raise ManifestError(f"{where}: column '{col}' is {v!r}, not a number") from None
 
 
+def _targets(r: dict, where: str, rel: str, has_label: bool, has_va: bool, lo: float, hi: float):
+    """(label, quadrant, valence, arousal) of one manifest row; VA mapped from [lo, hi] to [-1, 1]."""
+    valence = arousal = None
+    label = (r.get("label") or "").strip() if has_label else ""
+    if has_va and ((r.get("valence") or "").strip() or (r.get("arousal") or "").strip()):
+        v, a = _num(r, "valence", where), _num(r, "arousal", where)
+        if v is None or a is None:
+            raise ManifestError(f"{where}: give both valence and arousal (or neither)")
+        for name, x in (("valence", v), ("arousal", a)):
+            if not lo <= x <= hi:
+                raise ManifestError(f"{where}: {name}={x} is outside the scale [{lo:g}, {hi:g}] "
+                                    f"(set --va-scale LO,HI)")
+        valence = float(2.0 * (v - lo) / (hi - lo) - 1.0)
+        arousal = float(2.0 * (a - lo) / (hi - lo) - 1.0)
+    if label:
+        try:
+            quadrant = taxonomy.label_quadrant(label)
+        except KeyError:
+            known = ", ".join(sorted(taxonomy.LABEL_TO_QUADRANT)) + ", " + ", ".join(taxonomy.QUADRANTS)
+            raise ManifestError(f"{where}: label {label!r} is not in the taxonomy table "
+                                f"(streamer/taxonomy.py); use one of: {known}; or give valence/arousal "
+                                f"columns instead") from None
+    elif valence is not None:
+        quadrant = taxonomy.quadrant_of(valence, arousal)
+        label = quadrant
+    else:
+        raise ManifestError(f"{where}: no label and no valence/arousal for {rel}")
+    return label, quadrant, valence, arousal
+
+
 def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0),
                   corpus: Optional[str] = None, check_files: bool = True) -> list[Clip]:
-    """Clips of a generic manifest (no audio yet; :func:`training.corpora.load_audio` decodes).
+    """Clips of a generic manifest (no audio yet; :func:`training.data.corpora.load_audio` decodes).
 
     ``corpus`` names the clips' corpus (default: the CSV's file stem plus a short
     hash of its location, so two manifests never share a cache entry).  Raises
@@ -136,69 +163,8 @@ def load_manifest(csv_path: "str | Path", va_scale: Sequence[float] = (-1.0, 1.0
             raise ManifestError(f"{where}: start={start} is negative")
         if start is not None and end is not None and end <= start:
             raise ManifestError(f"{where}: end={end} is not after start={start}")
-        valence = arousal = None
-        label = (r.get("label") or "").strip() if has_label else ""
-        if has_va and ((r.get("valence") or "").strip() or (r.get("arousal") or "").strip()):
-            v, a = _num(r, "valence", where), _num(r, "arousal", where)
-            if v is None or a is None:
-                raise ManifestError(f"{where}: give both valence and arousal (or neither)")
-            for name, x in (("valence", v), ("arousal", a)):
-                if not lo <= x <= hi:
-                    raise ManifestError(f"{where}: {name}={x} is outside the scale [{lo:g}, {hi:g}] "
-                                        f"(set --va-scale LO,HI)")
-            valence = float(2.0 * (v - lo) / (hi - lo) - 1.0)
-            arousal = float(2.0 * (a - lo) / (hi - lo) - 1.0)
-        if label:
-            try:
-                quadrant = taxonomy.label_quadrant(label)
-            except KeyError:
-                known = ", ".join(sorted(taxonomy.LABEL_TO_QUADRANT)) + ", " + ", ".join(taxonomy.QUADRANTS)
-                raise ManifestError(f"{where}: label {label!r} is not in the taxonomy table "
-                                    f"(streamer/taxonomy.py); use one of: {known}; or give valence/arousal "
-                                    f"columns instead") from None
-        elif valence is not None:
-            quadrant = taxonomy.quadrant_of(valence, arousal)
-            label = quadrant
-        else:
-            raise ManifestError(f"{where}: no label and no valence/arousal for {rel}")
+        label, quadrant, valence, arousal = _targets(r, where, rel, has_label, has_va, lo, hi)
         split = (r.get("split") or "").strip() or "all"
         clips.append(Clip(corpus, str(rel), label, quadrant, group, split, valence=valence, arousal=arousal,
                           root=str(root), start=start, end=end))
     return clips
-
-
-def _read_any(path: Path) -> tuple[np.ndarray, int]:
-    """(mono float32 audio, sample rate): soundfile, else ffmpeg to 16 kHz."""
-    import soundfile as sf
-
-    try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return x.mean(axis=1), sr
-    except Exception:
-        pass
-    try:
-        proc = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "f32le", "-ac", "1",
-                               "-ar", str(SR), "-"], capture_output=True, timeout=600)
-    except FileNotFoundError:
-        raise InputError(f"{path}: soundfile cannot read it and ffmpeg is not installed") from None
-    if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise InputError(f"{path}: cannot decode ({msg[-1] if msg else 'no audio'})")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy(), SR
-
-
-def decode(clip: Clip) -> np.ndarray:
-    """16 kHz mono audio of a manifest clip (its start/end segment), not yet normalised."""
-    f = Path(clip.path) if Path(clip.path).is_absolute() else Path(clip.root) / clip.path
-    if not f.is_file():
-        raise InputError(f"audio file not found: {f}")
-    x, sr = _read_any(f)
-    if sr != SR:
-        import soxr
-        x = soxr.resample(x, sr, SR).astype(np.float32)
-    a = 0 if clip.start is None else int(round(clip.start * SR))
-    b = x.size if clip.end is None else min(x.size, int(round(clip.end * SR)))
-    if b - a < int(0.1 * SR):
-        raise InputError(f"{f}: segment {clip.start}-{clip.end} s holds less than 0.1 s of audio "
-                         f"(file is {x.size / SR:.2f} s)")
-    return np.ascontiguousarray(x[a:b], dtype=np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 from streamer import music_descriptors
 from streamer.descriptors import HANDCRAFTED_VERSION, feature_names, features
 
-from .paths import cache_root
+from ..paths import cache_root
 
 __all__ = ["HANDCRAFTED_VERSION", "KINDS", "feature_names", "features", "cached", "key_of", "n_features"]
 

@@ -1,7 +1,7 @@
 """Training and evaluation windows built on the fly: target source + the other source.
 
 Every window is made with a seeded ``numpy.random.Generator`` from clips that are
-already R128-normalised to -23 LUFS (:func:`training.corpora.load_audio`), so a
+already R128-normalised to -23 LUFS (:func:`training.data.corpora.load_audio`), so a
 gain of ``-SMR`` dB on the other source gives the speech-to-music ratio.
 
 Speech model (3 s windows): a speech clip at a random offset; music from the same
@@ -15,7 +15,7 @@ same gain/noise; 15 % without music (speech only or near-silence).
 
 Augmentation: on half of the windows the target clip is speed-perturbed by a
 factor U[0.9, 1.1] (pitch and tempo together); the training loop adds
-SpecAugment-style time/frequency masks on the features (``training.train``).
+SpecAugment-style time/frequency masks on the features (:func:`training.loop.spec_augment`).
 
 Targets: quadrant index (-1 = masked: neutral or no target source), VA signs of
 the quadrant (``taxonomy.va_target``; neutral -> origin) with a mask, and
@@ -30,8 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from streamer import taxonomy
-from streamer.features import DEFAULT_PARAMS, extract
+from streamer.features import DEFAULT_PARAMS
 
 from .corpora import FRAME, SR, Clip
 
@@ -141,35 +140,34 @@ def finish(rng: np.random.Generator, x: np.ndarray, cfg: MixConfig) -> np.ndarra
     return x.astype(np.float32)
 
 
-def make_window(rng: np.random.Generator, cfg: MixConfig, targets: Sequence[Clip],
-                others: Sequence[Clip], target_p: Optional[np.ndarray] = None):
-    """One training window (audio, q_index, va[2], va_mask, activity).
-
-    ``targets`` are clips of the model's source, ``others`` of the other source
-    (same split); ``target_p`` optional sampling probabilities of ``targets``.
-    """
-    n = cfg.n_samples
-    if rng.random() < cfg.p_empty:
-        if rng.random() < 0.7:
-            if cfg.source == "speech":
+def make_window(rng: np.random.Generator, mc: MixConfig, mode: str, targets: Sequence[Clip], others: Sequence[Clip],
+                target_p: Optional[np.ndarray] = None):
+    """One training window: (audio, the target clip or None when the window has no target source,
+    activity).  ``mode`` "clean": never the other source over a target clip; ``targets`` are clips
+    of the model's source drawn with probabilities ``target_p``, ``others`` of the other source
+    (same split)."""
+    n = mc.n_samples
+    if rng.random() < mc.p_empty:
+        if mode == "mixed" and others and rng.random() < 0.7:
+            if mc.source == "speech":
                 o, _ = place(rng, others[int(rng.integers(len(others)))], n)
             else:
-                o, _ = speech_slots(rng, others, n, cfg.slot_s)
+                o, _ = speech_slots(rng, others, n, mc.slot_s)
             x = o * db(rng.uniform(-10, 5))
         else:
             x = np.zeros(n, dtype=np.float32)
-        return finish(rng, x, cfg), -1, (0.0, 0.0), 0.0, 0.0
+        return finish(rng, x, mc), None, 0.0
     c = targets[int(rng.choice(len(targets), p=target_p))]
-    x, act = place(rng, c, n, cfg.p_speed)
-    if rng.random() >= cfg.p_clean:
-        smr = rng.uniform(cfg.smr_lo, cfg.smr_hi)
-        if cfg.source == "speech":
+    x, act = place(rng, c, n, mc.p_speed)
+    if mode == "mixed" and others and rng.random() >= mc.p_clean:
+        smr = rng.uniform(mc.smr_lo, mc.smr_hi)
+        if mc.source == "speech":
             o, _ = place(rng, others[int(rng.integers(len(others)))], n)
             x = x + o * db(-smr)
         else:
-            o, _ = speech_slots(rng, others, n, cfg.slot_s)
+            o, _ = speech_slots(rng, others, n, mc.slot_s)
             x = x + o * db(smr)
-    return finish(rng, x, cfg), c.q_index, taxonomy.va_target(c.quadrant), 1.0, float(act.mean())
+    return finish(rng, x, mc), c, float(act.mean())
 
 
 _SEPARATION: dict = {"name": "none", "model": None, "sep": None}
@@ -194,22 +192,6 @@ def model_input(x: np.ndarray, source: str) -> np.ndarray:
         kw = {"model_path": _SEPARATION["model"], "threads": 1} if _SEPARATION["name"] == "builtin" else {}
         _SEPARATION["sep"] = make_separator(_SEPARATION["name"], **kw)
     return separate(x, _SEPARATION["sep"])[source]
-
-
-def make_batch(seed: int, n: int, cfg: MixConfig, targets: Sequence[Clip], others: Sequence[Clip],
-               target_p: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
-    """``n`` windows as features and targets (seeded by ``seed``)."""
-    rng = np.random.default_rng(seed)
-    X = np.empty((n, cfg.n_frames, DEFAULT_PARAMS.n_mels, 3), dtype=np.float32)
-    q = np.full(n, -1, dtype=np.int64)
-    va = np.zeros((n, 2), dtype=np.float32)
-    vam = np.zeros(n, dtype=np.float32)
-    act = np.zeros(n, dtype=np.float32)
-    for i in range(n):
-        x, q[i], v, vam[i], act[i] = make_window(rng, cfg, targets, others, target_p)
-        va[i] = v
-        X[i] = extract(model_input(x, cfg.source))
-    return {"x": X, "q": q, "va": va, "va_mask": vam, "activity": act}
 
 
 def mix_eval(rng: np.random.Generator, cfg: MixConfig, clip: Clip, others: Sequence[Clip],
