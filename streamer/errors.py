@@ -35,3 +35,9 @@ class BackendError(EmotrackError):
     """An inference backend is unavailable on this host."""
 
     exit_code = 5
+
+
+class EndpointError(EmotrackError):
+    """A network endpoint is busy, cannot be bound or cannot be reached."""
+
+    exit_code = 6

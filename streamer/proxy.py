@@ -19,18 +19,20 @@ CURVE: run it on a trusted network or behind a tunnel.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
 import time
 from typing import Optional
 
+from . import schema
 from .errors import EmotrackError
 from .publish import SnapshotServer, bound_socket, check_endpoint, snapshot_endpoint_for
 
 DEFAULT_XSUB = "tcp://127.0.0.1:5560"
 DEFAULT_XPUB = "tcp://127.0.0.1:5561"
+#: Most streams counted at once (forged stream names must not grow the proxy without bound).
+MAX_STREAMS = 1000
 
 
 class Proxy:
@@ -52,6 +54,8 @@ class Proxy:
         self._counts: dict[str, dict] = {}
         self._last_seq: dict[tuple, int] = {}
         self.messages = 0
+        self.invalid = 0            # messages that are not schema 1: forwarded by ZeroMQ, not counted or kept
+        self.invalid_last = ""
         tag = f"{id(self):x}"
         socks = []
         try:
@@ -59,6 +63,8 @@ class Proxy:
                                        what="--xsub", advice="choose another --xsub")
             socks.append(self._front)
             self._front.setsockopt(zmq.RCVHWM, hwm)
+            # A publisher that sends a frame bigger than this is disconnected before it is read.
+            self._front.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
             # Subscribe to everything upstream ourselves: publishers send every message here from the
             # moment they connect, so counts and snapshots cover all streams, whoever subscribes below.
             self._front.send(b"\x01")
@@ -122,27 +128,35 @@ class Proxy:
                     frames = self._tap.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if len(frames) == 2:  # [topic, body]; subscriptions are one frame
+                if len(frames) == 1:  # a subscription going upstream
+                    continue
+                try:
                     self._account(frames)
+                except Exception as exc:  # never let one message end the statistics and snapshots
+                    self._invalid(f"{type(exc).__name__}: {exc}")
+
+    def _invalid(self, why: str) -> None:
+        with self._lock:
+            self.invalid += 1
+            self.invalid_last = why[:200]
 
     def _account(self, frames: list[bytes]) -> None:
         try:
-            topic = frames[0].decode("utf-8")
-            body = json.loads(frames[1])
-            stream = str(body.get("stream", "?"))
-            seq = body.get("seq")
-        except (UnicodeDecodeError, ValueError, AttributeError):
-            return
+            topic, body = schema.decode(frames)
+        except schema.SchemaError as exc:
+            return self._invalid(str(exc))
+        stream, seq = body["stream"], body["seq"]
+        if stream not in self._counts and len(self._counts) >= MAX_STREAMS:
+            return self._invalid(f"more than {MAX_STREAMS} streams")
         with self._lock:
             self.messages += 1
             c = self._counts.setdefault(stream, {"messages": 0, "gaps": 0, "topics": {}})
             c["messages"] += 1
             c["topics"][topic] = c["topics"].get(topic, 0) + 1
-            if isinstance(seq, int):
-                last = self._last_seq.get((stream, topic))
-                if last is not None and seq > last + 1:
-                    c["gaps"] += 1
-                self._last_seq[(stream, topic)] = seq
+            last = self._last_seq.get((stream, topic))
+            if last is not None and seq > last + 1:
+                c["gaps"] += 1
+            self._last_seq[(stream, topic)] = seq
         if self.snapshot is not None:
             self.snapshot.add(topic, body, frames[1])
 
@@ -191,11 +205,14 @@ def add_parsers(sub) -> None:
     p.set_defaults(proxy_main=main)
 
 
-def _line(stats: dict) -> str:
+def _line(stats: dict, invalid: int = 0) -> str:
     total = sum(c["messages"] for c in stats.values())
     gaps = sum(c["gaps"] for c in stats.values())
-    per = ", ".join(f"{s} {c['messages']}" for s, c in sorted(stats.items()))
-    return f"{len(stats)} stream(s), {total} messages{' (' + per + ')' if per else ''}, {gaps} seq gap(s)"
+    per = ", ".join(f"{s if s.isprintable() and len(s) <= 80 else repr(s[:80])} {c['messages']}"
+                    for s, c in sorted(stats.items())[:20])
+    more = f" and {len(stats) - 20} more" if len(stats) > 20 else ""
+    return (f"{len(stats)} stream(s), {total} messages{' (' + per + more + ')' if per else ''}, {gaps} seq gap(s)"
+            + (f", {invalid} invalid dropped" if invalid else ""))
 
 
 def main(args) -> int:
@@ -218,12 +235,12 @@ def main(args) -> int:
         next_print = time.monotonic() + args.stats
         while not stop.wait(0.2):
             if not args.quiet and time.monotonic() >= next_print:
-                print(f"emotrack: proxy: {_line(proxy.stats())}", file=sys.stderr, flush=True)
+                print(f"emotrack: proxy: {_line(proxy.stats(), proxy.invalid)}", file=sys.stderr, flush=True)
                 next_print = time.monotonic() + args.stats
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
         proxy.close()
     if not args.quiet:
-        print(f"emotrack: proxy: stopped; {_line(proxy.stats())}", file=sys.stderr, flush=True)
+        print(f"emotrack: proxy: stopped; {_line(proxy.stats(), proxy.invalid)}", file=sys.stderr, flush=True)
     return 0
