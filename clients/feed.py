@@ -188,6 +188,7 @@ class Feed:
         self.last_message_at: Optional[float] = None
         self._buffer: list[tuple[str, dict]] = []
         self._pending: dict[tuple[str, str], tuple[str, dict, str]] = {}  # unconfirmed big seq jumps
+        self._reconnect_at: Optional[float] = None
         self._req: Optional[zmq.Socket] = None
         self._req_deadline = 0.0
         self._last_request = -1e9
@@ -243,6 +244,13 @@ class Feed:
             n += self._drain_buffer()
         if self._request_at is not None and self._req is None and time.monotonic() >= self._request_at:
             self._request_snapshot()
+        if self._reconnect_at is not None and time.monotonic() >= self._reconnect_at and not self.connected:
+            self._reconnect_at = time.monotonic() + 2.0
+            try:
+                self.sock.disconnect(self.sub_endpoint)
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(self.sub_endpoint)
         return n
 
     def _on_monitor(self) -> None:
@@ -253,15 +261,21 @@ class Feed:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if ev["event"] == zmq.EVENT_CONNECTED:
+                self._reconnect_at = None
             if ev["event"] == zmq.EVENT_CONNECTED and not self.connected:
                 self.connected = True
                 self._timeouts_in_row = 0
                 self.on_notice("connected", f"connected to {self.sub_endpoint}")
                 if self._request_at is not None and self.snapshots["requested"] == 0:
                     self._request_at = time.monotonic() + 0.1  # let the subscription reach the publisher
-            elif ev["event"] == zmq.EVENT_DISCONNECTED and self.connected:
-                self.connected = False
-                self.on_notice("disconnected", f"lost {self.sub_endpoint}; reconnecting")
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                # ZeroMQ does not reconnect by itself after a protocol error (a frame over
+                # MAXMSGSIZE): connect again ourselves shortly unless it has by then
+                self._reconnect_at = time.monotonic() + 0.5
+                if self.connected:
+                    self.connected = False
+                    self.on_notice("disconnected", f"lost {self.sub_endpoint}; reconnecting")
 
     def _drop(self, why: str) -> int:
         """Count one dropped message; a one-line notice for the first few and every 100th."""

@@ -28,6 +28,10 @@ class BackendError(Exception):
     """A backend cannot run on this host (mirrored by streamer.errors.BackendError)."""
 
 
+class ModelFileError(BackendError):
+    """The model file itself is broken (not an ONNX graph): a model problem, not the host's."""
+
+
 class Backend:
     name = "base"
     description = ""
@@ -62,6 +66,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
+            if type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "InvalidArgument"):
+                raise ModelFileError(f"{onnx_path} is not a usable ONNX model: {str(exc).splitlines()[0]}") from None
             raise BackendError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -150,7 +150,12 @@ def load_model(path: Optional[str | Path], source: str, backend: str = "auto",
     card = load_card(p)
     if card["source"] != source:
         raise ModelCardError(f"{p} is a {card['source']} model, not a {source} model")
-    be = select_backend(backend, p, threads=threads)
+    from .backends import ModelFileError
+
+    try:
+        be = select_backend(backend, p, threads=threads)
+    except ModelFileError as exc:
+        raise ModelCardError(str(exc)) from None
     return LoadedModel(p, card, be)
 
 

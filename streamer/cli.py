@@ -35,8 +35,8 @@ def _positive(kind):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        if not v > 0 or v in (float("inf"),):  # NaN fails "> 0" too
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
         return v
     return conv
 
@@ -449,7 +449,7 @@ def cmd_predict(args) -> int:
     try:
         for path in args.files:
             try:
-                res = predict_file(path, model)
+                res = predict_file(path, model, warn=lambda w: _stderr(f"emotrack: warning: {w}"))
             except InputError as exc:
                 _stderr(f"emotrack: {exc}")
                 failed += 1
