@@ -307,6 +307,9 @@ class DashboardServer(HTTPServer):
                 return
             client = addr[0]
             q = self._per_client.setdefault(client, collections.deque())
+            if len(q) >= MAX_IDLE_PER_CLIENT:
+                self._dispatch_ready()   # a burst of real requests: serve those that have arrived first
+                q = self._per_client.setdefault(client, collections.deque())
             while len(q) >= MAX_IDLE_PER_CLIENT:
                 old = q.popleft()
                 if old in self._waiting:
@@ -316,6 +319,11 @@ class DashboardServer(HTTPServer):
             q.append(conn)
             self._waiting[conn] = (time.monotonic() + HEADER_TIMEOUT_S, client)
             self._sel.register(conn, selectors.EVENT_READ, None)
+
+    def _dispatch_ready(self) -> None:
+        for key, _ in self._sel.select(timeout=0):
+            if key.fileobj is not self.socket:
+                self._ready(key.fileobj)
 
     def _forget(self, conn, drop_from_client: bool = True) -> None:
         _, client = self._waiting.pop(conn, (0.0, None))

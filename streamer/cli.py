@@ -36,7 +36,7 @@ def _positive(kind):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
         if not v > 0 or v in (float("inf"),):  # NaN fails "> 0" too
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0 and finite")
         return v
     return conv
 
