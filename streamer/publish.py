@@ -78,7 +78,7 @@ class SnapshotServer:
     reply per ``peer_interval_s``; at most ``max_inflight`` replies go out per
     ``inflight_s`` (a token bucket); the ROUTER queues at most one reply per
     peer (SNDHWM 1, ROUTER_MANDATORY): a peer that does not read its replies is
-    refused, not queued for.  A refused request gets a short reply
+    refused, not queued for.  A request refused as ``busy`` gets a short reply
     ``[SNAPSHOT, {"stream", "count": 0, "refused": why, "retry_after_s"}]``
     when the peer's queue takes it.  Refusals are counted in :meth:`stats`
     (and so in status heartbeats).
@@ -86,7 +86,8 @@ class SnapshotServer:
 
     def __init__(self, ctx, endpoint: str, stream: str, *, history_s: float = 600.0,
                  per_topic: int = 1500, status_keep: int = 30, curve=None,
-                 peer_interval_s: float = 0.25, max_inflight: int = 16, inflight_s: float = 1.0):
+                 peer_interval_s: float = 0.25, max_inflight: int = 16, inflight_s: float = 1.0,
+                 max_requests_per_s: float = 500.0):
         import zmq
 
         self._zmq, self.stream, self.history_s = zmq, stream, history_s
@@ -99,6 +100,7 @@ class SnapshotServer:
         self.served = 0
         self.refused = {"rate": 0, "busy": 0, "gone": 0, "bad": 0}
         self.peer_interval_s = peer_interval_s
+        self.max_requests_per_s = max_requests_per_s
         self.max_inflight, self.inflight_s = max_inflight, inflight_s
         self._tokens = float(max_inflight)
         self._tokens_at = time.monotonic()
@@ -169,13 +171,23 @@ class SnapshotServer:
         zmq = self._zmq
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        budget, budget_at = self.max_requests_per_s / 10, time.monotonic()
         while not self._stop.is_set():
+            # Requests are read at a bounded rate: beyond it they wait in ZeroMQ's bounded queues
+            # (RCVHWM) and a flooding peer's own sends block, so a flood costs this process little.
+            now = time.monotonic()
+            budget = min(self.max_requests_per_s / 10, budget + (now - budget_at) * self.max_requests_per_s)
+            budget_at = now
+            if budget < 1:
+                self._stop.wait(0.01)
+                continue
             try:
                 if not poller.poll(100):
                     continue
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
                 continue
+            budget -= 1
             try:
                 self._handle(frames)
             except Exception:  # a request must never end the service
@@ -206,7 +218,7 @@ class SnapshotServer:
                     self._peers.popitem(last=False)
                 return
         self.refused[why] += 1
-        if why != "gone":
+        if why == "busy":  # (a peer refused for asking too often gets no answer: it asks again later)
             retry = self.peer_interval_s if why == "rate" else 1.0 / (self.max_inflight / self.inflight_s)
             meta = json.dumps({"stream": self.stream, "count": 0, "history_s": self.history_s,
                                "refused": why, "retry_after_s": round(max(retry, 0.05), 3)}).encode("utf-8")

@@ -145,14 +145,19 @@ def test_2_snapshot_requests_that_are_never_read_cost_a_bounded_amount():
         t_end = time.monotonic() + 3.0
         while time.monotonic() < t_end:
             for d in peers:
-                d.send_multipart([b"", SNAPSHOT_REQUEST], zmq.NOBLOCK)
+                try:
+                    d.send_multipart([b"", SNAPSHOT_REQUEST], zmq.NOBLOCK)
+                except zmq.Again:   # the server reads at a bounded rate: the flood backs up here
+                    pass
             time.sleep(0.02)
         time.sleep(0.3)
         stats = snap.stats()
-        asked = 50 * int(3.0 / 0.02)
         # at most 8 replies in the first instant, then 8 per second: never one per request
         assert stats["served"] <= 8 + 8 * 4
-        assert sum(stats["refused"].values()) >= asked * 0.5
+        # requests are read at most 500 per second (50 at once), the rest wait in bounded queues
+        handled = stats["served"] + sum(stats["refused"].values())
+        assert 100 <= handled <= 50 + 500 * 4
+        assert stats["refused"]["rate"] + stats["refused"]["busy"] >= handled - stats["served"] - 5
         # a well-behaved client is still answered once the flood stops
         for d in peers:
             d.close(0)
