@@ -333,6 +333,8 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
 
     import zmq
 
+    from . import schema
+
     def publish_rate() -> float:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -342,6 +344,7 @@ def bench_stages(audio_path: Path, gen_wav: Path, audio_s: float, gen_s: float, 
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.setsockopt(zmq.RCVTIMEO, 2000)
+        sub.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
         sub.connect(ep)
         n = 5000
         got = [0]

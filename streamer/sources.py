@@ -218,7 +218,7 @@ class SoundFileSource(Source):
             more.close()
             self.counters.update({k: counters[k] + (more.counters[k] if k != "samples_in" else extra)
                                   for k in ("samples_in", "samples_sanitised")})
-        if extra:
+        if extra > SAMPLE_RATE // 10:   # (a few samples more are resampler lengths, not audio)
             self.warning = more.warning  # None: ffmpeg decoded the rest, nothing was lost
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ factor under floods) come from scripts/hardening_bench.py, not from timed tests.
 """
 
 import json
-import shutil
 import socket
 import subprocess
 import threading
