@@ -7,11 +7,12 @@ proxy itself subscribes to everything upstream (so it can count and keep
 history of every stream) and filters by topic for its subscribers, as a
 publisher's PUB socket would.  Streams stay apart because every body carries its
 ``stream`` name and its own per-(stream, topic) ``seq``; the proxy forwards
-frames untouched.
+valid frames untouched.
 
-A capture socket (inproc PUB, so a slow reader never holds the proxy up) feeds
-a thread that counts messages and seq gaps per stream and, unless
-``--no-snapshot``, keeps recent history to answer late joiners on the XPUB port
+One thread relays: it parses every message with :func:`streamer.schema.decode`
+(bounded size and depth) and drops what is not schema 1 (counted as
+``invalid``), so one hostile publisher cannot reach every subscriber; it counts
+messages and seq gaps per stream and, unless ``--no-snapshot``, keeps recent history to answer late joiners on the XPUB port
 + 1 with the same snapshot protocol as a streamer.  Binding beyond loopback
 needs ``--allow-remote``, as for ``replay --pub``.  The proxy does not speak
 CURVE: run it on a trusted network or behind a tunnel.
@@ -54,9 +55,9 @@ class Proxy:
         self._counts: dict[str, dict] = {}
         self._last_seq: dict[tuple, int] = {}
         self.messages = 0
-        self.invalid = 0            # messages that are not schema 1: forwarded by ZeroMQ, not counted or kept
+        self.invalid = 0            # messages that are not schema 1: dropped here, never relayed
         self.invalid_last = ""
-        tag = f"{id(self):x}"
+        self.dropped = 0            # valid messages XPUB could not queue (a subscriber at its high-water mark)
         socks = []
         try:
             self._front = bound_socket(self._ctx, zmq.XSUB, xsub, hwm=hwm, linger_ms=0, curve=None,
@@ -73,22 +74,6 @@ class Proxy:
             socks.append(self._back)
             self.xsub = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
             self.xpub = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._capture = bound_socket(self._ctx, zmq.PUB, f"inproc://emotrack-proxy-capture-{tag}", hwm=hwm,
-                                         linger_ms=0, curve=None, what="", advice="")
-            socks.append(self._capture)
-            self._tap = self._ctx.socket(zmq.SUB)
-            socks.append(self._tap)
-            self._tap.setsockopt(zmq.LINGER, 0)
-            self._tap.setsockopt(zmq.RCVHWM, hwm)
-            self._tap.setsockopt(zmq.SUBSCRIBE, b"")
-            self._tap.connect(f"inproc://emotrack-proxy-capture-{tag}")
-            self._control = bound_socket(self._ctx, zmq.PAIR, f"inproc://emotrack-proxy-control-{tag}", hwm=10,
-                                         linger_ms=0, curve=None, what="", advice="")
-            socks.append(self._control)
-            self._steer = self._ctx.socket(zmq.PAIR)
-            socks.append(self._steer)
-            self._steer.setsockopt(zmq.LINGER, 0)
-            self._steer.connect(f"inproc://emotrack-proxy-control-{tag}")
             self.snapshot: Optional[SnapshotServer] = None
             if snapshot:
                 check_endpoint(snapshot, allow_remote, "--snapshot")
@@ -103,48 +88,59 @@ class Proxy:
     # -------------------------------------------------------------- running
     def start(self) -> "Proxy":
         t = threading.Thread(target=self._forward, name="emotrack-proxy", daemon=True)
-        c = threading.Thread(target=self._count, name="emotrack-proxy-stats", daemon=True)
-        self._threads = [t, c]
+        self._threads = [t]
         t.start()
-        c.start()
         return self
 
     def _forward(self) -> None:
-        zmq = self._zmq
-        try:
-            zmq.proxy_steerable(self._front, self._back, self._capture, self._control)
-        except zmq.ZMQError:
-            pass  # terminated or context closed
+        """Relay valid schema-1 messages downstream and subscriptions upstream, counting as it goes.
 
-    def _count(self) -> None:
+        Every message is parsed (bounded: :func:`streamer.schema.decode`) before it is relayed,
+        so an invalid one is dropped and counted here instead of reaching every subscriber.
+        """
         zmq = self._zmq
         poller = zmq.Poller()
-        poller.register(self._tap, zmq.POLLIN)
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._back, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            while True:
-                try:
-                    frames = self._tap.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if len(frames) == 1:  # a subscription going upstream
-                    continue
-                try:
-                    self._account(frames)
-                except Exception as exc:  # never let one message end the statistics and snapshots
-                    self._invalid(f"{type(exc).__name__}: {exc}")
+            try:
+                events = dict(poller.poll(100))
+                if self._back in events:
+                    for _ in range(1000):   # subscriptions (one frame each) go upstream
+                        try:
+                            self._front.send_multipart(self._back.recv_multipart(zmq.NOBLOCK), zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                if self._front in events:
+                    for _ in range(10_000):
+                        try:
+                            frames = self._front.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._relay(frames)
+            except zmq.ZMQError:
+                if self._stop.is_set():
+                    return
+            except Exception as exc:  # never let one message end the relay
+                self._invalid(f"{type(exc).__name__}: {exc}")
+
+    def _relay(self, frames: list[bytes]) -> None:
+        try:
+            topic, body = schema.decode(frames)
+        except schema.SchemaError as exc:
+            return self._invalid(str(exc))
+        try:
+            self._back.send_multipart(frames, self._zmq.NOBLOCK)
+        except self._zmq.Again:
+            self.dropped += 1
+        self._account(topic, body, frames[1])
 
     def _invalid(self, why: str) -> None:
         with self._lock:
             self.invalid += 1
             self.invalid_last = why[:200]
 
-    def _account(self, frames: list[bytes]) -> None:
-        try:
-            topic, body = schema.decode(frames)
-        except schema.SchemaError as exc:
-            return self._invalid(str(exc))
+    def _account(self, topic: str, body: dict, frame: bytes) -> None:
         stream, seq = body["stream"], body["seq"]
         if stream not in self._counts and len(self._counts) >= MAX_STREAMS:
             return self._invalid(f"more than {MAX_STREAMS} streams")
@@ -158,7 +154,7 @@ class Proxy:
                 c["gaps"] += 1
             self._last_seq[(stream, topic)] = seq
         if self.snapshot is not None:
-            self.snapshot.add(topic, body, frames[1])
+            self.snapshot.add(topic, body, frame)
 
     def stats(self) -> dict:
         with self._lock:
@@ -167,15 +163,11 @@ class Proxy:
 
     def close(self) -> None:
         self._stop.set()
-        try:
-            self._steer.send(b"TERMINATE")
-        except self._zmq.ZMQError:
-            pass
         for t in self._threads:
             t.join(timeout=2.0)
         if self.snapshot is not None:
             self.snapshot.close()
-        for s in (self._front, self._back, self._capture, self._tap, self._control, self._steer):
+        for s in (self._front, self._back):
             s.close(0)
 
 

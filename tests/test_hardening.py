@@ -91,11 +91,15 @@ def test_1_nested_json_is_a_counted_drop_in_every_parser(tmp_path):
         feed.close()
         pub.close(0)
 
-    # the proxy: its statistics thread survives and goes on counting; the bomb is not kept for snapshots
+    # the proxy: it survives, goes on counting, neither relays nor keeps the bomb
     proxy = Proxy(free_tcp_endpoint(), free_tcp_endpoint(), snapshot=free_tcp_endpoint()).start()
     up = ctx.socket(zmq.PUB)
     up.setsockopt(zmq.LINGER, 0)
     up.connect(proxy.xsub)
+    down = ctx.socket(zmq.SUB)
+    down.setsockopt(zmq.LINGER, 0)
+    down.setsockopt(zmq.SUBSCRIBE, b"")
+    down.connect(proxy.xpub)
     try:
         time.sleep(0.5)
         up.send_multipart([b"emotion.speech", NESTED])
@@ -106,8 +110,13 @@ def test_1_nested_json_is_a_counted_drop_in_every_parser(tmp_path):
         assert proxy.messages == 1 and proxy.invalid == 1
         assert all(t.is_alive() for t in proxy._threads)
         assert len(proxy.snapshot.items()) == 1
+        relayed = []
+        while down.poll(500):
+            relayed.append(down.recv_multipart())
+        assert [f[0] for f in relayed] == [b"emotion.speech"] and len(relayed[0][1]) < 1000
     finally:
         up.close(0)
+        down.close(0)
         proxy.close()
 
     # report: the line is skipped and counted, the rest is reported
@@ -501,7 +510,7 @@ def test_fuzz_every_wire_parser(body, topic):
     except schema.SchemaError:
         valid = False
     _FUZZ["feed"]._on_live(frames)
-    _FUZZ["proxy"]._account(frames)
+    _FUZZ["proxy"]._relay(frames)
     from clients.report import load
 
     good = json.dumps(dict(_emotion(), topic="emotion.speech")).encode()
