@@ -74,6 +74,8 @@ def add_parsers(sub) -> None:
                    help="minutes of stream time the curves show (default: 5)")
     v.add_argument("--token", default=None,
                    help="require this access token (the page is opened as /?token=TOKEN; then a cookie)")
+    v.add_argument("--no-token", action="store_true",
+                   help="serve a non-loopback --host without --token, on purpose (anyone who can connect can watch)")
     v.add_argument("--open", action="store_true", help="open the page in the default browser")
     v.add_argument("--quiet", "-q", action="store_true", help="no notices on stderr")
     v.set_defaults(client_main=_lazy("view"))

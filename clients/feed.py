@@ -16,6 +16,7 @@ Depends on the standard library, pyzmq and :mod:`streamer.schema` only.
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,8 +31,61 @@ from streamer import schema
 SNAPSHOT_TIMEOUT_S = 1.5
 #: Fewest seconds between two snapshot requests (a persistent gap must not storm the server).
 SNAPSHOT_MIN_INTERVAL_S = 0.5
-#: Largest gap whose seq numbers are remembered for back-filling.
-MAX_MISSING = 100_000
+#: Largest gap whose seq numbers are remembered for back-filling.  A jump forward by more
+#: than this is held until the next message of its (stream, topic) confirms it: one forged
+#: message with a huge seq cannot make the real ones that follow look like duplicates.
+MAX_MISSING = 1_000_000
+#: Most streams tracked at once; messages naming more are dropped and counted as invalid.
+MAX_STREAMS = 1000
+#: A wall_time further ahead of our clock than this is implausible (dropped, counted).
+MAX_CLOCK_AHEAD_S = 86400.0
+
+
+def _safe(text: str, limit: int = 80) -> str:
+    """A name from the wire as it may appear in a one-line notice."""
+    return text if text.isprintable() and len(text) <= limit else repr(text[:limit])
+
+
+class SeqSet:
+    """A set of seq numbers kept as sorted half-open ranges (memory grows with ranges, not numbers)."""
+
+    def __init__(self):
+        self._lo: list[int] = []
+        self._hi: list[int] = []
+        self._n = 0
+
+    def update(self, r: range) -> None:
+        lo, hi = r.start, r.stop
+        if hi <= lo:
+            return
+        i = bisect.bisect_left(self._hi, lo)          # first range that ends at/after lo
+        j = bisect.bisect_right(self._lo, hi)         # ranges starting at/before hi
+        if i < j:
+            lo, hi = min(lo, self._lo[i]), max(hi, self._hi[j - 1])
+            self._n -= sum(self._hi[k] - self._lo[k] for k in range(i, j))
+        self._lo[i:j] = [lo]
+        self._hi[i:j] = [hi]
+        self._n += hi - lo
+
+    def __contains__(self, x: int) -> bool:
+        i = bisect.bisect_right(self._lo, x) - 1
+        return i >= 0 and x < self._hi[i]
+
+    def discard(self, x: int) -> None:
+        i = bisect.bisect_right(self._lo, x) - 1
+        if i < 0 or x >= self._hi[i]:
+            return
+        lo, hi = self._lo[i], self._hi[i]
+        parts = [(a, b) for a, b in ((lo, x), (x + 1, hi)) if b > a]
+        self._lo[i:i + 1] = [a for a, _ in parts]
+        self._hi[i:i + 1] = [b for _, b in parts]
+        self._n -= 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
 
 
 #: the streamer's default snapshot endpoint for a --sub endpoint (:func:`streamer.schema.snapshot_endpoint`)
@@ -76,14 +130,14 @@ class KeyState:
     last_wall: float = 0.0
     last_t: float = -1.0    # t_start of the newest emotion message
     epoch: int = 0
-    missing: set = field(default_factory=set)
+    missing: SeqSet = field(default_factory=SeqSet)
     received: int = 0
     recovered: int = 0
     lost: int = 0          # still missing (gaps not filled)
     gaps: int = 0
     lost_while_down: int = 0
     duplicates: int = 0
-    prejoin: set = field(default_factory=set)   # before we joined: history, not a loss
+    prejoin: SeqSet = field(default_factory=SeqSet)   # before we joined: history, not a loss
     history: int = 0                            # of those, how many a snapshot gave us
 
 
@@ -121,10 +175,12 @@ class Feed:
         self.streams: dict[str, StreamState] = {}
         self.invalid = 0
         self.invalid_last = ""
-        self.snapshots = {"requested": 0, "answered": 0, "timed_out": 0, "messages": 0}
+        self.snapshots = {"requested": 0, "answered": 0, "timed_out": 0, "messages": 0, "refused": 0}
         self.connected = False
         self.last_message_at: Optional[float] = None
         self._buffer: list[tuple[str, dict]] = []
+        self._pending: dict[tuple[str, str], tuple[str, dict, str]] = {}  # unconfirmed big seq jumps
+        self._reconnect_at: Optional[float] = None
         self._req: Optional[zmq.Socket] = None
         self._req_deadline = 0.0
         self._last_request = -1e9
@@ -137,6 +193,8 @@ class Feed:
         self.sock = self.ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        # ZeroMQ refuses a bigger frame before reading it into memory (and drops that connection).
+        self.sock.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         for t in topics:
@@ -178,6 +236,13 @@ class Feed:
             n += self._drain_buffer()
         if self._request_at is not None and self._req is None and time.monotonic() >= self._request_at:
             self._request_snapshot()
+        if self._reconnect_at is not None and time.monotonic() >= self._reconnect_at and not self.connected:
+            self._reconnect_at = time.monotonic() + 2.0
+            try:
+                self.sock.disconnect(self.sub_endpoint)
+            except zmq.ZMQError:
+                pass
+            self.sock.connect(self.sub_endpoint)
         return n
 
     def _on_monitor(self) -> None:
@@ -188,25 +253,37 @@ class Feed:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if ev["event"] == zmq.EVENT_CONNECTED:
+                self._reconnect_at = None
             if ev["event"] == zmq.EVENT_CONNECTED and not self.connected:
                 self.connected = True
                 self._timeouts_in_row = 0
                 self.on_notice("connected", f"connected to {self.sub_endpoint}")
                 if self._request_at is not None and self.snapshots["requested"] == 0:
                     self._request_at = time.monotonic() + 0.1  # let the subscription reach the publisher
-            elif ev["event"] == zmq.EVENT_DISCONNECTED and self.connected:
-                self.connected = False
-                self.on_notice("disconnected", f"lost {self.sub_endpoint}; reconnecting")
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                # ZeroMQ does not reconnect by itself after a protocol error (a frame over
+                # MAXMSGSIZE): connect again ourselves shortly unless it has by then
+                self._reconnect_at = time.monotonic() + 0.5
+                if self.connected:
+                    self.connected = False
+                    self.on_notice("disconnected", f"lost {self.sub_endpoint}; reconnecting")
+
+    def _drop(self, why: str) -> int:
+        """Count one dropped message; a one-line notice for the first few and every 100th."""
+        self.invalid += 1
+        self.invalid_last = why[:200]
+        if self.invalid <= 5 or self.invalid % 100 == 0:
+            self.on_notice("invalid", f"dropped invalid message #{self.invalid}: {self.invalid_last}")
+        return 0
 
     def _on_live(self, frames: list[bytes]) -> int:
         try:
             topic, body = schema.decode(frames)
         except schema.SchemaError as exc:
-            self.invalid += 1
-            self.invalid_last = str(exc)[:200]
-            if self.invalid <= 5 or self.invalid % 100 == 0:
-                self.on_notice("invalid", f"dropped invalid message #{self.invalid}: {self.invalid_last}")
-            return 0
+            return self._drop(str(exc))
+        if body["wall_time"] > time.time() + MAX_CLOCK_AHEAD_S:
+            return self._drop(f"wall_time {body['wall_time']} is more than a day ahead of this clock")
         self.last_message_at = time.monotonic()
         if self._req is not None:
             if len(self._buffer) < 100_000:
@@ -228,6 +305,7 @@ class Feed:
         self._req = self.ctx.socket(zmq.REQ)
         self._req.setsockopt(zmq.LINGER, 0)
         self._req.setsockopt(zmq.RCVHWM, 0)
+        self._req.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
         if self.curve is not None:
             self.curve.apply(self._req)
         self._req.connect(self.snapshot_endpoint)
@@ -251,6 +329,12 @@ class Feed:
             return 0
         self._close_req()
         n = 0
+        refused = _refusal(frames)
+        if refused is not None and self.snapshots["refused"] < 20:
+            # the server is busy: ask again when it says, meanwhile go on with live messages
+            self.snapshots["refused"] += 1
+            self._request_at = time.monotonic() + refused
+            return self._drain_buffer()
         if len(frames) >= 2 and frames[0] == schema_request() and len(frames) % 2 == 0:
             self.snapshots["answered"] += 1
             self._timeouts_in_row = 0
@@ -258,6 +342,8 @@ class Feed:
             for i in range(2, len(frames), 2):
                 try:
                     topic, body = schema.decode(frames[i:i + 2])
+                    if body["wall_time"] > time.time() + MAX_CLOCK_AHEAD_S:
+                        raise schema.SchemaError("wall_time more than a day ahead of this clock")
                 except schema.SchemaError as exc:
                     self.invalid += 1
                     self.invalid_last = str(exc)[:200]
@@ -282,14 +368,32 @@ class Feed:
         return body["seq"] != st.last + 1
 
     # ------------------------------------------------------------ accounting
-    def _apply(self, topic: str, body: dict, origin: str) -> int:
+    def _apply(self, topic: str, body: dict, origin: str, confirmed: bool = False) -> int:
         name, s, w = body["stream"], body["seq"], float(body["wall_time"])
         ss = self.streams.get(name)
         if ss is None:
+            if len(self.streams) >= MAX_STREAMS:
+                return self._drop(f"more than {MAX_STREAMS} streams: {_safe(name)} ignored")
             ss = self.streams[name] = StreamState()
         key = (name, topic)
         st = self.keys.get(key)
         t = body.get("t_start", -1.0)
+        if st is not None and st.epoch == ss.epoch and not confirmed:
+            pend = self._pending.get(key)
+            if s - st.last > MAX_MISSING:
+                if pend is not None and 0 < s - pend[1]["seq"] <= MAX_MISSING:
+                    # the next message continues the jump: it was real (a long outage)
+                    del self._pending[key]
+                    n = self._apply(*pend, confirmed=True)
+                    return n + self._apply(topic, body, origin)
+                if pend is not None:
+                    self._drop(f"{_safe(name)}/{topic}: seq jump to {pend[1]['seq']} not confirmed")
+                self._pending[key] = (topic, body, origin)   # hold it: confirmed or dropped by the next one
+                return 0
+            if pend is not None:
+                del self._pending[key]
+                self._drop(f"{_safe(name)}/{topic}: implausible seq jump {st.last} -> {pend[1]['seq']} "
+                           f"not confirmed by the stream")
         if st is not None and st.epoch == ss.epoch and w > st.last_wall and w > ss.floor and (
                 (s <= st.last and (origin == "live" or (s not in st.missing and s not in st.prejoin)))
                 or (s > st.last and 0 <= t < st.last_t)):
@@ -298,7 +402,7 @@ class Feed:
             ss.floor = ss.max_wall
             ss.restarts += 1
             how = "after its end of stream" if ss.ended else "without an end of stream (crashed or killed?)"
-            self.on_notice("restart", f"stream {name!r} restarted {how}: {topic} seq {st.last} -> {s}")
+            self.on_notice("restart", f"stream {_safe(name)!r} restarted {how}: {topic} seq {st.last} -> {s}")
             ss.ended = False
         if st is not None and st.epoch != ss.epoch and w <= ss.floor:
             st.duplicates += 1   # a late copy from before the restart
@@ -316,12 +420,12 @@ class Feed:
                     st.missing.update(seqs)
                     st.lost += s
                     st.lost_while_down += s
-                    self.on_notice("gap", f"{name}/{topic}: {s} messages (seq 0..{s - 1}) were published "
+                    self.on_notice("gap", f"{_safe(name)}/{topic}: {s} messages (seq 0..{s - 1}) were published "
                                           f"while we were disconnected")
                 else:
                     st.prejoin.update(seqs)
                     if origin == "live":
-                        self.on_notice("join", f"{name}/{topic}: joined at seq {s}")
+                        self.on_notice("join", f"{_safe(name)}/{topic}: joined at seq {s}")
         elif s == st.last + 1:
             pass
         elif s > st.last + 1 and origin == "snapshot":
@@ -332,7 +436,7 @@ class Feed:
             st.missing.update(range(max(st.last + 1, s - MAX_MISSING), s))
             st.lost += n
             st.gaps += 1
-            self.on_notice("gap", f"{name}/{topic}: {n} messages missing (seq {st.last + 1}..{s - 1})")
+            self.on_notice("gap", f"{_safe(name)}/{topic}: {n} messages missing (seq {st.last + 1}..{s - 1})")
         elif s in st.missing:
             st.missing.discard(s)
             st.lost -= 1
@@ -387,7 +491,7 @@ class Feed:
                  f"({t['lost_while_down']} published while disconnected, {t['gaps']} gaps), "
                  f"{t['restarts']} publisher restarts, {t['invalid']} invalid, {t['duplicates']} duplicates"]
         for (name, topic), k in sorted(self.keys.items()):
-            lines.append(f"  {name} {topic}: {k.received} received, last seq {k.last}, {k.lost} lost, "
+            lines.append(f"  {_safe(name)} {topic}: {k.received} received, last seq {k.last}, {k.lost} lost, "
                          f"{k.recovered} recovered, {k.gaps} gaps")
         return lines
 
@@ -400,6 +504,21 @@ class Feed:
                 s.close(0)
             except zmq.ZMQError:
                 pass
+
+
+def _refusal(frames: list[bytes]) -> Optional[float]:
+    """Seconds to wait before asking again, if ``frames`` is a snapshot server's refusal."""
+    if len(frames) != 2 or frames[0] != schema_request() or len(frames[1]) > 1024:
+        return None
+    try:
+        meta = schema.parse_json(frames[1])
+    except schema.SchemaError:
+        return None
+    if not isinstance(meta, dict) or not meta.get("refused"):
+        return None
+    wait = meta.get("retry_after_s")
+    ok = isinstance(wait, (int, float)) and not isinstance(wait, bool) and 0 <= wait <= 60
+    return min(max(float(wait) if ok else 1.0, 0.05), 60.0)
 
 
 def schema_request() -> bytes:

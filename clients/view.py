@@ -21,12 +21,15 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import selectors
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Optional
 
 from streamer import schema
-from streamer.errors import EmotrackError
+from streamer.errors import ParameterError
 
 from .feed import Feed, check_sub_endpoint, curve_client
 
@@ -37,6 +40,14 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
 #: Events a browser may have queued before it is considered too slow and dropped.
 CLIENT_QUEUE = 2000
 KEEPALIVE_S = 10.0
+#: Worker threads: every open /events stream holds one; beyond, requests get 503.
+MAX_WORKERS = 256
+#: A connection must send its request within this (idle and slow-header connections are closed).
+HEADER_TIMEOUT_S = 5.0
+#: Connections one client address may hold open before sending a request; its oldest are closed first.
+MAX_IDLE_PER_CLIENT = 64
+#: Pending connections the kernel keeps for us (listen backlog).
+BACKLOG = 1024
 
 
 def point(body: dict) -> list:
@@ -168,6 +179,7 @@ def make_handler(hub: Hub, stopping: threading.Event, token: Optional[str] = Non
     class Handler(BaseHTTPRequestHandler):
         server_version = "emotrack-view"
         protocol_version = "HTTP/1.1"
+        timeout = HEADER_TIMEOUT_S   # reading the request, and any write a browser does not take
 
         def log_message(self, fmt, *args):  # quiet: the dashboard is not a web log
             pass
@@ -245,18 +257,147 @@ def make_handler(hub: Hub, stopping: threading.Event, token: Optional[str] = Non
     return Handler
 
 
+class DashboardServer(HTTPServer):
+    """HTTP with a bounded cost per connection.
+
+    One selector thread accepts connections and holds them until their request
+    arrives; only then does one of ``MAX_WORKERS`` threads serve it (an open
+    /events stream keeps its worker).  A connection that sends nothing within
+    ``HEADER_TIMEOUT_S`` is closed; one address may hold at most
+    ``MAX_IDLE_PER_CLIENT`` such waiting connections (its oldest go first); when
+    every worker is busy the request is answered 503 at once.  Counters:
+    ``refused`` (503), ``idle_closed``.
+    """
+
+    request_queue_size = BACKLOG
+    allow_reuse_address = True
+
+    def __init__(self, addr, handler, workers: int = MAX_WORKERS):
+        super().__init__(addr, handler)
+        self.socket.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.socket, selectors.EVENT_READ, None)
+        self._waiting: dict[socket.socket, tuple[float, str]] = {}
+        self._per_client: dict[str, collections.deque] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emotrack-view")
+        self._free = threading.BoundedSemaphore(workers)
+        self._stop = threading.Event()
+        self.refused = 0
+        self.idle_closed = 0
+
+    def serve_forever(self, poll_interval: float = 0.2) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(timeout=poll_interval):
+                if key.fileobj is self.socket:
+                    self._accept()
+                else:
+                    self._ready(key.fileobj)
+            self._expire(time.monotonic())
+        for conn in list(self._waiting):
+            self._forget(conn)
+            conn.close()
+
+    def _accept(self) -> None:
+        for _ in range(256):
+            try:
+                conn, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:   # out of file descriptors: leave the rest in the backlog
+                return
+            client = addr[0]
+            q = self._per_client.setdefault(client, collections.deque())
+            if len(q) >= MAX_IDLE_PER_CLIENT:
+                self._dispatch_ready()   # a burst of real requests: serve those that have arrived first
+                q = self._per_client.setdefault(client, collections.deque())
+            while len(q) >= MAX_IDLE_PER_CLIENT:
+                old = q.popleft()
+                if old in self._waiting:
+                    self._forget(old, drop_from_client=False)
+                    old.close()
+                    self.idle_closed += 1
+            q.append(conn)
+            self._waiting[conn] = (time.monotonic() + HEADER_TIMEOUT_S, client)
+            self._sel.register(conn, selectors.EVENT_READ, None)
+
+    def _dispatch_ready(self) -> None:
+        for key, _ in self._sel.select(timeout=0):
+            if key.fileobj is not self.socket:
+                self._ready(key.fileobj)
+
+    def _forget(self, conn, drop_from_client: bool = True) -> None:
+        _, client = self._waiting.pop(conn, (0.0, None))
+        try:
+            self._sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if drop_from_client and client is not None:
+            q = self._per_client.get(client)
+            if q is not None:
+                try:
+                    q.remove(conn)
+                except ValueError:
+                    pass
+                if not q:
+                    del self._per_client[client]
+
+    def _expire(self, now: float) -> None:
+        late = [c for c, (deadline, _) in self._waiting.items() if deadline <= now]
+        for conn in late:
+            self._forget(conn)
+            conn.close()
+            self.idle_closed += 1
+
+    def _ready(self, conn) -> None:
+        self._forget(conn)
+        if not self._free.acquire(blocking=False):
+            self.refused += 1
+            try:
+                conn.setblocking(False)
+                conn.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            conn.close()
+            return
+        conn.setblocking(True)
+        self._pool.submit(self._work, conn)
+
+    def _work(self, conn) -> None:
+        try:
+            addr = conn.getpeername()
+        except OSError:
+            addr = ("?", 0)
+        try:
+            self.finish_request(conn, addr)
+        except Exception:
+            pass
+        finally:
+            self.shutdown_request(conn)
+            self._free.release()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def server_close(self) -> None:
+        super().server_close()
+        if hasattr(self, "_pool"):   # (not there when the bind failed)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._sel.close()
+
+
 def serve(host: str, port: int, hub: Hub, stopping: threading.Event,
-          token: Optional[str] = None) -> ThreadingHTTPServer:
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
+          token: Optional[str] = None) -> DashboardServer:
+    class Server(DashboardServer):
+        pass
 
     if ":" in host and not host.startswith("["):
-        Server.address_family = __import__("socket").AF_INET6
+        Server.address_family = socket.AF_INET6
     try:
         httpd = Server((host, port), make_handler(hub, stopping, token))
     except OSError as exc:
-        raise EmotrackError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
+        from streamer.errors import EndpointError
+
+        raise EndpointError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; choose another --port") from None
     return httpd
 
 
@@ -268,6 +409,9 @@ def run(args) -> int:
     hub = Hub(args.minutes * 60.0, sub)
     stopping = threading.Event()
     token = getattr(args, "token", None)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token and not getattr(args, "no_token", False):
+        raise ParameterError(f"--host {args.host} serves beyond this machine: give --token TOKEN (or pass "
+                             f"--no-token to serve it to anyone who can connect, on purpose)")
     httpd = serve(args.host, args.port, hub, stopping, token)
     host, port = httpd.server_address[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
@@ -292,8 +436,8 @@ def run(args) -> int:
     server_thread.start()
     print(f"emotrack view: serving {url} (subscribed to {sub}); Ctrl-C to stop", file=sys.stderr, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
-        print(f"emotrack view: warning: serving on {args.host} without --token: anyone who can reach it can watch",
-              file=sys.stderr, flush=True)
+        print(f"emotrack view: warning: serving on {args.host} without --token (--no-token): anyone who can reach "
+              f"it can watch", file=sys.stderr, flush=True)
     if args.open:
         import webbrowser
 

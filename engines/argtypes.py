@@ -22,8 +22,8 @@ def number(kind: type, what: str, ok: Callable[[float], bool], rule: str) -> Cal
 
 
 def positive(kind: type) -> Callable[[str], float]:
-    """A number > 0 of ``kind`` (int or float)."""
-    return number(kind, f"a valid {kind.__name__}", lambda v: v > 0, "> 0")
+    """A finite number > 0 of ``kind`` (int or float; NaN and inf are refused)."""
+    return number(kind, f"a valid {kind.__name__}", lambda v: v > 0 and v != float("inf"), "> 0 and finite")
 
 
 def int_at_least(lo: int) -> Callable[[str], int]:

@@ -58,15 +58,17 @@ def predict_array(x: np.ndarray, model, params: F.FeatureParams = F.DEFAULT_PARA
     return res
 
 
-def read_clip(path: str) -> np.ndarray:
-    """Whole clip at 16 kHz mono (any input emotrack can open)."""
+def read_clip(path: str, warn=None) -> np.ndarray:
+    """Whole clip at 16 kHz mono (any input emotrack can open); ``warn(line)`` hears of truncation."""
     with open_source(path) as src:
         blocks = list(src.blocks())
+        if src.warning and warn is not None:
+            warn(src.warning)
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
-def predict_file(path: str, model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> dict:
-    res = predict_array(read_clip(path), model, params)
+def predict_file(path: str, model, params: F.FeatureParams = F.DEFAULT_PARAMS, warn=None) -> dict:
+    res = predict_array(read_clip(path, warn), model, params)
     r4 = lambda v: round(float(v), 4)  # noqa: E731 - as replay's messages (streamer.schema.emotion_body)
     return {"path": path, "source": model.source, "valence": r4(res["valence"]), "arousal": r4(res["arousal"]),
             "quadrant": res["quadrant"], "probs": {q: r4(p) for q, p in res["probs"].items()},

@@ -31,13 +31,19 @@ SNAPSHOT_REQUEST = b"SNAPSHOT"
 snapshot_endpoint_for = schema.snapshot_endpoint
 
 
-def bound_socket(ctx, kind: int, endpoint: str, *, hwm: int, linger_ms: int, curve, what: str, advice: str):
-    """A ZeroMQ socket of ``kind`` bound to ``endpoint`` (CURVE applied first, if given)."""
+def bound_socket(ctx, kind: int, endpoint: str, *, hwm: int, linger_ms: int, curve, what: str, advice: str,
+                 options: Optional[dict] = None):
+    """A ZeroMQ socket of ``kind`` bound to ``endpoint`` (CURVE applied first, if given).
+
+    A busy or unbindable address raises :class:`EndpointError` (exit code 6).
+    """
     import zmq
 
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, linger_ms)
+    for opt, value in (options or {}).items():
+        sock.setsockopt(opt, value)
     if curve is not None:
         curve.apply(sock)
     try:
@@ -60,21 +66,42 @@ class SnapshotServer:
     frame ``SNAPSHOT`` (REQ or DEALER with an empty delimiter).  Reply:
     ``[SNAPSHOT, meta JSON, topic, body, topic, body, ...]`` in publication
     order; meta holds ``stream``, ``count`` and ``history_s``.
+
+    What a reply costs is bounded, whoever asks: bodies are kept as ZeroMQ
+    frames that every reply shares (no copy per reply); a peer gets at most one
+    reply per ``peer_interval_s``; at most ``max_inflight`` replies go out per
+    ``inflight_s`` (a token bucket); the ROUTER queues at most one reply per
+    peer (SNDHWM 1, ROUTER_MANDATORY): a peer that does not read its replies is
+    refused, not queued for.  A request refused as ``busy`` gets a short reply
+    ``[SNAPSHOT, {"stream", "count": 0, "refused": why, "retry_after_s"}]``
+    when the peer's queue takes it.  Refusals are counted in :meth:`stats`
+    (and so in status heartbeats).
     """
 
     def __init__(self, ctx, endpoint: str, stream: str, *, history_s: float = 600.0,
-                 per_topic: int = 1500, status_keep: int = 30, curve=None):
+                 per_topic: int = 1500, status_keep: int = 30, curve=None,
+                 peer_interval_s: float = 0.25, max_inflight: int = 16, inflight_s: float = 1.0,
+                 max_requests_per_s: float = 500.0):
         import zmq
 
         self._zmq, self.stream, self.history_s = zmq, stream, history_s
         self._lock = threading.Lock()
         self._n = 0
         self._hist: dict[str, collections.deque] = {}
+        self._topic_frames: dict[str, object] = {}
         self._per_topic, self._status_keep = per_topic, status_keep
         self._start = None  # the last status "start": always part of a snapshot
         self.served = 0
-        self._sock = bound_socket(ctx, zmq.ROUTER, endpoint, hwm=100, linger_ms=0, curve=curve,
-                                  what="snapshot endpoint", advice="choose another --snapshot or pass --no-snapshot")
+        self.refused = {"rate": 0, "busy": 0, "gone": 0, "bad": 0}
+        self.peer_interval_s = peer_interval_s
+        self.max_requests_per_s = max_requests_per_s
+        self.max_inflight, self.inflight_s = max_inflight, inflight_s
+        self._tokens = float(max_inflight)
+        self._tokens_at = time.monotonic()
+        self._peers: "collections.OrderedDict[bytes, float]" = collections.OrderedDict()
+        self._sock = bound_socket(ctx, zmq.ROUTER, endpoint, hwm=1, linger_ms=0, curve=curve,
+                                  what="snapshot endpoint", advice="choose another --snapshot or pass --no-snapshot",
+                                  options={zmq.ROUTER_MANDATORY: 1, zmq.MAXMSGSIZE: 4096, zmq.RCVHWM: 1000})
         self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="emotrack-snapshot", daemon=True)
@@ -82,50 +109,114 @@ class SnapshotServer:
 
     def add(self, topic: str, body: dict, frame: bytes) -> None:
         now = time.monotonic()
+        zframe = self._zmq.Frame(frame)  # one copy, shared by every reply that holds it
         with self._lock:
             self._n += 1
+            tframe = self._topic_frames.get(topic)
+            if tframe is None:
+                tframe = self._topic_frames[topic] = self._zmq.Frame(topic.encode("utf-8"))
             keep = self._status_keep if topic == schema.TOPIC_STATUS else self._per_topic
             dq = self._hist.setdefault(topic, collections.deque(maxlen=keep))
-            dq.append((self._n, now, topic.encode("utf-8"), frame))
+            dq.append((self._n, now, tframe, zframe))
             if topic == schema.TOPIC_STATUS and body.get("event") == "start":
-                self._start = (self._n, now, topic.encode("utf-8"), frame)
+                self._start = (self._n, now, tframe, zframe)
             while dq and now - dq[0][1] > self.history_s:
                 dq.popleft()
 
-    def items(self) -> list[tuple[bytes, bytes]]:
+    def _rows(self) -> list:
         now = time.monotonic()
         with self._lock:
             rows = [r for dq in self._hist.values() for r in dq if now - r[1] <= self.history_s]
             if self._start is not None and self._start not in rows:
                 rows.append(self._start)
         rows.sort(key=lambda r: r[0])
-        return [(r[2], r[3]) for r in rows]
+        return rows
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return [(r[2].bytes, r[3].bytes) for r in self._rows()]
+
+    def stats(self) -> dict:
+        """``served`` and ``refused`` (by reason: rate, busy, gone, bad) requests."""
+        return {"served": self.served, "refused": dict(self.refused)}
+
+    def _admit(self, peer: bytes, now: float) -> Optional[str]:
+        """None if ``peer`` may have a reply now, else why not (``rate`` or ``busy``)."""
+        last = self._peers.get(peer)
+        if last is not None and now - last < self.peer_interval_s:
+            return "rate"
+        rate = self.max_inflight / self.inflight_s
+        self._tokens = min(float(self.max_inflight), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return "busy"
+        return None
+
+    def _send(self, frames: list) -> Optional[str]:
+        zmq = self._zmq
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return "busy"      # that peer has not read what it was sent: nothing more is queued for it
+        except zmq.ZMQError:
+            return "gone"      # EHOSTUNREACH: the peer left
+        return None
 
     def _serve(self) -> None:
         zmq = self._zmq
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        budget, budget_at = self.max_requests_per_s / 10, time.monotonic()
         while not self._stop.is_set():
+            # Requests are read at a bounded rate: beyond it they wait in ZeroMQ's bounded queues
+            # (RCVHWM) and a flooding peer's own sends block, so a flood costs this process little.
+            now = time.monotonic()
+            budget = min(self.max_requests_per_s / 10, budget + (now - budget_at) * self.max_requests_per_s)
+            budget_at = now
+            if budget < 1:
+                self._stop.wait(0.01)
+                continue
             try:
                 if not poller.poll(100):
                     continue
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
                 continue
-            sep = frames.index(b"") if b"" in frames[:-1] else 0
-            envelope, request = frames[:sep + 1], frames[sep + 1:]
-            if request[:1] != [SNAPSHOT_REQUEST]:
-                continue
-            items = self.items()
-            meta = json.dumps({"stream": self.stream, "count": len(items),
-                               "history_s": self.history_s}).encode("utf-8")
-            reply = envelope + [SNAPSHOT_REQUEST, meta] + [f for pair in items for f in pair]
+            budget -= 1
             try:
-                self._sock.send_multipart(reply, zmq.NOBLOCK)
-                self.served += 1
-            except zmq.ZMQError:
-                pass
+                self._handle(frames)
+            except Exception:  # a request must never end the service
+                self.refused["bad"] += 1
         self._sock.close(0)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        sep = frames.index(b"") if b"" in frames[:-1] else 0
+        envelope, request = frames[:sep + 1], frames[sep + 1:]
+        if request != [SNAPSHOT_REQUEST] or len(envelope) > 2:
+            self.refused["bad"] += 1
+            return
+        now = time.monotonic()
+        peer = envelope[0]
+        why = self._admit(peer, now)
+        if why is None:
+            rows = self._rows()
+            meta = json.dumps({"stream": self.stream, "count": len(rows),
+                               "history_s": self.history_s}).encode("utf-8")
+            reply = envelope + [SNAPSHOT_REQUEST, meta] + [f for r in rows for f in (r[2], r[3])]
+            why = self._send(reply)
+            if why is None:
+                self._tokens -= 1.0
+                self.served += 1
+                self._peers[peer] = now
+                self._peers.move_to_end(peer)
+                while len(self._peers) > 4096:
+                    self._peers.popitem(last=False)
+                return
+        self.refused[why] += 1
+        if why == "busy":  # (a peer refused for asking too often gets no answer: it asks again later)
+            retry = self.peer_interval_s if why == "rate" else 1.0 / (self.max_inflight / self.inflight_s)
+            meta = json.dumps({"stream": self.stream, "count": 0, "history_s": self.history_s,
+                               "refused": why, "retry_after_s": round(max(retry, 0.05), 3)}).encode("utf-8")
+            self._send(envelope + [SNAPSHOT_REQUEST, meta])
 
     def close(self) -> None:
         self._stop.set()
@@ -144,15 +235,35 @@ def _is_loopback(endpoint: str) -> bool:
         return False
 
 
+def parse_endpoint(endpoint: str, option: str = "--pub") -> str:
+    """``endpoint`` if it is a well-formed ZeroMQ endpoint, else ParameterError (exit code 2).
+
+    tcp://HOST:PORT with PORT 0..65535 or ``*`` (ZeroMQ would wrap 99999 to 34463
+    silently), ipc://PATH or inproc://NAME with something after the ``//``.
+    """
+    usage = f"{option} {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+    if not isinstance(endpoint, str) or not endpoint.isprintable():
+        raise ParameterError(usage)
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise ParameterError(usage)
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or (host.startswith("[") != host.endswith("]")):
+            raise ParameterError(f"{option} {endpoint!r}: expected tcp://HOST:PORT")
+        if port != "*" and not (port.isdigit() and port.isascii() and int(port) <= 65535):
+            raise ParameterError(f"{option} {endpoint!r}: port {port!r} must be a number in 0..65535 (or *)")
+    return endpoint
+
+
 def check_endpoint(endpoint: str, allow_remote: bool = False, option: str = "--pub") -> None:
-    if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ParameterError(f"{option} {endpoint!r}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-    if endpoint.startswith("tcp://"):
-        port = endpoint.rsplit(":", 1)[-1] if endpoint.count(":") >= 2 else ""
-        if port != "*" and not (port.isdigit() and int(port) <= 65535):
-            raise ParameterError(f"{option} {endpoint!r}: the port must be a number 0-65535 (or *)")
+    parse_endpoint(endpoint, option)
     if not allow_remote and not _is_loopback(endpoint):
         raise ParameterError(f"{option} {endpoint!r} binds beyond this machine; pass --allow-remote to do that on purpose")
+
+
+def is_remote(endpoint: Optional[str]) -> bool:
+    return bool(endpoint) and not _is_loopback(endpoint)
 
 
 class Publisher:
@@ -193,6 +304,10 @@ class Publisher:
                 else:
                     self._sock = bound_socket(self._ctx, zmq.PUB, endpoint, hwm=hwm, linger_ms=linger_ms,
                                               curve=curve, what="", advice="choose another --pub")
+                    if curve is None and is_remote(endpoint):
+                        print(f"emotrack: warning: --pub {endpoint} is reachable from other machines without "
+                              f"encryption or access control: anyone who can connect can read the stream "
+                              f"(use --curve-secret/--curve-allow)", file=sys.stderr, flush=True)
             except EmotrackError:
                 if curve is not None:
                     curve.stop()
@@ -255,6 +370,8 @@ class Publisher:
 
     def status(self, event: str, stream: Optional[str] = None, **fields) -> dict:
         stream = self.stream if stream is None else stream
+        if self.snapshot is not None and event != "start" and "snapshot" not in fields:
+            fields["snapshot"] = self.snapshot.stats()  # served and refused history requests
         body = schema.status_body(stream=stream, seq=self.next_seq(schema.TOPIC_STATUS, stream),
                                   wall_time=time.time(), event=event, **fields)
         self.send(schema.TOPIC_STATUS, body)

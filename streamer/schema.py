@@ -42,6 +42,14 @@ QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
 STATUS_EVENTS = ("start", "heartbeat", "end")
 #: Largest body a client accepts; bigger frames are rejected unparsed.
 MAX_BODY_BYTES = 64 * 1024
+#: Deepest nesting of arrays/objects a body may have (schema 1 needs 3; room for added fields).
+MAX_DEPTH = 16
+#: Largest ``seq`` (JSON's exact integer range; no real stream gets near it).
+MAX_SEQ = 2 ** 53 - 1
+#: Largest frame a subscribing socket accepts (ZMQ_MAXMSGSIZE): bigger ones are refused by
+#: ZeroMQ before they are read into memory (the sender is disconnected).  Set above
+#: MAX_BODY_BYTES so that a slightly too big body is a counted drop, not a disconnect.
+MAX_FRAME_BYTES = 1024 * 1024
 
 EMOTION_FIELDS = ("schema", "stream", "seq", "source", "t_start", "t_end", "wall_time",
                   "activity", "valence", "arousal", "quadrant", "probs", "model")
@@ -88,12 +96,59 @@ def encode(topic: str, body: Mapping[str, Any]) -> list[bytes]:
             json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")]
 
 
+def _reject_constant(c: str):
+    raise SchemaError(f"{c} in body")
+
+
+def _depth_ok(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests lists/dicts at most ``limit`` deep (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            o = o.values()
+        elif not isinstance(o, list):
+            continue
+        if d > limit:
+            return False
+        stack.extend((v, d + 1) for v in o if isinstance(v, (list, dict)))
+    return True
+
+
+def parse_json(data: "bytes | str", *, max_bytes: int = MAX_BODY_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse one JSON document from the wire or a file, cheaply and safely.
+
+    Size is checked before parsing; strict UTF-8 and strict JSON (no NaN/Infinity);
+    nesting deeper than ``max_depth`` is refused.  The bracket count bounds the
+    depth, so ordinary bodies are never walked; a hostile one is refused by the
+    parser's own recursion guard (about 1,000 levels: cheap) or by an iterative
+    walk.  Raises :class:`SchemaError` only.
+    """
+    if len(data) > max_bytes:
+        raise SchemaError(f"body of {len(data)} bytes exceeds {max_bytes}")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SchemaError(f"body is not UTF-8: {exc}") from None
+    try:
+        obj = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise SchemaError(f"body nests deeper than {max_depth} levels") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise SchemaError(f"body is not JSON: {str(exc)[:120]}") from None
+    if data.count("[") + data.count("{") > max_depth and not _depth_ok(obj, max_depth):
+        raise SchemaError(f"body nests deeper than {max_depth} levels")
+    return obj
+
+
 def _num(body: Mapping, key: str, lo: float, hi: float) -> None:
     v = body.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SchemaError(f"field {key!r}={v!r} must be a finite number")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (isinstance(v, int) and abs(v) > 1e300) or not math.isfinite(v):
+        raise SchemaError(f"field {key!r}={str(v)[:40]} must be a finite number")
     if not lo <= v <= hi:
-        raise SchemaError(f"field {key!r}={v!r} outside [{lo}, {hi}]")
+        raise SchemaError(f"field {key!r}={str(v)[:40]} outside [{lo}, {hi}]")
 
 
 def validate(topic: str, body: Mapping[str, Any]) -> None:
@@ -105,8 +160,8 @@ def validate(topic: str, body: Mapping[str, Any]) -> None:
     if not isinstance(body.get("stream"), str):
         raise SchemaError("field 'stream' must be a string")
     seq = body.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise SchemaError(f"field 'seq'={seq!r} must be a non-negative integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise SchemaError(f"field 'seq'={str(seq)[:40]} must be an integer in 0..2**53-1")
     _num(body, "wall_time", 0, float("inf"))
     if topic == TOPIC_STATUS:
         if body.get("event") not in STATUS_EVENTS:
@@ -140,14 +195,15 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
     if len(frames) != 2:
         raise SchemaError(f"expected 2 frames [topic, body], got {len(frames)}")
     topic_b, body_b = frames
-    if len(body_b) > MAX_BODY_BYTES:
-        raise SchemaError(f"body of {len(body_b)} bytes exceeds {MAX_BODY_BYTES}")
+    if len(topic_b) > 64:
+        raise SchemaError(f"topic of {len(topic_b)} bytes is not a schema-1 topic")
     try:
-        topic = topic_b.decode("utf-8")
-        body = json.loads(body_b.decode("utf-8"),
-                          parse_constant=lambda c: (_ for _ in ()).throw(SchemaError(f"{c} in body")))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"body is not UTF-8 JSON: {exc}") from None
+        topic = bytes(topic_b).decode("utf-8")
+    except UnicodeDecodeError:
+        raise SchemaError("topic is not UTF-8") from None
+    if topic not in TOPICS:
+        raise SchemaError(f"unknown topic {topic!r}")
+    body = parse_json(body_b)
     validate(topic, body)
     return topic, body
 

@@ -12,6 +12,7 @@ Imports only pyzmq and the standard library: clients use it too.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -20,13 +21,25 @@ import zmq.auth
 
 from .errors import ParameterError
 
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
 
 def generate(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Create ``name.key`` (public) and ``name.key_secret`` in ``directory``."""
+    if not _NAME.fullmatch(name or ""):
+        raise ParameterError(f"key name {name!r}: use letters, digits, '.', '_' and '-' only, not starting with "
+                             f"'.' (no folders: give those with --dir)")
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    existing = [p for p in (d / f"{name}.key", d / f"{name}.key_secret") if p.exists() or p.is_symlink()]
+    if existing:
+        raise ParameterError(f"{existing[0]} already exists; remove it first or choose another name "
+                             f"(a key pair is never overwritten)")
     if not zmq.has("curve"):
         raise ParameterError("this libzmq has no CURVE support")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"--dir {d}: {exc.strerror}") from None
     pub, sec = zmq.auth.create_certificates(str(d), name)
     Path(sec).chmod(0o600)
     return Path(pub), Path(sec)

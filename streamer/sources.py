@@ -23,6 +23,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -35,6 +36,9 @@ import numpy as np
 from .dsp import SAMPLE_RATE
 from .errors import InputError, ParameterError
 
+#: Sample rates a file header may declare.  A header that says 1 Hz would turn a
+#: 2-minute file into 22 days of audio after resampling: refused as corrupt.
+MIN_FILE_RATE, MAX_FILE_RATE = 1000, 768000
 #: URL schemes ffmpeg may open for a user; anything else (concat:, subfile:,
 #: a playlist pointing at local files...) is refused.
 ALLOWED_URL_SCHEMES = ("http", "https", "rtmp", "rtmps", "rtsp", "srt", "udp", "file")
@@ -143,7 +147,12 @@ class SoundFileSource(Source):
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise InputError(f"cannot decode {path}: {exc}") from None
         if self._f.samplerate <= 0 or self._f.channels <= 0:
+            self._f.close()
             raise InputError(f"cannot decode {path}: bad header")
+        if not MIN_FILE_RATE <= self._f.samplerate <= MAX_FILE_RATE:
+            self._f.close()
+            raise InputError(f"cannot decode {path}: its header declares a sample rate of {self._f.samplerate} Hz "
+                             f"(expected {MIN_FILE_RATE}..{MAX_FILE_RATE}); the file is corrupt")
         self._block = max(1, int(block_s * self._f.samplerate))
         # libsndfile clips a truncated file's length to the data present and
         # notes "(should be N)" in its log: that is how truncation shows.
@@ -151,13 +160,15 @@ class SoundFileSource(Source):
         self._truncated = "should be" in log and any(
             ln.split(":", 1)[0].strip().lower() in ("data", "ssnd", "riff", "form")
             for ln in log.splitlines() if "should be" in ln)
+        if self._f.format == "OGG":
+            self._truncated = self._truncated or not ogg_layout(path)[1]
         self.duration = self._f.frames / self._f.samplerate if self._f.frames > 0 else None
 
     def blocks(self) -> Iterator[np.ndarray]:
         import soundfile as sf
 
         rs = _Resampler(self._f.samplerate)
-        expected, got = self._f.frames, 0
+        expected, got, out = self._f.frames, 0, 0
         while True:
             try:
                 x = self._f.read(self._block, dtype="float32", always_2d=True)
@@ -169,6 +180,7 @@ class SoundFileSource(Source):
             got += x.shape[0]
             y = rs(self._clean(x))
             if y.size:
+                out += y.size
                 yield y
         if self.warning is None and self._truncated:
             self.warning = (f"{self.path}: truncated file (its header promises more audio); "
@@ -178,10 +190,91 @@ class SoundFileSource(Source):
                             f"of {expected / self._f.samplerate:.2f} s")
         tail = rs(np.zeros(0, np.float32), last=True)
         if tail.size:
+            out += tail.size
             yield tail
+        if self.warning is not None and ffmpeg_available():
+            # libsndfile stopped early: ffmpeg may decode further.  Continue with it from where
+            # we are (it decodes the start again; what we already gave is skipped), so nothing is lost.
+            yield from self._continue_with_ffmpeg(out)
+
+    def _continue_with_ffmpeg(self, skip: int) -> Iterator[np.ndarray]:
+        try:
+            more = FFmpegSource(self.path)
+        except InputError:
+            return
+        counters = dict(self.counters)
+        extra = 0
+        try:
+            for x in more.blocks():
+                if skip >= x.size:
+                    skip -= x.size
+                    continue
+                x, skip = x[skip:], 0
+                extra += x.size
+                yield x
+        except InputError:
+            return
+        finally:
+            more.close()
+            self.counters.update({k: counters[k] + (more.counters[k] if k != "samples_in" else extra)
+                                  for k in ("samples_in", "samples_sanitised")})
+        if extra > SAMPLE_RATE // 10:   # (a few samples more are resampler lengths, not audio)
+            self.warning = more.warning  # None: ffmpeg decoded the rest, nothing was lost
 
     def close(self) -> None:
         self._f.close()
+
+
+def _looks_like_mpeg(path: Path) -> bool:
+    """An MP1/2/3 file by name or by its first bytes (an ID3 tag or an MPEG audio frame sync)."""
+    if path.suffix.lower() in (".mp3", ".mp2", ".mp1", ".mpga"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 in (0xE2, 0xE4, 0xE6))
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None
+
+
+def ogg_layout(path: str, max_pages: int = 2_000_000) -> tuple[bool, bool]:
+    """(chained, complete) for an Ogg file, from its page headers alone.
+
+    ``chained``: a logical stream begins after another one's pages (concatenated
+    files, radio captures), which libsndfile stops at silently.  ``complete``: the
+    last page carries the end-of-stream flag and ends exactly at the end of the file.
+    """
+    chained, complete, seen_data, pos = False, False, False, 0
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for _ in range(max_pages):
+                f.seek(pos)
+                head = f.read(27)
+                if len(head) < 27 or head[:4] != b"OggS":
+                    return chained, False
+                nseg = head[26]
+                lacing = f.read(nseg)
+                if len(lacing) < nseg:
+                    return chained, False
+                end = pos + 27 + nseg + sum(lacing)
+                if end > size:
+                    return chained, False
+                flags = head[5]
+                if flags & 0x02 and seen_data:
+                    chained = True
+                seen_data = seen_data or not flags & 0x02
+                complete = bool(flags & 0x04) and end == size
+                if end == size:
+                    return chained, complete
+                pos = end
+    except OSError:
+        return chained, False
+    return chained, complete
 
 
 def ffmpeg_binary() -> str:
@@ -225,7 +318,7 @@ class FFmpegSource(Source):
                 net += ["-timeout", str(int(self.io_timeout_s * 1e6))]
             else:
                 net += ["-rw_timeout", str(int(self.io_timeout_s * 1e6))]
-        cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "+level+info",
                "-protocol_whitelist", FFMPEG_URL_PROTOCOL_WHITELIST if self.is_url else FFMPEG_PROTOCOL_WHITELIST,
                *net,
                "-i", "pipe:0" if self.spec == "-" else self.spec,
@@ -237,15 +330,27 @@ class FFmpegSource(Source):
     def _start(self) -> None:
         self._proc = subprocess.Popen(self._cmd(), stdin=None if self.spec == "-" else subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._stderr: deque[str] = deque(maxlen=20)
+        self._stderr: deque[str] = deque(maxlen=20)   # ffmpeg's errors (never shown raw: see warning)
+        self._ffwarnings: deque[str] = deque(maxlen=5)
+        self.declared_s: Optional[float] = None          # the container's duration, if it states one
         self._err_thread = threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True)
         self._err_thread.start()
 
     def _drain_stderr(self, proc) -> None:
         for line in iter(proc.stderr.readline, b""):
             text = line.decode("utf-8", "replace").strip()
-            if text:
-                self._stderr.append(text)
+            m = _FF_LEVEL.search(text)
+            if not text or m is None:
+                continue
+            level, msg = m.group(1), _FF_CONTEXT.sub("", text[:m.start()] + text[m.end():]).strip()
+            if level == "info":
+                d = _FF_DURATION.search(msg)
+                if d and self.declared_s is None:
+                    self.declared_s = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
+            elif level == "warning":
+                self._ffwarnings.append(msg)
+            elif msg:
+                self._stderr.append(msg)
 
     def _last_error(self) -> str:
         self._err_thread.join(timeout=2.0)
@@ -277,6 +382,7 @@ class FFmpegSource(Source):
             # ffmpeg ends a broken network read like an end of file (exit 0),
             # but says why on stderr: for a URL that counts as an interruption.
             if rc == 0 and total > 0 and not (self.is_url and self._stderr):
+                self._check_complete(total)
                 return
             msg = self._last_error()
             if total == 0:
@@ -298,6 +404,18 @@ class FFmpegSource(Source):
             self.warning = f"{self.spec}: decoding stopped after {total / SAMPLE_RATE:.2f} s ({msg})"
             return
 
+    def _check_complete(self, total: int) -> None:
+        """A warning if a file ended before the duration its container declares (audio was lost)."""
+        if self.is_url or self.spec == "-" or self.declared_s is None:
+            return
+        got = total / SAMPLE_RATE
+        if got < self.declared_s - max(1.0, 0.02 * self.declared_s):
+            why = (self._stderr or self._ffwarnings or ["the rest is missing"])[-1]
+            self.warning = (f"{self.spec}: truncated, decoded {got:.2f} s of the {self.declared_s:.2f} s "
+                            f"its header declares ({why})")
+        elif self._stderr:
+            self.warning = f"{self.spec}: decoding errors, some audio may be missing ({self._stderr[-1]})"
+
     def close(self) -> None:
         self._closing.set()
         if self._proc.poll() is None:
@@ -306,6 +424,11 @@ class FFmpegSource(Source):
         for f in (self._proc.stdout, self._proc.stderr):
             if f:
                 f.close()
+
+
+_FF_LEVEL = __import__("re").compile(r"\[(panic|fatal|error|warning|info)\] ?")
+_FF_CONTEXT = __import__("re").compile(r"\[[^\]]* @ 0x[0-9a-f]+\]\s*")
+_FF_DURATION = __import__("re").compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
 class _LiveQueue:
@@ -549,10 +672,25 @@ def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.5,
             raise InputError(f"{spec} is empty (0 bytes)")
         import soundfile as sf
 
-        try:
-            sf.info(str(p))
-            src = SoundFileSource(str(p), block_s=block_s)
-        except (sf.LibsndfileError, RuntimeError, InputError):
+        fmt = None
+        if not (_looks_like_mpeg(p) and ffmpeg_available()):
+            # (MPEG audio goes to ffmpeg: libsndfile's mpg123 prints its own warnings on stderr)
+            try:
+                fmt = sf.info(str(p)).format
+            except (sf.LibsndfileError, RuntimeError):
+                fmt = None
+        if fmt == "MP3" and ffmpeg_available():
+            fmt = None
+        elif fmt == "OGG" and ffmpeg_available() and ogg_layout(str(p))[0]:
+            fmt = None   # chained Ogg: libsndfile stops after the first stream, ffmpeg decodes them all
+        src = None
+        if fmt is not None:
+            try:
+                src = SoundFileSource(str(p), block_s=block_s)
+            except InputError:
+                if "sample rate" in str(sys.exc_info()[1]):
+                    raise
+        if src is None:
             src = FFmpegSource(str(p), block_s=block_s)
         if name:
             src.name = name

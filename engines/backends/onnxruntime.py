@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, ModelError
 from .base import Backend
 
 
@@ -33,6 +33,8 @@ def ort_session(onnx_path: str | Path, threads: Optional[int] = None, providers:
     try:
         return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
+        if type(exc).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "InvalidArgument"):
+            raise ModelError(f"{onnx_path} is not a usable ONNX model: {str(exc).splitlines()[0]}") from None
         raise BackendError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0]}") from None
 
 

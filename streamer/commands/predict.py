@@ -33,7 +33,7 @@ def run(args) -> int:
     try:
         for path in args.files:
             try:
-                res = predict_file(path, model)
+                res = predict_file(path, model, warn=lambda w: stderr(f"emotrack: warning: {w}"))
             except InputError as exc:
                 stderr(f"emotrack: {exc}")
                 failed += 1

@@ -344,6 +344,7 @@ def _publish_rate() -> float:
 
     import zmq
 
+    from .. import schema
     from ..publish import Publisher
 
     with socket.socket() as s:
@@ -354,6 +355,7 @@ def _publish_rate() -> float:
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVTIMEO, 2000)
+    sub.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
     sub.connect(ep)
     n = 5000
     got = [0]

@@ -7,11 +7,12 @@ proxy itself subscribes to everything upstream (so it can count and keep
 history of every stream) and filters by topic for its subscribers, as a
 publisher's PUB socket would.  Streams stay apart because every body carries its
 ``stream`` name and its own per-(stream, topic) ``seq``; the proxy forwards
-frames untouched.
+valid frames untouched.
 
-A capture socket (inproc PUB, so a slow reader never holds the proxy up) feeds
-a thread that counts messages and seq gaps per stream and, unless
-``--no-snapshot``, keeps recent history to answer late joiners on the XPUB port
+One thread relays: it parses every message with :func:`streamer.schema.decode`
+(bounded size and depth) and drops what is not schema 1 (counted as
+``invalid``), so one hostile publisher cannot reach every subscriber; it counts
+messages and seq gaps per stream and, unless ``--no-snapshot``, keeps recent history to answer late joiners on the XPUB port
 + 1 with the same snapshot protocol as a streamer.  Binding beyond loopback
 needs ``--allow-remote``, as for ``replay --pub``.  The proxy does not speak
 CURVE: run it on a trusted network or behind a tunnel.
@@ -19,18 +20,20 @@ CURVE: run it on a trusted network or behind a tunnel.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
 import time
 from typing import Optional
 
+from .. import schema
 from ..errors import EmotrackError
 from ..publish import SnapshotServer, bound_socket, check_endpoint, snapshot_endpoint_for
 
 DEFAULT_XSUB = "tcp://127.0.0.1:5560"
 DEFAULT_XPUB = "tcp://127.0.0.1:5561"
+#: Most streams counted at once (forged stream names must not grow the proxy without bound).
+MAX_STREAMS = 1000
 
 
 class Proxy:
@@ -52,13 +55,17 @@ class Proxy:
         self._counts: dict[str, dict] = {}
         self._last_seq: dict[tuple, int] = {}
         self.messages = 0
-        tag = f"{id(self):x}"
+        self.invalid = 0            # messages that are not schema 1: dropped here, never relayed
+        self.invalid_last = ""
+        self.dropped = 0            # valid messages XPUB could not queue (a subscriber at its high-water mark)
         socks = []
         try:
             self._front = bound_socket(self._ctx, zmq.XSUB, xsub, hwm=hwm, linger_ms=0, curve=None,
                                        what="--xsub", advice="choose another --xsub")
             socks.append(self._front)
             self._front.setsockopt(zmq.RCVHWM, hwm)
+            # A publisher that sends a frame bigger than this is disconnected before it is read.
+            self._front.setsockopt(zmq.MAXMSGSIZE, schema.MAX_FRAME_BYTES)
             # Subscribe to everything upstream ourselves: publishers send every message here from the
             # moment they connect, so counts and snapshots cover all streams, whoever subscribes below.
             self._front.send(b"\x01")
@@ -67,22 +74,6 @@ class Proxy:
             socks.append(self._back)
             self.xsub = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
             self.xpub = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._capture = bound_socket(self._ctx, zmq.PUB, f"inproc://emotrack-proxy-capture-{tag}", hwm=hwm,
-                                         linger_ms=0, curve=None, what="", advice="")
-            socks.append(self._capture)
-            self._tap = self._ctx.socket(zmq.SUB)
-            socks.append(self._tap)
-            self._tap.setsockopt(zmq.LINGER, 0)
-            self._tap.setsockopt(zmq.RCVHWM, hwm)
-            self._tap.setsockopt(zmq.SUBSCRIBE, b"")
-            self._tap.connect(f"inproc://emotrack-proxy-capture-{tag}")
-            self._control = bound_socket(self._ctx, zmq.PAIR, f"inproc://emotrack-proxy-control-{tag}", hwm=10,
-                                         linger_ms=0, curve=None, what="", advice="")
-            socks.append(self._control)
-            self._steer = self._ctx.socket(zmq.PAIR)
-            socks.append(self._steer)
-            self._steer.setsockopt(zmq.LINGER, 0)
-            self._steer.connect(f"inproc://emotrack-proxy-control-{tag}")
             self.snapshot: Optional[SnapshotServer] = None
             if snapshot:
                 check_endpoint(snapshot, allow_remote, "--snapshot")
@@ -97,54 +88,73 @@ class Proxy:
     # -------------------------------------------------------------- running
     def start(self) -> "Proxy":
         t = threading.Thread(target=self._forward, name="emotrack-proxy", daemon=True)
-        c = threading.Thread(target=self._count, name="emotrack-proxy-stats", daemon=True)
-        self._threads = [t, c]
+        self._threads = [t]
         t.start()
-        c.start()
         return self
 
     def _forward(self) -> None:
-        zmq = self._zmq
-        try:
-            zmq.proxy_steerable(self._front, self._back, self._capture, self._control)
-        except zmq.ZMQError:
-            pass  # terminated or context closed
+        """Relay valid schema-1 messages downstream and subscriptions upstream, counting as it goes.
 
-    def _count(self) -> None:
+        Every message is parsed (bounded: :func:`streamer.schema.decode`) before it is relayed,
+        so an invalid one is dropped and counted here instead of reaching every subscriber.
+        """
         zmq = self._zmq
         poller = zmq.Poller()
-        poller.register(self._tap, zmq.POLLIN)
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._back, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            while True:
-                try:
-                    frames = self._tap.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if len(frames) == 2:  # [topic, body]; subscriptions are one frame
-                    self._account(frames)
+            try:
+                events = dict(poller.poll(100))
+                if self._back in events:
+                    for _ in range(1000):   # subscriptions (one frame each) go upstream
+                        try:
+                            self._front.send_multipart(self._back.recv_multipart(zmq.NOBLOCK), zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                if self._front in events:
+                    for _ in range(10_000):
+                        try:
+                            frames = self._front.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._relay(frames)
+            except zmq.ZMQError:
+                if self._stop.is_set():
+                    return
+            except Exception as exc:  # never let one message end the relay
+                self._invalid(f"{type(exc).__name__}: {exc}")
 
-    def _account(self, frames: list[bytes]) -> None:
+    def _relay(self, frames: list[bytes]) -> None:
         try:
-            topic = frames[0].decode("utf-8")
-            body = json.loads(frames[1])
-            stream = str(body.get("stream", "?"))
-            seq = body.get("seq")
-        except (UnicodeDecodeError, ValueError, AttributeError):
-            return
+            topic, body = schema.decode(frames)
+        except schema.SchemaError as exc:
+            return self._invalid(str(exc))
+        try:
+            self._back.send_multipart(frames, self._zmq.NOBLOCK)
+        except self._zmq.Again:
+            self.dropped += 1
+        self._account(topic, body, frames[1])
+
+    def _invalid(self, why: str) -> None:
+        with self._lock:
+            self.invalid += 1
+            self.invalid_last = why[:200]
+
+    def _account(self, topic: str, body: dict, frame: bytes) -> None:
+        stream, seq = body["stream"], body["seq"]
+        if stream not in self._counts and len(self._counts) >= MAX_STREAMS:
+            return self._invalid(f"more than {MAX_STREAMS} streams")
         with self._lock:
             self.messages += 1
             c = self._counts.setdefault(stream, {"messages": 0, "gaps": 0, "topics": {}})
             c["messages"] += 1
             c["topics"][topic] = c["topics"].get(topic, 0) + 1
-            if isinstance(seq, int):
-                last = self._last_seq.get((stream, topic))
-                if last is not None and seq > last + 1:
-                    c["gaps"] += 1
-                self._last_seq[(stream, topic)] = seq
+            last = self._last_seq.get((stream, topic))
+            if last is not None and seq > last + 1:
+                c["gaps"] += 1
+            self._last_seq[(stream, topic)] = seq
         if self.snapshot is not None:
-            self.snapshot.add(topic, body, frames[1])
+            self.snapshot.add(topic, body, frame)
 
     def stats(self) -> dict:
         with self._lock:
@@ -153,15 +163,11 @@ class Proxy:
 
     def close(self) -> None:
         self._stop.set()
-        try:
-            self._steer.send(b"TERMINATE")
-        except self._zmq.ZMQError:
-            pass
         for t in self._threads:
             t.join(timeout=2.0)
         if self.snapshot is not None:
             self.snapshot.close()
-        for s in (self._front, self._back, self._capture, self._tap, self._control, self._steer):
+        for s in (self._front, self._back):
             s.close(0)
 
 
@@ -190,11 +196,14 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no statistics on stderr")
 
 
-def _line(stats: dict) -> str:
+def _line(stats: dict, invalid: int = 0) -> str:
     total = sum(c["messages"] for c in stats.values())
     gaps = sum(c["gaps"] for c in stats.values())
-    per = ", ".join(f"{s} {c['messages']}" for s, c in sorted(stats.items()))
-    return f"{len(stats)} stream(s), {total} messages{' (' + per + ')' if per else ''}, {gaps} seq gap(s)"
+    per = ", ".join(f"{s if s.isprintable() and len(s) <= 80 else repr(s[:80])} {c['messages']}"
+                    for s, c in sorted(stats.items())[:20])
+    more = f" and {len(stats) - 20} more" if len(stats) > 20 else ""
+    return (f"{len(stats)} stream(s), {total} messages{' (' + per + more + ')' if per else ''}, {gaps} seq gap(s)"
+            + (f", {invalid} invalid dropped" if invalid else ""))
 
 
 def run(args) -> int:
@@ -217,12 +226,12 @@ def run(args) -> int:
         next_print = time.monotonic() + args.stats
         while not stop.wait(0.2):
             if not args.quiet and time.monotonic() >= next_print:
-                print(f"emotrack: proxy: {_line(proxy.stats())}", file=sys.stderr, flush=True)
+                print(f"emotrack: proxy: {_line(proxy.stats(), proxy.invalid)}", file=sys.stderr, flush=True)
                 next_print = time.monotonic() + args.stats
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
         proxy.close()
     if not args.quiet:
-        print(f"emotrack: proxy: stopped; {_line(proxy.stats())}", file=sys.stderr, flush=True)
+        print(f"emotrack: proxy: stopped; {_line(proxy.stats(), proxy.invalid)}", file=sys.stderr, flush=True)
     return 0

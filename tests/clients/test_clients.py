@@ -573,7 +573,7 @@ def test_viewer_rejects_a_busy_port():
         port = s.getsockname()[1]
         proc = subprocess.run(emotrack_cmd("view", "--sub", "tcp://127.0.0.1:5556", "--port", str(port)),
                               capture_output=True, text=True, timeout=60, cwd=REPO)
-    one_line_error(proc, 1, f"cannot serve on 127.0.0.1:{port}")
+    one_line_error(proc, 6, f"cannot serve on 127.0.0.1:{port}")
 
 
 def test_feed_late_join_takes_the_trimmed_history_without_counting_losses():
