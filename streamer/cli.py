@@ -87,7 +87,37 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat", type=_positive(float), default=1.0, metavar="S",
                    help="seconds between status heartbeats (default: 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    _add_tracking_options(p)
     _add_model_options(p)
+
+
+# -- tracking and activity (streamer.tracking, streamer.segments) -------------------------------
+def _add_tracking_options(p: argparse.ArgumentParser) -> None:
+    from .tracking import DEFAULT_SMOOTH_S
+
+    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_S, metavar="S",
+                   help="time constant in s of the tracked curves (the 'tracked' field of every message: a causal "
+                        f"filter gated by activity, no added latency); 0 turns tracking off (default: {DEFAULT_SMOOTH_S:g})")
+    p.add_argument("--activity", choices=("separator", "model"), default="separator",
+                   help="where 'activity' comes from: the built-in separator's per-frame presence on the mix, even "
+                        "with --separator none (default), or the emotion models' activity heads")
+
+
+def with_presence(args, separator):
+    """With ``--separator none`` and ``--activity separator`` (the defaults), the built-in separator
+    runs beside the models on the mix for its presence only (streamer.separation.NoneSeparator)."""
+    if getattr(args, "activity", "separator") != "separator" or args.separator != "none":
+        return separator
+    from .separation import BuiltinSeparator, NoneSeparator
+
+    return NoneSeparator(presence=BuiltinSeparator(backend=args.backend, threads=args.threads))
+
+
+def _smooth(args):
+    if args.smooth < 0 or args.smooth != args.smooth:
+        raise ParameterError(f"--smooth {args.smooth}: give seconds >= 0 (0 turns tracking off)")
+    return args.smooth or None
+# -----------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--latency-budget", type=_positive(float), default=20.0, metavar="MS",
                    help="with several inputs and --realtime: longest wait for more windows before a batch "
                         "runs (default: 20 ms)")
+    r.add_argument("--segments", action="append", metavar="FILE",
+                   help="at the end, write the passages of speech and music with their emotion: .csv, .TextGrid "
+                        "(Praat) or .txt (Audacity labels); repeat for several (see emotrack segments)")
     _add_stream_options(r)
 
     s = sub.add_parser("stream", help="live capture from a sound device",
@@ -155,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parsers(sub)
     add_proxy_parsers(sub)
+    from .segments import add_parser as add_segments_parser
+
+    add_segments_parser(sub)
     return p
 
 
@@ -270,18 +306,27 @@ def _run_pipeline(args, source) -> int:
     from .pipeline import Pipeline
 
     sources = _parse_sources(args.sources)
+    smooth_s = _smooth(args)
+    seg_files = getattr(args, "segments", None) or []
+    if seg_files:
+        from .segments import Collector, format_of
+
+        for f in seg_files:
+            format_of(f)
     publisher = _make_publisher(args, args.name or source.name)
+    if seg_files:
+        publisher = Collector(publisher)
     stop = threading.Event()
     progress = None
     try:
         models = _load_models(args, sources)
-        separator = _make_separator(args)
+        separator = with_presence(args, _make_separator(args))
         if not args.quiet and sys.stderr.isatty() and not source.live:
             progress = _Progress(f"replay {source.name}", getattr(source, "duration", None))
         pipe = Pipeline(models, publisher, separator,
                         hops_s={"speech": args.speech_hop, "music": args.music_hop},
                         heartbeat_s=args.heartbeat, progress=progress,
-                        block_max_s=0.1 if source.live else 4.0)
+                        block_max_s=0.1 if source.live else 4.0, smooth_s=smooth_s)
 
         def on_signal(signum, frame):
             stop.set()
@@ -299,6 +344,12 @@ def _run_pipeline(args, source) -> int:
             progress.done()
         source.close()
         publisher.close()
+    if seg_files:  # what was published, also after an interruption
+        from .segments import segments_of, write
+
+        segs = segments_of(publisher.bodies)
+        for f in seg_files:
+            write(f, segs, stats.stream_seconds)
     if stats.warning:
         _stderr(f"emotrack: warning: {stats.warning}")
     if not args.quiet:
@@ -349,6 +400,9 @@ def _run_batched(args) -> int:
     if args.input.count("-") > 1:
         raise ParameterError("stdin (-) can be given only once")
     sources_list = _parse_sources(args.sources)
+    smooth_s = _smooth(args)
+    if args.segments:
+        raise ParameterError("--segments works with one INPUT; run emotrack segments on the --out JSONL instead")
     opened, names, seen = [], [], {}
     try:
         for spec in args.input:
@@ -366,9 +420,9 @@ def _run_batched(args) -> int:
             engine = BatchedInference(models, max_batch=args.max_batch)
             streams = []
             for name, src in zip(names, opened):
-                pipe = Pipeline(models, StreamPublisher(publisher, name), _make_separator(args),
+                pipe = Pipeline(models, StreamPublisher(publisher, name), with_presence(args, _make_separator(args)),
                                 hops_s={"speech": args.speech_hop, "music": args.music_hop},
-                                heartbeat_s=args.heartbeat, block_max_s=0.1 if src.live else 4.0)
+                                heartbeat_s=args.heartbeat, block_max_s=0.1 if src.live else 4.0, smooth_s=smooth_s)
                 streams.append((name, src, pipe))
 
             def on_signal(signum, frame):
@@ -489,6 +543,7 @@ COMMANDS["engines"] = lambda args: args.engines_main(args)
 COMMANDS["bench"] = lambda args: args.bench_main(args)
 COMMANDS["batch"] = lambda args: args.batch_main(args)
 COMMANDS["proxy"] = lambda args: args.proxy_main(args)
+COMMANDS["segments"] = lambda args: args.segments_main(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
