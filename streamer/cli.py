@@ -95,9 +95,11 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     from .tracking import DEFAULT_SMOOTH_S
 
-    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_S, metavar="S",
+    default = ",".join(f"{k}={v:g}" for k, v in DEFAULT_SMOOTH_S.items())
+    p.add_argument("--smooth", default=default, metavar="S",
                    help="time constant in s of the tracked curves (the 'tracked' field of every message: a causal "
-                        f"filter gated by activity, no added latency); 0 turns tracking off (default: {DEFAULT_SMOOTH_S:g})")
+                        "filter gated by activity, no added latency): S for both sources or speech=S,music=S; "
+                        f"0 turns tracking off (default: {default})")
     p.add_argument("--activity", choices=("separator", "model"), default="separator",
                    help="where 'activity' comes from: the built-in separator's per-frame presence on the mix, even "
                         "with --separator none (default), or the emotion models' activity heads")
@@ -114,9 +116,9 @@ def with_presence(args, separator):
 
 
 def _smooth(args):
-    if args.smooth < 0 or args.smooth != args.smooth:
-        raise ParameterError(f"--smooth {args.smooth}: give seconds >= 0 (0 turns tracking off)")
-    return args.smooth or None
+    from .tracking import parse_smooth
+
+    return parse_smooth(str(args.smooth))
 # -----------------------------------------------------------------------------------------------
 
 

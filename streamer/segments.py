@@ -6,11 +6,11 @@ the hop around its window's centre, ``[centre - hop/2, centre + hop/2)``, so a
 segment spans from its first message's share to its last one's, and segments
 of one source never overlap.  Per segment:
 
-* ``quadrant``: the dominant quadrant, the one with the highest mean posterior
-  probability over the segment's messages (the tracker's posterior is
-  factorised, so ``P(Q) = P(valence sign) * P(arousal sign)`` with
-  ``P(valence >= 0) = (1 + tracked valence) / 2``);
-* ``confidence``: that mean probability (0.25 = no idea, 1 = certain);
+* ``quadrant``: the dominant quadrant, the tracked quadrant of most of the
+  segment's messages (ties: the higher summed confidence);
+* ``confidence``: the mean over the segment's messages of the tracked
+  confidence where the tracked quadrant is the dominant one, 0 elsewhere (a
+  lower bound of the mean posterior probability of the dominant quadrant);
 * ``valence``, ``arousal``: means of the tracked curves over the segment;
   ``valence_raw``, ``arousal_raw``: means of the raw window values.
 
@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from . import taxonomy
 from .errors import InputError, ParameterError
 from .schema import QUADRANTS
 
@@ -66,22 +65,17 @@ class Segment:
         return f"{self.source} {self.quadrant} ({self.confidence:.0%})"
 
 
-def _p_quadrant(q: str, valence: float, arousal: float) -> float:
-    sv, sa = taxonomy.QUADRANT_SIGNS[q]
-    pv = (1.0 + valence) / 2.0
-    pa = (1.0 + arousal) / 2.0
-    return (pv if sv > 0 else 1.0 - pv) * (pa if sa > 0 else 1.0 - pa)
-
-
 def _segment(stream: str, source: str, run: list[dict], hop: float) -> Segment:
     n = len(run)
     tv = [b["tracked"]["valence"] for b in run]
     ta = [b["tracked"]["arousal"] for b in run]
-    mean_p = {q: sum(_p_quadrant(q, v, a) for v, a in zip(tv, ta)) / n for q in QUADRANTS}
-    dom = max(QUADRANTS, key=lambda q: mean_p[q])
+    votes = {q: (sum(b["tracked"]["quadrant"] == q for b in run),
+                 sum(b["tracked"]["confidence"] for b in run if b["tracked"]["quadrant"] == q)) for q in QUADRANTS}
+    dom = max(QUADRANTS, key=lambda q: votes[q])
+    conf = votes[dom][1] / n
     centre = [(b["t_start"] + b["t_end"]) / 2.0 for b in run]
     return Segment(stream=stream, source=source, start=round(max(0.0, centre[0] - hop / 2), 3),
-                   end=round(centre[-1] + hop / 2, 3), quadrant=dom, confidence=round(mean_p[dom], 4),
+                   end=round(centre[-1] + hop / 2, 3), quadrant=dom, confidence=round(conf, 4),
                    valence=round(sum(tv) / n, 4), arousal=round(sum(ta) / n, 4),
                    valence_raw=round(sum(b["valence"] for b in run) / n, 4),
                    arousal_raw=round(sum(b["arousal"] for b in run) / n, 4), windows=n)
@@ -256,15 +250,19 @@ def add_parser(sub) -> None:
     p.add_argument("--out", "-o", action="append", metavar="FILE",
                    help="write segments here: .csv, .TextGrid (Praat) or .txt (Audacity labels); repeat for "
                         "several (default: CSV on stdout)")
-    p.add_argument("--smooth", type=float, default=None, metavar="S",
-                   help=f"re-track at this time constant (default: the tracked fields in INPUT, else {DEFAULT_SMOOTH_S:g} s)")
+    p.add_argument("--smooth", default=None, metavar="S",
+                   help="re-track at this time constant: S or speech=S,music=S (default: the tracked fields in "
+                        "INPUT, else " + ",".join(f"{k}={v:g}" for k, v in DEFAULT_SMOOTH_S.items()) + ")")
     p.add_argument("--min-duration", type=float, default=0.0, metavar="S", help="drop shorter segments (default: 0)")
     p.set_defaults(segments_main=run)
 
 
 def run(args) -> int:
-    if args.smooth is not None and not args.smooth > 0:
-        raise ParameterError(f"--smooth {args.smooth}: give a positive number of seconds")
+    from .tracking import parse_smooth
+
+    smooth = None if args.smooth is None else parse_smooth(args.smooth)
+    if args.smooth is not None and smooth is None:
+        raise ParameterError(f"--smooth {args.smooth}: segments need tracking; give seconds > 0")
     for path in args.out or []:
         if path != "-":
             format_of(path)
@@ -276,8 +274,8 @@ def run(args) -> int:
             raise InputError(f"{args.input}: no emotion messages (give a replay --out or record JSONL)")
         duration = max(b["t_end"] for b in bodies)
     else:
-        bodies, duration = _replay(args.input, args.smooth)
-    segs = segments_of(bodies, min_duration=args.min_duration, smooth_s=args.smooth)
+        bodies, duration = _replay(args.input, smooth)
+    segs = segments_of(bodies, min_duration=args.min_duration, smooth_s=smooth)
     for path in args.out or ["-"]:
         write(path, segs, duration)
     return 0
@@ -285,7 +283,7 @@ def run(args) -> int:
 
 def _replay(spec: str, smooth_s: Optional[float]) -> tuple[list[dict], float]:
     """Replay an audio input with the default options, keeping the bodies (no publishing)."""
-    from .cli import build_parser, _load_models, _make_separator, _parse_sources, with_presence
+    from .cli import _load_models, _make_separator, _parse_sources, _smooth, build_parser, with_presence
     from .pipeline import Pipeline
     from .publish import Publisher
     from .sources import open_source
@@ -297,7 +295,7 @@ def _replay(spec: str, smooth_s: Optional[float]) -> tuple[list[dict], float]:
         models = _load_models(args, _parse_sources(args.sources))
         sep = with_presence(args, _make_separator(args))
         try:
-            Pipeline(models, pub, sep, smooth_s=smooth_s or args.smooth).run(source)
+            Pipeline(models, pub, sep, smooth_s=smooth_s or _smooth(args)).run(source)
         finally:
             sep.close()
     finally:

@@ -9,43 +9,42 @@ are there, in the same hop.
 
 The model
 ---------
-The state is the Russell quadrant, a hidden Markov chain over Q1..Q4 whose two
-axes (valence sign, arousal sign) are independent two-state chains.  Per axis:
+The state is the Russell quadrant, a hidden Markov chain over Q1..Q4, and the
+tracker is its forward filter (posterior ``pi`` over the four quadrants).
 
-* **Sticky transitions.**  Between two windows ``dt`` seconds apart the sign flips
-  with probability ``s = (1 - exp(-2 dt / tau)) / 2`` (a two-state chain whose
-  correlation decays as ``exp(-2 dt / tau)``), ``tau`` = ``--smooth`` seconds.
-* **Emissions.**  A window's evidence for the positive sign of an axis is the
-  marginal of its quadrant probabilities (``probs``: the classifier head),
-  ``e = P(Q1) + P(Q4)`` for valence and ``P(Q1) + P(Q2)`` for arousal; a window
-  without ``probs`` uses its VA head, which estimates ``2 P(positive) - 1``
-  (trained on quadrant sign targets, :mod:`streamer.taxonomy`): ``e = (1 + v) / 2``.
-  (Measured on make_mix programmes, the quadrant head of the shipped music model
-  is much better than its VA head: docs/TRACKING.md.)  Consecutive
-  windows overlap (speech: 3 s every 1 s), so each window's likelihood is
-  tempered by ``hop / window`` (every second of audio counts once) and by the
-  activity gate below: ``L+ = e ** k``, ``L- = (1 - e) ** k``.
-* **Forward filter.**  ``p <- p (1 - s) + (1 - p) s`` (predict), then
-  ``p <- p L+ / (p L+ + (1 - p) L-)`` (update).
+* **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
+  stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
+  (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
+  ``tau`` is ``--smooth`` (default per source: speech 1 s, music 8 s).
+* **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
+  models' quadrant head; a window without them uses its VA head as independent
+  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]``.
+  Consecutive windows overlap (speech: 3 s every 1 s), so each window's
+  likelihood is tempered by ``hop / window`` (every second of audio counts once)
+  and by the activity gate below: ``L = probs ** k``.
+* **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
 
-Tracked valence and arousal are the posterior means of the sign,
-``2 p - 1``: the same meaning as the raw VA head's output, given every window
-so far instead of one.  The tracked quadrant is ``taxonomy.quadrant_of`` of the
-tracked valence and arousal (so the two always agree), and the confidence is the
-posterior probability of that quadrant, ``P(valence sign) * P(arousal sign)``,
-from 0.25 (no idea) to 1.
+The tracked quadrant is the most probable one, ``confidence`` its posterior
+probability (0.25: no idea, 1: certain).  Tracked valence and arousal are the
+posterior means of the signs, ``P(valence >= 0) - P(valence < 0)`` (the meaning
+of the raw VA head, which is trained on quadrant sign targets, given every
+window so far), projected onto the tracked quadrant: a mean on the other side of
+an axis is put on that axis' zero line (on the quadrant's side), so the tracked
+quadrant always equals ``taxonomy.quadrant_of(tracked valence, tracked arousal)``.
 
 Gating by activity
 ------------------
-A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` scales both its
-elapsed time (``dt * w``) and its evidence (``k * w``).  A window with activity at
-or below ``off`` (silence, or the other source alone) leaves the state exactly as
-it was: silence does not move the state, and the curve holds its last value
-through pauses.  ``present`` says whether the source is there, with hysteresis
-(on above ``on``, off below ``off``); :mod:`streamer.segments` cuts passages on it.
+A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` (``off`` 0.25,
+``on`` 0.5) scales both its elapsed time (``dt * w``) and its evidence
+(``k * w``).  A window with activity at or below ``off`` (silence, or the other
+source alone) leaves the state exactly as it was: silence does not move the
+state, and the curve holds its last value through pauses.  ``present`` says
+whether the source is there now: the separator's presence over the hop at the
+window's centre (the window's activity where there is no separator presence),
+on at 0.5, off below 0.4; :mod:`streamer.segments` cuts passages on it.
 
-Before the first active window the state is unknown: ``p = 0.5`` on both axes,
-tracked valence and arousal 0, quadrant Q1 (the zero rule), confidence 0.25.
+Before the first active window the state is unknown: ``pi`` uniform, tracked
+valence and arousal 0, quadrant Q1 (the zero rule), confidence 0.25.
 """
 
 from __future__ import annotations
@@ -58,9 +57,14 @@ from . import taxonomy
 from .errors import ParameterError
 
 #: Names the filter in the ``start`` status (``tracking.method``).
-METHOD = "sticky-sign-hmm-v1"
-#: Default time constant of the tracked curves (seconds): ``--smooth``.
-DEFAULT_SMOOTH_S = 8.0
+METHOD = "sticky-quadrant-hmm-v1"
+#: Default time constants of the tracked curves per source (seconds): ``--smooth``.  Chosen on
+#: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
+#: music's from piece to piece.
+DEFAULT_SMOOTH_S = {"speech": 1.0, "music": 8.0}
+#: ``present`` turns on at this presence and off below PRESENT_OFF.
+PRESENT_ON = 0.5
+PRESENT_OFF = 0.4
 #: Activity at or below which a window does not move the state; above ``ACTIVITY_ON`` it counts fully.
 ACTIVITY_OFF = 0.25
 ACTIVITY_ON = 0.5
@@ -92,7 +96,7 @@ class Tracker:
     present, last_t)``; :meth:`state` / :meth:`restore` hand it out and back.
     """
 
-    def __init__(self, tau_s: float = DEFAULT_SMOOTH_S, *, window_s: float, hop_s: float,
+    def __init__(self, tau_s: float, *, window_s: float, hop_s: float,
                  activity_off: float = ACTIVITY_OFF, activity_on: float = ACTIVITY_ON):
         if not (isinstance(tau_s, (int, float)) and math.isfinite(tau_s) and tau_s > 0):
             raise ParameterError(f"smooth={tau_s!r} must be a positive number of seconds")
@@ -104,7 +108,7 @@ class Tracker:
         self.temper = min(1.0, float(hop_s) / float(window_s))
         self.hop = float(hop_s)
         self.off, self.on = float(activity_off), float(activity_on)
-        self.p = [0.5, 0.5]          # P(valence >= 0), P(arousal >= 0)
+        self.pi = [0.25] * 4         # P(Q1..Q4): the forward filter's posterior
         self.present = False
         self.last_t: Optional[float] = None
 
@@ -113,46 +117,84 @@ class Tracker:
         return min(1.0, max(0.0, (activity - self.off) / (self.on - self.off)))
 
     def update(self, *, valence: float, arousal: float, activity: float, t_end: float,
-               probs: Optional[dict] = None) -> TrackedState:
-        """Take one window (its raw outputs, its activity, where it ends) and return the tracked state."""
+               probs: Optional[dict] = None, presence: Optional[float] = None) -> TrackedState:
+        """Take one window (its raw outputs, its activity, where it ends; ``presence``: the source's
+        presence over the hop at the window's centre, where the separator estimates it) and return
+        the tracked state."""
         dt = self.hop if self.last_t is None else max(0.0, float(t_end) - self.last_t)
         self.last_t = float(t_end)
-        if activity >= self.on:
+        pres = activity if presence is None else presence
+        if pres >= PRESENT_ON:
             self.present = True
-        elif activity <= self.off:
+        elif pres < PRESENT_OFF:
             self.present = False
         w = self.weight(float(activity))
         if w > 0.0:
-            s = 0.5 * (1.0 - math.exp(-2.0 * dt * w / self.tau))
+            stay = math.exp(-dt * w / self.tau)       # P(no jump); a jump lands on any quadrant
             k = self.temper * w
             if probs is not None:
-                ev = (float(probs["Q1"]) + float(probs["Q4"]), float(probs["Q1"]) + float(probs["Q2"]))
-            else:
-                ev = ((1.0 + float(valence)) / 2.0, (1.0 + float(arousal)) / 2.0)
+                ev = [float(probs[q]) for q in taxonomy.QUADRANTS]
+            else:  # from the VA head: independent signs
+                pv, pa = (1.0 + float(valence)) / 2.0, (1.0 + float(arousal)) / 2.0
+                ev = [pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)]
+            post = []
             for i, e in enumerate(ev):
-                e = min(1.0 - EPS, max(EPS, e))
-                p = self.p[i] * (1.0 - s) + (1.0 - self.p[i]) * s
-                lp, ln = e ** k, (1.0 - e) ** k
-                self.p[i] = p * lp / (p * lp + (1.0 - p) * ln)
+                prior = stay * self.pi[i] + (1.0 - stay) / 4.0
+                post.append(prior * min(1.0 - EPS, max(EPS, e)) ** k)
+            total = sum(post)
+            self.pi = [x / total for x in post]
         return self.current()
 
     def current(self) -> TrackedState:
-        # rounded as on the wire, so that the published quadrant is quadrant_of(published values)
-        v, a = round(2.0 * self.p[0] - 1.0, 4) + 0.0, round(2.0 * self.p[1] - 1.0, 4) + 0.0
-        q = taxonomy.quadrant_of(v, a)
-        pv = self.p[0] if v >= 0 else 1.0 - self.p[0]
-        pa = self.p[1] if a >= 0 else 1.0 - self.p[1]
-        return TrackedState(valence=v, arousal=a, quadrant=q, confidence=pv * pa, present=self.present)
+        pi = self.pi
+        best = max(range(4), key=lambda i: pi[i])
+        q = taxonomy.QUADRANTS[best]
+        sv, sa = taxonomy.QUADRANT_SIGNS[q]
+        # posterior means of the signs, projected onto the most probable quadrant (a mean on the
+        # other side of an axis is put on its zero line, on the quadrant's side), rounded as on
+        # the wire: the published quadrant is always quadrant_of(published valence, arousal)
+        v = round(pi[0] + pi[3] - pi[1] - pi[2], 4)
+        a = round(pi[0] + pi[1] - pi[2] - pi[3], 4)
+        v = max(v, 0.0) if sv > 0 else min(v, -1e-4)
+        a = max(a, 0.0) if sa > 0 else min(a, -1e-4)
+        return TrackedState(valence=v + 0.0, arousal=a + 0.0, quadrant=q, confidence=pi[best], present=self.present)
 
     def state(self) -> tuple:
-        return (self.p[0], self.p[1], self.present, self.last_t)
+        return (tuple(self.pi), self.present, self.last_t)
 
     def restore(self, state: tuple) -> None:
-        self.p = [float(state[0]), float(state[1])]
-        self.present, self.last_t = bool(state[2]), state[3]
+        self.pi = [float(x) for x in state[0]]
+        self.present, self.last_t = bool(state[1]), state[2]
 
 
-def track_messages(bodies, tau_s: float = DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None) -> list[dict]:
+def smooth_for(tau_s, source: str) -> float:
+    """The time constant of ``source`` from a number (every source) or a ``{source: seconds}`` map."""
+    return float(tau_s[source] if isinstance(tau_s, dict) else tau_s)
+
+
+def parse_smooth(text: str):
+    """``--smooth``: ``S`` (every source; 0 = off) or ``speech=S,music=S`` -> float, dict or None (off)."""
+    try:
+        if "=" not in text:
+            v = float(text)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError
+            return v or None
+        out = dict(DEFAULT_SMOOTH_S)
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            k = k.strip()
+            if k not in out:
+                raise ValueError
+            out[k] = float(v)
+            if not (out[k] > 0 and math.isfinite(out[k])):
+                raise ValueError
+        return out
+    except ValueError:
+        raise ParameterError(f"--smooth {text!r}: give seconds (0 turns tracking off) or speech=S,music=S") from None
+
+
+def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None) -> list[dict]:
     """Tracked state of a recorded run: ``bodies`` are emotion messages (one stream, any
     sources, in order); returns a copy of each with ``tracked`` computed afresh at
     ``tau_s`` (for re-smoothing a recording offline, e.g. ``emotrack segments --smooth``).
@@ -168,10 +210,12 @@ def track_messages(bodies, tau_s: float = DEFAULT_SMOOTH_S, *, windows: Optional
         else:
             win = bs[0]["t_end"] - bs[0]["t_start"]
             hop = bs[1]["t_end"] - bs[0]["t_end"] if len(bs) > 1 else win
-        trackers[src] = Tracker(tau_s, window_s=max(win, 1e-3), hop_s=max(hop, 1e-3))
+        trackers[src] = Tracker(smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3))
     for b in bodies:
+        old = b.get("tracked")
+        pres = None if old is None else (1.0 if old["present"] else 0.0)  # as recorded (it saw the presence)
         st = trackers[b["source"]].update(valence=b["valence"], arousal=b["arousal"], probs=b.get("probs"),
-                                          activity=b["activity"], t_end=b["t_end"])
+                                          activity=b["activity"], t_end=b["t_end"], presence=pres)
         c = dict(b)
         c["tracked"] = st.to_dict()
         out.append(c)

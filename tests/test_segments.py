@@ -84,3 +84,57 @@ def test_segments_command_on_results_jsonl(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "streamer.cli", "segments", str(tmp_path / "missing.jsonl")],
                          capture_output=True, text=True)
     assert bad.returncode == 3 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def _replay(tiny_models, wav, tmp_path, *extra):
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "streamer.cli", "replay", str(wav), "--no-pub", "-q", "--out", str(out),
+           "--speech-model", str(tiny_models["speech"]), "--music-model", str(tiny_models["music"]), *extra]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(ln) for ln in out.read_text().splitlines()]
+
+
+def test_replay_defaults_track_and_write_segments(tiny_models, tmp_path, rng):
+    """Default replay: activity from the built-in separator's presence (not the model head), a
+    'tracked' object on every emotion message whose quadrant follows the taxonomy, and --segments."""
+    import numpy as np
+    import soundfile as sf
+
+    from conftest import SR, tone
+    from streamer import schema, taxonomy
+
+    x = np.concatenate([tone(220, 6.0, amp=0.2), np.zeros(6 * SR, np.float32), tone(330, 8.0, amp=0.2)])
+    x = x + (rng.standard_normal(x.size) * 0.003).astype(np.float32)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, x, SR)
+    segs = [tmp_path / "s.csv", tmp_path / "s.TextGrid", tmp_path / "s.txt"]
+    rows = _replay(tiny_models, wav, tmp_path, *[a for s in segs for a in ("--segments", str(s))])
+    emo = [r for r in rows if r["topic"].startswith("emotion.")]
+    start = next(r for r in rows if r.get("event") == "start")
+    assert start["tracking"]["smooth_s"] == {"speech": 1.0, "music": 8.0}
+    for r in emo:
+        schema.validate(r.pop("topic"), r)
+        tr = r["tracked"]
+        assert tr["quadrant"] == taxonomy.quadrant_of(tr["valence"], tr["arousal"])
+        assert 0.25 <= tr["confidence"] <= 1
+    model_act = _replay(tiny_models, wav, tmp_path, "--activity", "model", "--smooth", "0")
+    emo_m = [r for r in model_act if r["topic"].startswith("emotion.")]
+    assert all("tracked" not in r for r in emo_m)
+    assert [r["valence"] for r in emo_m] == [r["valence"] for r in emo]          # raw fields unchanged
+    assert [r["activity"] for r in emo_m] != [r["activity"] for r in emo]        # activity: another estimate
+    assert all(s.is_file() for s in segs)
+    assert segs[0].read_text().splitlines()[0] == ",".join(segments.CSV_COLUMNS)
+
+
+def test_bad_smooth_is_one_line(tiny_models, tmp_path):
+    wav = tmp_path / "a.wav"
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    for bad in ("-1", "x", "speech=0", "voice=2"):
+        p = subprocess.run([sys.executable, "-m", "streamer.cli", "replay", str(wav), "--no-pub", "--smooth", bad,
+                            "--speech-model", str(tiny_models["speech"]), "--music-model", str(tiny_models["music"])],
+                           capture_output=True, text=True)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--smooth" in p.stderr, p.stderr

@@ -36,6 +36,15 @@ from . import corpora
 SR = corpora.SR
 
 
+def _runs(active: np.ndarray, offset: int, n: int) -> list[list[float]]:
+    """Spans ``[t0, t1]`` (s, programme time) of the active 10 ms frames (corpora.activity_mask: RMS
+    above -40 dB re the clip's loudest frame) of the first ``n`` samples of a clip placed at ``offset``."""
+    a = np.asarray(active[: n // corpora.FRAME], bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], a.astype(np.int8), [0]])))
+    return [[round((offset + i * corpora.FRAME) / SR, 2), round((offset + j * corpora.FRAME) / SR, 2)]
+            for i, j in zip(edges[::2], edges[1::2])]
+
+
 def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
           music_gap_s: float = 0.0) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(seed)
@@ -56,8 +65,9 @@ def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
         clip = corpora.load_audio([music_rows[i]], use_cache=False)[0]
         seg = clip.audio[: n - pos]
         music[pos:pos + seg.size] = seg
-        truth["songs"].append({"path": f"music_4q/{clip.path}", "artist": clip.group, "quadrant": clip.quadrant,
-                               "t_start": pos / SR, "t_end": (pos + seg.size) / SR})
+        truth["songs"].append({"path": f"{corpora._FOLDER[clip.corpus]}/{clip.path}", "artist": clip.group,
+                               "quadrant": clip.quadrant, "t_start": pos / SR, "t_end": (pos + seg.size) / SR,
+                               "active": _runs(clip.active, pos, seg.size)})
         pos += seg.size + int(music_gap_s * SR)
     speech = np.zeros(n, np.float32)
     slot = int(4.5 * SR)
@@ -73,7 +83,8 @@ def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
         speech[off:off + x.size] = x
         truth["speech"].append({"path": f"speech_ravdess/{clip.path}", "speaker": clip.group,
                                 "emotion": clip.label, "quadrant": clip.quadrant,
-                                "t_start": off / SR, "t_end": (off + x.size) / SR})
+                                "t_start": off / SR, "t_end": (off + x.size) / SR,
+                                "active": _runs(clip.active, off, x.size)})
     mix = speech * np.float32(10 ** (smr_db / 40)) + music * np.float32(10 ** (-smr_db / 40))
     mix = loudness_normalise(mix)
     peak = float(np.max(np.abs(mix))) or 1.0

@@ -8,15 +8,20 @@ Each programme is replayed in-process with ``emotrack replay``'s default options
 and, for comparison, with ``--activity model``.  Scored per second of the
 programme, per source:
 
-* presence detection: the source is present in second ``s`` when a truth span
-  (speech clip / song) covers at least half of it; predicted present when the
-  message nearest in time has ``activity >= 0.5`` (raw) or ``tracked.present``
-  (tracked); accuracy and balanced accuracy;
+* presence detection: the source is present in second ``s`` when its active
+  frames cover at least half of it (the truth file's ``active`` spans:
+  corpora.activity_mask, RMS above -40 dB re the clip's loudest frame, the
+  models' own activity target; a truth file without them: the clip spans);
+  predicted present when the message nearest in time has ``activity >= 0.5``
+  (raw: the window's mean) or ``tracked.present`` (the presence over the hop at
+  the window's centre); accuracy, balanced accuracy, recall, specificity;
 * quadrant macro-F1 over the seconds that are present with a quadrant label
   (neutral speech has none), of the raw ``quadrant`` field, of
   ``quadrant_of(raw valence, raw arousal)``, and of ``tracked.quadrant``;
-* quadrant changes per minute over those seconds (pairs of consecutive
-  labelled seconds), against the truth's.
+* quadrant changes per minute, against the truth's: ``changes_per_min_bridged``
+  over the seconds where the source is present (gaps bridged, so a change from
+  one clip to the next counts; neutral speech is its own label in the truth),
+  and ``changes_per_min`` over pairs of consecutive labelled seconds only.
 
 "Nearest in time": the message whose window centre is nearest to the second's
 centre (``--align centre``, how the report plots windows), or the latest
@@ -41,7 +46,7 @@ from streamer.tracking import DEFAULT_SMOOTH_S, track_messages
 Q = taxonomy.QUADRANTS
 
 
-def replay(path: str, activity: str = "separator", smooth_s: float = DEFAULT_SMOOTH_S) -> list[dict]:
+def replay(path: str, activity: str = "separator", smooth_s=DEFAULT_SMOOTH_S) -> list[dict]:
     """Emotion bodies of a replay of ``path`` with the CLI's default options (except those given)."""
     from streamer.cli import _load_models, _make_separator, _parse_sources, build_parser, with_presence
     from streamer.pipeline import Pipeline
@@ -71,10 +76,11 @@ def truth_seconds(truth: dict, n: int) -> dict:
         for sp in spans:
             for s in range(int(sp["t_start"]), min(n, int(np.ceil(sp["t_end"])))):
                 ov = min(s + 1, sp["t_end"]) - max(s, sp["t_start"])
-                if ov > 0:
-                    cover[s] += ov
-                    if ov >= 0.5 and sp.get("quadrant"):
-                        quad[s] = Q.index(sp["quadrant"])
+                if ov >= 0.5 and sp.get("quadrant"):
+                    quad[s] = Q.index(sp["quadrant"])
+            for a, b in sp.get("active", [[sp["t_start"], sp["t_end"]]]):
+                for s in range(int(a), min(n, int(np.ceil(b)))):
+                    cover[s] += max(0.0, min(s + 1, b) - max(s, a))
         present = cover >= 0.5
         quad[~present] = -1
         out[src] = {"present": present, "quadrant": quad}
@@ -114,6 +120,14 @@ def changes_per_minute(labels: np.ndarray, keep: np.ndarray) -> float:
     return float(np.sum(labels[:-1][pairs] != labels[1:][pairs]) / (pairs.sum() / 60.0))
 
 
+def changes_per_minute_bridged(labels: np.ndarray, keep: np.ndarray) -> float:
+    """Changes between successive kept seconds (gaps bridged) per minute of kept seconds."""
+    seq = labels[keep]
+    if seq.size < 2:
+        return float("nan")
+    return float(np.sum(seq[1:] != seq[:-1]) / (seq.size / 60.0))
+
+
 def score(bodies: list[dict], truth: dict, n: int, align: str) -> dict:
     ts = truth_seconds(truth, n)
     res = {}
@@ -130,7 +144,8 @@ def score(bodies: list[dict], truth: dict, n: int, align: str) -> dict:
             "tracked": np.array([Q.index(b["tracked"]["quadrant"]) if b else -1 for b in shown]),
         }
         r = {"seconds": int(n), "present_seconds": int(t_pres.sum()), "labelled_seconds": int(lab.sum()),
-             "truth_changes_per_min": round(changes_per_minute(t_q, lab), 2)}
+             "truth_changes_per_min": round(changes_per_minute(t_q, lab), 2),
+             "truth_changes_per_min_bridged": round(changes_per_minute_bridged(t_q, t_pres & ok), 2)}
         for name, pres in (("raw", raw_pres), ("tracked", tr_pres)):
             acc = float(np.mean(pres == t_pres))
             tpr = float(np.mean(pres[t_pres])) if t_pres.any() else float("nan")
@@ -140,7 +155,8 @@ def score(bodies: list[dict], truth: dict, n: int, align: str) -> dict:
                                       "recall": round(tpr, 4), "specificity": round(tnr, 4)}
         for name, c in curves.items():
             r[f"quadrant_{name}"] = {"macro_f1": round(macro_f1(t_q[lab], c[lab]), 4),
-                                     "changes_per_min": round(changes_per_minute(c, lab), 2)}
+                                     "changes_per_min": round(changes_per_minute(c, lab), 2),
+                                     "changes_per_min_bridged": round(changes_per_minute_bridged(c, t_pres & ok), 2)}
         res[src] = r
     return res
 
@@ -159,7 +175,8 @@ def _mean(dicts: list[dict]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.track_eval", description=__doc__.splitlines()[0])
     ap.add_argument("programmes", nargs="+", help="audio made by training.make_mix (truth JSON beside it)")
-    ap.add_argument("--smooth", default="2,4,16", help="extra time constants to re-track offline (comma list)")
+    ap.add_argument("--smooth", default="1,2,4,8,16", help="time constants (both sources) to re-track offline at "
+                                                         "(comma list)")
     ap.add_argument("--align", choices=("centre", "live"), default="centre")
     ap.add_argument("--out", type=Path, help="write the results JSON here")
     a = ap.parse_args(argv)
