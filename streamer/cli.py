@@ -112,7 +112,7 @@ def with_presence(args, separator):
         return separator
     from .separation import BuiltinSeparator, NoneSeparator
 
-    return NoneSeparator(presence=BuiltinSeparator(backend=args.backend, threads=args.threads))
+    return NoneSeparator(presence=BuiltinSeparator(backend=args.backend, threads=args.threads, presence_only=True))
 
 
 def _smooth(args):

@@ -151,7 +151,9 @@ class NoneSeparator(Separator):
     ``stream`` give the built-in one by default (``--activity separator``), so
     activity is the best presence estimate even when the emotion models read the
     mix.  Its latency adds nothing: a window's activity is the mean presence of
-    the frames already computed when the window is complete."""
+    its frames up to ``latency_samples`` before its end, the ones computed by
+    the time the window is complete however the input was cut into blocks (so
+    the activity does not depend on the block size, live or replayed)."""
 
     name = "none"
     identity = True
@@ -170,7 +172,9 @@ class NoneSeparator(Separator):
         return super().flush()
 
     def activity(self, stem: str, start: int, end: int) -> Optional[float]:
-        return None if self.presence is None else self.presence.activity(stem, start, end)
+        if self.presence is None:
+            return None
+        return self.presence.activity(stem, start, max(start + 1, end - self.presence.latency_samples))
 
     def close(self) -> None:
         if self.presence is not None:
@@ -183,7 +187,8 @@ class BuiltinSeparator(Separator):
     name = "builtin"
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
-                 threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0):
+                 threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0,
+                 presence_only: bool = False):
         from engines.backends import BackendError as EngineBackendError, select_backend
         from engines.models import ModelCardError, read_card
 
@@ -208,6 +213,9 @@ class BuiltinSeparator(Separator):
         self.id = self.card.get("id", path.stem)
         self.latency_samples = self.p.latency_samples
         self.max_chunks = max_chunks
+        # only the per-frame presence (NoneSeparator's activity): no stems are synthesised, and
+        # process/flush hand back empty arrays
+        self.presence_only = presence_only
         self._history = int(history_s * self.p.sample_rate / self.p.hop)
         self._win = self.p.window()
         self.reset()
@@ -234,7 +242,8 @@ class BuiltinSeparator(Separator):
         block = np.asarray(block, np.float32).reshape(-1)
         self._n_in += block.size
         self._buf = np.concatenate([self._buf, block])
-        self._delay = np.concatenate([self._delay, block])
+        if not self.presence_only:
+            self._delay = np.concatenate([self._delay, block])
         self._analyse()
         return self._run(final=False)
 
@@ -301,11 +310,15 @@ class BuiltinSeparator(Separator):
             mask = np.asarray(out["speech_mask"], np.float32).reshape(n * p.chunk, p.bins)
             pres = np.asarray(out["presence"], np.float32).reshape(n * p.chunk, 2)
             m = min(n * p.chunk, self._spec.shape[0])
-            pieces.append(self._synth(self._spec[:m], mask[:m]))
+            if not self.presence_only:
+                pieces.append(self._synth(self._spec[:m], mask[:m]))
             self._add_presence(pres[:m])
             self._spec = self._spec[m:]
             self._feat = self._feat[n * p.chunk:]
             done += n
+        if self.presence_only:
+            empty = np.zeros(0, np.float32)
+            return {"speech": empty, "music": empty}
         if final:
             pieces.append(self._ola[:p.n_fft - p.hop].copy())
         speech = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
