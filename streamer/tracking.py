@@ -15,13 +15,13 @@ tracker is its forward filter (posterior ``pi`` over the four quadrants).
 * **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
   stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
   (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
-  ``tau`` is ``--smooth`` (default per source: speech 1 s, music 8 s).
+  ``tau`` is ``--smooth`` (default per source: speech 1 s, music 3 s).
 * **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
   models' quadrant head; a window without them uses its VA head as independent
-  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]``.
-  Consecutive windows overlap (speech: 3 s every 1 s), so each window's
-  likelihood is tempered by ``hop / window`` (every second of audio counts once)
-  and by the activity gate below: ``L = probs ** k``.
+  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]`` and
+  weighted by the activity gate below: ``L = probs ** w``.  (Consecutive windows
+  overlap; tempering their likelihoods by ``hop / window`` was measured too and
+  followed changes more slowly at no gain: docs/TRACKING.md.)
 * **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
 
 The tracked quadrant is the most probable one, ``confidence`` its posterior
@@ -61,7 +61,7 @@ METHOD = "sticky-quadrant-hmm-v1"
 #: Default time constants of the tracked curves per source (seconds): ``--smooth``.  Chosen on
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
-DEFAULT_SMOOTH_S = {"speech": 1.0, "music": 8.0}
+DEFAULT_SMOOTH_S = {"speech": 1.0, "music": 3.0}
 #: ``present`` turns on at this presence and off below PRESENT_OFF.
 PRESENT_ON = 0.5
 PRESENT_OFF = 0.4
@@ -91,7 +91,7 @@ class Tracker:
     """Forward filter of one source's quadrant (two sticky sign chains), gated by activity.
 
     ``tau_s``: time constant in seconds (``--smooth``); ``window_s`` and ``hop_s``: the
-    source's analysis windows (their ratio tempers overlapping evidence).  Feed windows
+    source's analysis windows (``hop_s`` is the first window's elapsed time).  Feed windows
     in stream order with :meth:`update`.  The whole state is ``(p_valence, p_arousal,
     present, last_t)``; :meth:`state` / :meth:`restore` hand it out and back.
     """
@@ -105,7 +105,6 @@ class Tracker:
         if not 0 <= activity_off < activity_on <= 1:
             raise ParameterError(f"activity_off={activity_off!r} must be below activity_on={activity_on!r}, both in [0, 1]")
         self.tau = float(tau_s)
-        self.temper = min(1.0, float(hop_s) / float(window_s))
         self.hop = float(hop_s)
         self.off, self.on = float(activity_off), float(activity_on)
         self.pi = [0.25] * 4         # P(Q1..Q4): the forward filter's posterior
@@ -131,7 +130,7 @@ class Tracker:
         w = self.weight(float(activity))
         if w > 0.0:
             stay = math.exp(-dt * w / self.tau)       # P(no jump); a jump lands on any quadrant
-            k = self.temper * w
+            k = w
             if probs is not None:
                 ev = [float(probs[q]) for q in taxonomy.QUADRANTS]
             else:  # from the VA head: independent signs

@@ -45,7 +45,7 @@ def test_step_change_followed_within_time_constant(tau):
 def test_single_outlier_does_not_flip_state():
     tr = Tracker(8.0, window_s=WIN, hop_s=HOP)
     feed(tr, "Q2", 0.0, 30)
-    s = feed(tr, "Q4", 30.0, 1, p=0.9)[-1]
+    s = feed(tr, "Q4", 30.0, 1, p=0.5)[-1]  # one window that leans elsewhere
     assert s.quadrant == "Q2"
 
 
