@@ -40,8 +40,8 @@ A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` (``off`` 0.2
 source alone) leaves the state exactly as it was: silence does not move the
 state, and the curve holds its last value through pauses.  ``present`` says
 whether the source is there now: the separator's presence over the hop at the
-window's centre (the window's activity where there is no separator presence),
-on at 0.5, off below 0.4; :mod:`streamer.segments` cuts passages on it.
+window's centre (the window's activity where there is no separator presence)
+is at least 0.5; :mod:`streamer.segments` cuts passages on it.
 
 Before the first active window the state is unknown: ``pi`` uniform, tracked
 valence and arousal 0, quadrant Q1 (the zero rule), confidence 0.25.
@@ -62,9 +62,9 @@ METHOD = "sticky-quadrant-hmm-v1"
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
 DEFAULT_SMOOTH_S = {"speech": 1.0, "music": 3.0}
-#: ``present`` turns on at this presence and off below PRESENT_OFF.
+#: ``present``: presence at or above this (no hysteresis: a 0.4 off-threshold was measured worse).
 PRESENT_ON = 0.5
-PRESENT_OFF = 0.4
+PRESENT_OFF = 0.5
 #: Activity at or below which a window does not move the state; above ``ACTIVITY_ON`` it counts fully.
 ACTIVITY_OFF = 0.25
 ACTIVITY_ON = 0.5

@@ -62,13 +62,15 @@ def test_silence_does_not_move_the_state():
     assert nxt.quadrant == "Q2" and nxt.confidence >= st.confidence - 1e-9
 
 
-def test_unknown_before_first_active_window_and_presence_hysteresis():
+def test_unknown_before_first_active_window_and_presence():
     tr = Tracker(8.0, window_s=WIN, hop_s=HOP)
     s = feed(tr, "Q3", 0.0, 3, activity=0.0)[-1]
     assert (s.valence, s.arousal, s.confidence, s.present) == (0.0, 0.0, 0.25, False)
     assert feed(tr, "Q3", 3.0, 1, activity=0.6)[-1].present
-    assert feed(tr, "Q3", 4.0, 1, activity=0.4)[-1].present      # between off and on: stays
-    assert not feed(tr, "Q3", 5.0, 1, activity=0.2)[-1].present
+    assert not feed(tr, "Q3", 4.0, 1, activity=0.45)[-1].present
+    # the presence over the centre hop, where given, decides; the window's activity gates the evidence
+    s = tr.update(valence=0.0, arousal=0.0, probs=probs_of("Q3"), activity=0.3, t_end=6.0, presence=0.9)
+    assert s.present
 
 
 def test_tracked_quadrant_follows_the_taxonomy_rule(rng):
