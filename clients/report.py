@@ -213,15 +213,22 @@ def figure(run: Run, active: float, title: str, passage: float = 10.0):
             hop = _hop(msgs)
             ax.fill_between(t, -1.05, [-1.05 + 0.6 * a for a in act], step="mid", color="#999", alpha=0.35,
                             lw=0, label="activity")
+            tracked = all("tracked" in b for b in msgs)
+            if tracked:  # the raw window values thin and faint under the tracked curves
+                for key, col in (("valence", VAL_COLOR), ("arousal", ARO_COLOR)):
+                    ax.plot(t, [b[key] for b in msgs], color=col, lw=0.9, alpha=0.3)
+                ax.plot(t, [b["tracked"]["confidence"] for b in msgs], color="#333", lw=1.0, ls=":",
+                        label="confidence")
             for key, col in (("valence", VAL_COLOR), ("arousal", ARO_COLOR)):
+                val = (lambda b, k=key: b["tracked"][k]) if tracked else (lambda b, k=key: b[k])
                 segs, cols = [], []
                 for a, b in zip(msgs, msgs[1:]):
                     if mid(b) - mid(a) > 3.5 * hop:
                         continue
-                    segs.append([(mid(a), a[key]), (mid(b), b[key])])
+                    segs.append([(mid(a), val(a)), (mid(b), val(b))])
                     cols.append(to_rgba(col, 0.12 + 0.88 * min(a["activity"], b["activity"])))
-                ax.add_collection(LineCollection(segs, colors=cols, linewidths=2.0))
-                ax.plot([], [], color=col, lw=2, label=key)
+                ax.add_collection(LineCollection(segs, colors=cols, linewidths=2.6 if tracked else 2.0))
+                ax.plot([], [], color=col, lw=2, label=key + (" (tracked; raw faint)" if tracked else ""))
             best = passages(msgs, passage, active, n=1)
             for k, (kind, col) in enumerate(PASSAGE_MARKS):
                 for c in best[kind]:
@@ -236,7 +243,8 @@ def figure(run: Run, active: float, title: str, passage: float = 10.0):
         ax.set_xticks([i * step for i in range(int(t_max // step) + 1)])
         ax.set_xticklabels([fmt_t(x) for x in ax.get_xticks()])
         if row == 1:
-            ax.set_xlabel("programme time (m:ss); lines fade where the source is absent, grey: activity")
+            ax.set_xlabel("programme time (m:ss); thick: tracked curves, thin: raw windows; lines fade where the "
+                          "source is absent, grey: activity, dotted: confidence")
 
     ax = fig.add_subplot(gs[:2, 2])
     ax.set_xlim(-1, 1)
@@ -322,6 +330,12 @@ def render_html(run: Run, notes: dict, svg: str, source_path: str, active: float
     if len(notes["streams"]) > 1:
         facts.append(("other streams", e(", ".join(s for s in notes["streams"] if s != run.stream))))
     fact_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    from streamer.segments import segments_of
+
+    srows = [[e(sg.source), f"{fmt_t(sg.start)} &ndash; {fmt_t(sg.end)}", fmt_t(sg.duration),
+              f"{sg.quadrant} {QNAMES[sg.quadrant]}", f"{sg.confidence:.0%}", f"{sg.valence:+.2f}",
+              f"{sg.arousal:+.2f}", f"{sg.valence_raw:+.2f}", f"{sg.arousal_raw:+.2f}"]
+             for sg in segments_of(run.emotion["speech"] + run.emotion["music"])]
     qhead = ["source"] + [f"{q} {QNAMES[q]}" for q in schema.QUADRANTS] + ["absent"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>emotrack report: {e(run.stream)}</title>
@@ -350,6 +364,12 @@ stands for one hop.</p>
 <p class="note">Passages of {length:g} s ranked by the activity-weighted mean valence or arousal of their active
 windows (at least half of the passage active), without overlap.</p>
 {_table(["source", "ranking", "#", "time", "valence", "arousal", "activity"], prows)}
+<h2>Segments</h2>
+<p class="note">Contiguous passages of speech or music (tracked presence), each with its dominant tracked quadrant
+and the mean posterior probability of it (confidence: 25 % is no idea), the mean tracked valence/arousal and the
+mean raw window values (emotrack segments writes the same as CSV, Praat TextGrid or Audacity labels).</p>
+{_table(["source", "time", "length", "quadrant", "confidence", "valence", "arousal", "raw valence", "raw arousal"],
+        srows) if srows else '<p class="note">none</p>'}
 </body></html>
 """
 

@@ -51,9 +51,14 @@ BACKLOG = 1024
 
 
 def point(body: dict) -> list:
-    """The compact form the page draws: [t_start, t_end, valence, arousal, activity, quadrant, wall_time]."""
-    return [body["t_start"], body["t_end"], body["valence"], body["arousal"], body["activity"],
-            body["quadrant"], body["wall_time"]]
+    """The compact form the page draws: [t_start, t_end, valence, arousal, activity, quadrant, wall_time],
+    then, when the message has ``tracked``, [tracked valence, tracked arousal, tracked quadrant, confidence]."""
+    p = [body["t_start"], body["t_end"], body["valence"], body["arousal"], body["activity"],
+         body["quadrant"], body["wall_time"]]
+    tr = body.get("tracked")
+    if isinstance(tr, dict):
+        p += [tr["valence"], tr["arousal"], tr["quadrant"], tr["confidence"]]
+    return p
 
 
 class Client:

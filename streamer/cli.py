@@ -31,6 +31,7 @@ COMMANDS = {
     "predict": "streamer.commands.predict",
     "separate": "streamer.commands.separate",
     "features": "streamer.commands.features",
+    "segments": "streamer.commands.segments",
     "train": "training.cli",
     "export": "training.cli",
     "evaluate": "training.cli",

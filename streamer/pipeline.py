@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import adapt, features as F
+from . import adapt, features as F, tracking
 from .errors import EmotrackError, ModelError
 from .inputs import InputWindowStream, check_input_versions, input_shape, stack_inputs
 from .schema import QUADRANTS
@@ -85,7 +85,7 @@ class Pipeline:
                  hops_s: Optional[dict] = None, heartbeat_s: float = 1.0,
                  block_max_s: float = 4.0, params: F.FeatureParams = F.DEFAULT_PARAMS,
                  progress: Optional[Callable[[float], None]] = None,
-                 activity_from_separator: bool = True):
+                 activity_from_separator: bool = True, smooth_s=None):
         if not models:
             raise EmotrackError("no model to run")
         self.models = models
@@ -112,9 +112,15 @@ class Pipeline:
             specs[src] = (stem, plan.length, plan.hop)
         self.windows = InputWindowStream(specs, self.block_max, params)
         self.stats = RunStats()
+        # -- tracking (streamer.tracking): a causal filter per source adds "tracked" to every message
+        self.trackers = {} if not smooth_s else {
+            src: tracking.Tracker(tracking.smooth_for(smooth_s, src), window_s=float(m.card["window_s"]),
+                                  hop_s=self.hops_s[src])
+            for src, m in models.items()}
 
     def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
         if self.sep.identity:
+            self.sep.process(block)  # a separator running beside for its presence only sees the mix too
             return {"mix": block}
         return self.sep.process(block)
 
@@ -145,10 +151,18 @@ class Pipeline:
         ``activity`` comes from the separator's presence estimate where it has one (it sees
         the mix before separation), else from the emotion model's activity head."""
         fields = summarise(out, i)
+        presence = None
         if self.activity_from_separator:
             act = self.sep.activity(src, w.start, w.end)
             if act is not None:
                 fields["activity"] = float(np.clip(act, 0.0, 1.0))
+            if src in self.trackers:  # presence over the hop at the window's centre: 'tracked.present'
+                c, h = (w.start + w.end) // 2, int(round(self.hops_s[src] * SAMPLE_RATE)) // 2
+                presence = self.sep.activity(src, c - h, c + h)
+        if src in self.trackers:
+            fields["tracked"] = self.trackers[src].update(
+                valence=fields["valence"], arousal=fields["arousal"], probs=fields["probs"], activity=fields["activity"],
+                t_end=w.end / SAMPLE_RATE, presence=presence).to_dict()
         self.pub.emotion(src, t_start=w.start / SAMPLE_RATE, t_end=w.end / SAMPLE_RATE,
                          model=self.models[src].id, **fields)
         self.stats.windows[src] += 1
@@ -208,6 +222,8 @@ class Pipeline:
     def publish_start(self, source: Source) -> None:
         extra = {"adaptation": {s: {"method": adapt.METHOD, "input": a.input, "prior_n": a.prior_n}
                                 for s, a in self.adaptation.items()}} if self.adaptation else {}
+        if self.trackers:
+            extra["tracking"] = {"method": tracking.METHOD, "smooth_s": {s: t.tau for s, t in self.trackers.items()}}
         self.pub.status("start", models={s: m.id for s, m in self.models.items()}, **extra,
                         backend={s: m.backend.description for s, m in self.models.items()},
                         separator=self.sep.name, live=source.live,

@@ -8,7 +8,17 @@ JSON object.  Topics:
     {"schema": 1, "stream": "news", "seq": 17, "source": "speech",
      "t_start": 12.0, "t_end": 15.0, "wall_time": 1763798400.123,
      "activity": 0.93, "valence": -0.41, "arousal": 0.62, "quadrant": "Q2",
-     "probs": {"Q1": 0.1, "Q2": 0.7, "Q3": 0.1, "Q4": 0.1}, "model": "<id>"}
+     "probs": {"Q1": 0.1, "Q2": 0.7, "Q3": 0.1, "Q4": 0.1}, "model": "<id>",
+     "tracked": {"valence": -0.83, "arousal": 0.91, "quadrant": "Q2",
+                 "confidence": 0.87, "present": true}}
+
+  ``valence``/``arousal``/``quadrant``/``probs`` are the raw outputs of that one
+  window.  ``tracked`` (an added field; optional: absent when tracking is
+  off) is the causal tracker's state after this window (:mod:`streamer.tracking`):
+  smoothed valence/arousal in [-1, 1], its quadrant (always
+  ``taxonomy.quadrant_of(valence, arousal)``), ``confidence`` (posterior
+  probability of that quadrant, 0.25..1) and ``present`` (the source is there,
+  from ``activity`` with hysteresis).
 
 - ``status``: ``{"schema": 1, "stream", "seq", "wall_time", "event", ...}``
   where event is ``start`` (with the models and windows, and ``adaptation``
@@ -53,6 +63,8 @@ MAX_FRAME_BYTES = 1024 * 1024
 
 EMOTION_FIELDS = ("schema", "stream", "seq", "source", "t_start", "t_end", "wall_time",
                   "activity", "valence", "arousal", "quadrant", "probs", "model")
+#: Fields of the optional ``tracked`` object of an emotion body (streamer.tracking).
+TRACKED_FIELDS = ("valence", "arousal", "quadrant", "confidence", "present")
 
 
 class SchemaError(ValueError):
@@ -71,14 +83,20 @@ def _r(x: float, nd: int = 4) -> float:
 
 def emotion_body(*, stream: str, seq: int, source: str, t_start: float, t_end: float,
                  wall_time: float, activity: float, valence: float, arousal: float,
-                 quadrant: str, probs: Mapping[str, float], model: str) -> dict:
-    """A schema-1 emotion body with floats rounded for the wire."""
-    return {
+                 quadrant: str, probs: Mapping[str, float], model: str,
+                 tracked: Optional[Mapping[str, Any]] = None) -> dict:
+    """A schema-1 emotion body with floats rounded for the wire (``tracked``: optional)."""
+    body = {
         "schema": SCHEMA_VERSION, "stream": stream, "seq": int(seq), "source": source,
         "t_start": _r(t_start, 3), "t_end": _r(t_end, 3), "wall_time": _r(wall_time, 3),
         "activity": _r(activity), "valence": _r(valence), "arousal": _r(arousal),
         "quadrant": quadrant, "probs": {q: _r(probs[q]) for q in QUADRANTS}, "model": model,
     }
+    if tracked is not None:
+        body["tracked"] = {"valence": _r(tracked["valence"]), "arousal": _r(tracked["arousal"]),
+                           "quadrant": tracked["quadrant"], "confidence": _r(tracked["confidence"]),
+                           "present": bool(tracked["present"])}
+    return body
 
 
 def status_body(*, stream: str, seq: int, wall_time: float, event: str, **fields: Any) -> dict:
@@ -188,6 +206,23 @@ def validate(topic: str, body: Mapping[str, Any]) -> None:
         _num(probs, q, 0.0, 1.0)
     if not isinstance(body["model"], str):
         raise SchemaError("field 'model' must be a string")
+    if "tracked" in body:
+        tr = body["tracked"]
+        if not isinstance(tr, Mapping):
+            raise SchemaError("field 'tracked' must be an object")
+        for k in TRACKED_FIELDS:
+            if k not in tr:
+                raise SchemaError(f"field 'tracked' lacks {k!r}")
+        _num(tr, "valence", -1.0, 1.0)
+        _num(tr, "arousal", -1.0, 1.0)
+        _num(tr, "confidence", 0.0, 1.0)
+        if tr["quadrant"] not in QUADRANTS:
+            raise SchemaError(f"tracked quadrant={tr['quadrant']!r} must be one of {QUADRANTS}")
+        want = ("Q1" if tr["arousal"] >= 0 else "Q4") if tr["valence"] >= 0 else ("Q2" if tr["arousal"] >= 0 else "Q3")
+        if tr["quadrant"] != want:  # the taxonomy's rule (streamer.taxonomy.quadrant_of)
+            raise SchemaError(f"tracked quadrant {tr['quadrant']} disagrees with its valence/arousal ({want})")
+        if not isinstance(tr["present"], bool):
+            raise SchemaError("field 'tracked.present' must be true or false")
 
 
 def decode(frames: list[bytes]) -> tuple[str, dict]:

@@ -31,7 +31,9 @@ ROOMS = ("engines", "streamer", "clients", "training")
 ALLOWED = {"engines": set(), "streamer": {"engines"}, "training": {"streamer", "engines"},
            "clients": {"streamer", "engines"}}
 #: what clients may import from the rooms below: the message schema and what a subscriber needs
-CLIENT_MODULES = {"streamer.schema", "streamer.security", "streamer.errors", "engines.errors", "engines.argtypes"}
+#: (streamer.segments: passages computed from message bodies alone, pure Python like the schema)
+CLIENT_MODULES = {"streamer.schema", "streamer.security", "streamer.errors", "engines.errors", "engines.argtypes",
+                  "streamer.segments"}
 
 
 def module_name(path: Path) -> str:

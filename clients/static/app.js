@@ -5,11 +5,15 @@
 const SOURCES = ["speech", "music"];
 const QNAMES = { Q1: "happy / excited", Q2: "angry / afraid", Q3: "sad / bored", Q4: "calm / serene" };
 const COLORS = { valence: "#42a5f5", arousal: "#ffa726", activity: "rgba(158,158,158,0.30)",
-                 speech: "#66bb6a", music: "#ec407a", grid: "#2a313c", zero: "#4a5462", text: "#8b949e" };
+                 speech: "#66bb6a", music: "#ec407a", grid: "#2a313c", zero: "#4a5462", text: "#8b949e",
+                 confidence: "rgba(255,255,255,0.55)" };
 const TRAIL = 12;
 const MAX_POINTS = 20000;
 
-const points = { speech: [], music: [] };   // [t_start, t_end, valence, arousal, activity, quadrant, wall]
+// [t_start, t_end, valence, arousal, activity, quadrant, wall, (tracked) valence, arousal, quadrant, confidence]
+const points = { speech: [], music: [] };
+const TV = 7, TA = 8, TQ = 9, CONF = 10;
+const hasTracked = (p) => p.length > CONF;
 let info = { window_s: 300 };
 let sseOpen = false;
 let dirty = true;
@@ -175,9 +179,39 @@ function drawTimeline(src, t0, t1) {
   ctx.lineTo(Math.min(L + pw, X(mid(arr[arr.length - 1]) + hop / 2)), T + ph);
   ctx.closePath();
   ctx.fill();
-  // valence and arousal, each segment as opaque as the source is present
-  ctx.lineWidth = 3.5; ctx.lineCap = "round";
+  // confidence of the tracked state: a thin band along the top, as high as the tracker is sure
+  const tracked = arr.filter(hasTracked);
+  if (tracked.length) {
+    ctx.fillStyle = COLORS.confidence;
+    for (const p of tracked) {
+      const c = Math.max(0, (p[CONF] - 0.25) / 0.75), x0 = Math.max(L, X(mid(p) - hop / 2)), x1 = Math.min(L + pw, X(mid(p) + hop / 2));
+      if (x1 > x0) ctx.fillRect(x0, T, x1 - x0, c * ph * 0.06);
+    }
+  }
+  // raw window values: thin and faint
+  ctx.lineWidth = 1.5; ctx.lineCap = "round"; ctx.lineJoin = "round";
+  let rawDrawn = 0;
   for (const [k, col] of [[2, COLORS.valence], [3, COLORS.arousal]]) {
+    ctx.strokeStyle = col; ctx.globalAlpha = tracked.length ? 0.28 : 0.0;
+    if (!tracked.length) break;  // without tracked fields the raw curve is drawn strongly below
+    ctx.beginPath();
+    for (let i = 0; i < arr.length; i++) {
+      const p = arr[i];
+      if (i && mid(p) - mid(arr[i - 1]) > brk) ctx.moveTo(X(mid(p)), Y(p[k])); else if (i) ctx.lineTo(X(mid(p)), Y(p[k]));
+      else ctx.moveTo(X(mid(p)), Y(p[k]));
+    }
+    ctx.stroke(); rawDrawn++;
+  }
+  ctx.globalAlpha = 1;
+  document.body.dataset[src + "RawCurves"] = String(rawDrawn);
+  document.body.dataset[src + "TrackedPoints"] = String(tracked.length);
+  // the main curves: tracked valence and arousal where there are tracked fields (else the raw ones),
+  // each segment as opaque as the source is present
+  const KV = tracked.length ? TV : 2, KA = tracked.length ? TA : 3;
+  const main = tracked.length ? tracked : arr;
+  ctx.lineWidth = 3.5; ctx.lineCap = "round";
+  for (const [k, col] of [[KV, COLORS.valence], [KA, COLORS.arousal]]) {
+    const arr = main;
     ctx.strokeStyle = col; ctx.lineJoin = "round";
     // consecutive segments of the same (quantised) opacity share one path: no overlapping caps
     let level = -1, open = false;
@@ -236,7 +270,8 @@ function drawPlane() {
   for (const src of SOURCES) {
     const arr = points[src];
     if (!arr.length) continue;
-    const trail = arr.slice(-TRAIL), col = COLORS[src];
+    // the tracked state where there is one (the raw window values otherwise)
+    const trail = arr.slice(-TRAIL).map((p) => (hasTracked(p) ? [p[0], p[1], p[TV], p[TA], p[4]] : p)), col = COLORS[src];
     ctx.strokeStyle = col; ctx.fillStyle = col; ctx.lineWidth = 2.5;
     for (let i = 1; i < trail.length; i++) {
       const a = trail[i - 1], b = trail[i], age = (trail.length - i) / trail.length;
@@ -261,7 +296,10 @@ function drawNow() {
     const arr = points[src], el = $("now-" + src);
     if (!arr.length) { el.textContent = "-"; $("act-" + src).style.width = "0"; continue; }
     const p = arr[arr.length - 1];
-    el.textContent = "V " + sgn(p[2]) + "   A " + sgn(p[3]) + "   " + p[5] + " " + QNAMES[p[5]] + "   @ " + fmtT(p[1]);
+    el.textContent = hasTracked(p)
+      ? "V " + sgn(p[TV]) + "   A " + sgn(p[TA]) + "   " + p[TQ] + " " + QNAMES[p[TQ]] + "   "
+        + Math.round(100 * p[CONF]) + " % sure   (window " + p[5] + ")   @ " + fmtT(p[1])
+      : "V " + sgn(p[2]) + "   A " + sgn(p[3]) + "   " + p[5] + " " + QNAMES[p[5]] + "   @ " + fmtT(p[1]);
     el.style.opacity = String(0.45 + 0.55 * p[4]);
     $("act-" + src).style.width = Math.round(100 * p[4]) + "%";
   }

@@ -73,6 +73,21 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
                    help="seconds between status heartbeats (default: 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
     add_model_options(p)
+    add_tracking_options(p)
+
+
+def add_tracking_options(p: argparse.ArgumentParser) -> None:
+    """--smooth (the tracked curves' time constants) and --activity (where activity comes from)."""
+    from ..tracking import DEFAULT_SMOOTH_S
+
+    default = ",".join(f"{k}={v:g}" for k, v in DEFAULT_SMOOTH_S.items())
+    p.add_argument("--smooth", default=default, metavar="S",
+                   help="time constant in s of the tracked curves (the 'tracked' field of every message: a causal "
+                        "filter gated by activity, no added latency): S for both sources or speech=S,music=S; "
+                        f"0 turns tracking off (default: {default})")
+    p.add_argument("--activity", choices=("separator", "model"), default="separator",
+                   help="where 'activity' comes from: the built-in separator's per-frame presence on the mix, even "
+                        "with --separator none (default), or the emotion models' activity heads")
 
 
 def load_models(args, sources: Sequence[str]) -> dict:
@@ -92,10 +107,22 @@ def parse_sources(text: str) -> list[str]:
 
 
 def make_separator(args):
-    """The separator the options name (``--separator``, ``--separator-model``, ``--backend``)."""
-    from ..separation import separator_from_options
+    """The separator the options name (``--separator``, ``--separator-model``, ``--backend``); with
+    ``--separator none`` and ``--activity separator`` (the defaults) the built-in separator runs
+    beside the models on the mix for its presence only (a :class:`NoneSeparator` with presence)."""
+    from ..separation import BuiltinSeparator, NoneSeparator, separator_from_options
 
-    return separator_from_options(args.separator, args.separator_model, args.backend, args.threads)
+    sep = separator_from_options(args.separator, args.separator_model, args.backend, args.threads)
+    if getattr(args, "activity", "model") != "separator" or args.separator != "none":
+        return sep
+    return NoneSeparator(presence=BuiltinSeparator(backend=args.backend, threads=args.threads, presence_only=True))
+
+
+def smooth_of(args) -> "dict | None":
+    """The tracked curves' time constants from ``--smooth`` (None: tracking off)."""
+    from ..tracking import parse_smooth
+
+    return parse_smooth(str(args.smooth))
 
 
 def hops(args) -> dict:
@@ -201,11 +228,19 @@ class Progress:
 
 
 def run_pipeline(args, source) -> int:
-    """One source through the pipeline to the publisher, until its end or a signal (replay, stream)."""
+    """One source through the pipeline to the publisher, until its end or a signal (replay, stream);
+    with ``--segments FILE`` the passages are written at the end (also after an interruption)."""
     from ..pipeline import Pipeline
+    from ..segments import Collector, format_of, segments_of, write
 
     sources = parse_sources(args.sources)
+    smooth_s = smooth_of(args)
+    seg_files = getattr(args, "segments", None) or []
+    for f in seg_files:
+        format_of(f)
     publisher = make_publisher(args, args.name or source.name)
+    if seg_files:
+        publisher = Collector(publisher)
     stop = threading.Event()
     progress = None
     try:
@@ -214,7 +249,7 @@ def run_pipeline(args, source) -> int:
         if not args.quiet and sys.stderr.isatty() and not source.live:
             progress = Progress(f"replay {source.name}", getattr(source, "duration", None))
         pipe = Pipeline(models, publisher, separator, hops_s=hops(args), heartbeat_s=args.heartbeat,
-                        progress=progress, block_max_s=0.1 if source.live else 4.0)
+                        progress=progress, block_max_s=0.1 if source.live else 4.0, smooth_s=smooth_s)
         with stop_on_signals(stop, [source]):
             stats = pipe.run(source, stop=stop)
     finally:
@@ -222,9 +257,12 @@ def run_pipeline(args, source) -> int:
             progress.done()
         source.close()
         publisher.close()
+    if seg_files:
+        segs = segments_of(publisher.bodies)
+        for f in seg_files:
+            write(f, segs, stats.stream_seconds)
     if stats.warning:
         stderr(f"emotrack: warning: {stats.warning}")
     if not args.quiet:
         stderr(run_summary(source.name, stats))
     return 0
-

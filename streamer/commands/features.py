@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     x = read_input(args.input)
     if args.separator != "none":
-        from .separation import make_separator, separate
+        from ..separation import make_separator, separate
 
         sep = make_separator(args.separator)
         try:

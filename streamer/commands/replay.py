@@ -10,7 +10,7 @@ from engines.argtypes import positive
 
 from ..errors import EmotrackError, ParameterError
 from .common import (add_stream_options, hops, load_models, make_publisher, make_separator, parse_sources,
-                     run_pipeline, run_summary, stderr, stop_on_signals)
+                     run_pipeline, run_summary, smooth_of, stderr, stop_on_signals)
 
 
 def add_parser(sub) -> None:
@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     r.add_argument("--latency-budget", type=positive(float), default=20.0, metavar="MS",
                    help="with several inputs and --realtime: longest wait for more windows before a batch "
                         "runs (default: 20 ms)")
+    r.add_argument("--segments", action="append", metavar="FILE",
+                   help="at the end, write the passages of speech and music with their emotion: .csv, .TextGrid "
+                        "(Praat) or .txt (Audacity labels); repeat for several (see emotrack segments)")
     add_stream_options(r)
 
 
@@ -84,7 +87,10 @@ def run_batched(args) -> int:
         raise ParameterError("--name works with one INPUT only; several inputs are named after their files")
     if args.input.count("-") > 1:
         raise ParameterError("stdin (-) can be given only once")
+    if args.segments:
+        raise ParameterError("--segments works with one INPUT; run emotrack segments on the --out JSONL instead")
     sources_list = parse_sources(args.sources)
+    smooth_s = smooth_of(args)
     opened = []
     try:
         names = _open_all(args.input, args.realtime, opened)
@@ -95,7 +101,7 @@ def run_batched(args) -> int:
             engine = BatchedInference(models, max_batch=args.max_batch)
             streams = [(name, src, Pipeline(models, StreamPublisher(publisher, name), make_separator(args),
                                             hops_s=hops(args), heartbeat_s=args.heartbeat,
-                                            block_max_s=0.1 if src.live else 4.0))
+                                            block_max_s=0.1 if src.live else 4.0, smooth_s=smooth_s))
                        for name, src in zip(names, opened)]
             with stop_on_signals(stop, opened):
                 if args.realtime:  # live channels: a worker thread batches within the latency budget

@@ -32,13 +32,41 @@ class Separator:
 
 
 class NoneSeparator(Separator):
-    """No separation: both stems are the mix."""
+    """No separation: both stems are the mix.
+
+    ``presence``: a separator run beside, on the same mix, only for its per-frame
+    presence (``activity``); its stems are discarded.  ``emotrack replay`` and
+    ``stream`` give the built-in one by default (``--activity separator``), so
+    activity is the best presence estimate even when the emotion models read the
+    mix.  Its latency adds nothing: a window's activity is the mean presence of
+    its frames up to ``latency_samples`` before its end, the ones computed by
+    the time the window is complete however the input was cut into blocks (so
+    the activity does not depend on the block size, live or replayed)."""
 
     name = "none"
     identity = True
 
+    def __init__(self, presence: Optional[Separator] = None):
+        self.presence = presence
+
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        if self.presence is not None:
+            self.presence.process(block)
         return {"speech": block, "music": block}
+
+    def flush(self) -> dict[str, np.ndarray]:
+        if self.presence is not None:
+            self.presence.flush()
+        return super().flush()
+
+    def activity(self, stem: str, start: int, end: int) -> Optional[float]:
+        if self.presence is None:
+            return None
+        return self.presence.activity(stem, start, max(start + 1, end - self.presence.latency_samples))
+
+    def close(self) -> None:
+        if self.presence is not None:
+            self.presence.close()
 
 
 def separate(x: np.ndarray, separator: Separator) -> dict[str, np.ndarray]:

@@ -92,7 +92,8 @@ class BuiltinSeparator(Separator):
     name = "builtin"
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
-                 threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0):
+                 threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0,
+                 presence_only: bool = False):
         from engines.backends import select_backend
         from engines.cards import read_card
 
@@ -114,6 +115,9 @@ class BuiltinSeparator(Separator):
         self.id = self.card.get("id", path.stem)
         self.latency_samples = self.p.latency_samples
         self.max_chunks = max_chunks
+        # only the per-frame presence (NoneSeparator's activity): no stems are synthesised, and
+        # process/flush hand back empty arrays
+        self.presence_only = presence_only
         self._history = int(history_s * self.p.sample_rate / self.p.hop)
         self._win = self.p.window()
         self.reset()
@@ -140,7 +144,8 @@ class BuiltinSeparator(Separator):
         block = np.asarray(block, np.float32).reshape(-1)
         self._n_in += block.size
         self._buf = np.concatenate([self._buf, block])
-        self._delay = np.concatenate([self._delay, block])
+        if not self.presence_only:
+            self._delay = np.concatenate([self._delay, block])
         self._analyse()
         return self._run(final=False)
 
@@ -207,11 +212,15 @@ class BuiltinSeparator(Separator):
             mask = np.asarray(out["speech_mask"], np.float32).reshape(n * p.chunk, p.bins)
             pres = np.asarray(out["presence"], np.float32).reshape(n * p.chunk, 2)
             m = min(n * p.chunk, self._spec.shape[0])
-            pieces.append(self._synth(self._spec[:m], mask[:m]))
+            if not self.presence_only:
+                pieces.append(self._synth(self._spec[:m], mask[:m]))
             self._add_presence(pres[:m])
             self._spec = self._spec[m:]
             self._feat = self._feat[n * p.chunk:]
             done += n
+        if self.presence_only:
+            empty = np.zeros(0, np.float32)
+            return {"speech": empty, "music": empty}
         if final:
             pieces.append(self._ola[:p.n_fft - p.hop].copy())
         speech = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)

@@ -92,3 +92,32 @@ def test_dashboard_in_headless_chromium(tmp_path, tiny_models, browser):
     finally:
         code, err = interrupt(view)
     assert code == 0, err
+
+
+def test_dashboard_draws_tracked_and_raw_curves(tmp_path, tiny_models, browser):
+    """With tracked fields in the messages (the default --smooth), each timeline draws the tracked
+    curve strongly and the raw window values faintly, and the header shows the confidence."""
+    ep = free_pair()
+    view, url = start_viewer(ep)
+    try:
+        browser.get(url)
+        wait_js(browser, DATASET, lambda v: v[3] in ("waiting", "disconnected"), what="page connected to viewer")
+        ref = replay(tiny_models, audio(tmp_path / "a.wav", 30), ep, tmp_path / "ref.jsonl", "--name", "news")
+        n_speech = sum('"emotion.speech"' in ln for ln in ref)
+        assert n_speech and all('"tracked"' in ln for ln in ref if '"emotion.' in ln)
+        state = ("const d = document.body.dataset; return [Number(d.speechTrackedPoints), Number(d.speechRawCurves), "
+                 "Number(d.musicRawCurves), document.getElementById('now-speech').textContent]")
+        tracked, raw_speech, raw_music, now = wait_js(
+            browser, state, lambda v: v[0] == n_speech and v[1] == 2 and v[2] == 2,
+            what="tracked points and both raw curves drawn")
+        assert "% sure" in now and "window Q" in now
+        # the raw curve is really on the canvas, fainter than the tracked one: sample valence-coloured pixels
+        alphas = browser.execute_script(
+            "const c = document.getElementById('tl-speech'), x = c.getContext('2d');"
+            "const d = x.getImageData(0, 0, c.width, c.height).data; const a = new Set();"
+            "for (let i = 0; i < d.length; i += 4) { if (d[i] < 120 && d[i + 2] > 150 && d[i + 3] > 0) a.add(d[i + 3]); }"
+            "return [...a];")
+        assert alphas and min(alphas) < 120 and max(alphas) > 200, alphas
+    finally:
+        code, err = interrupt(view)
+    assert code == 0, err

@@ -217,3 +217,47 @@ def test_separator_training_quick_run_learns(tmp_path):
     assert hist[-1]["loss"] < hist[0]["loss"], hist
     out = separate(_mix_file(3.0), BuiltinSeparator(tmp_path / "separator.onnx"))
     assert out["speech"].size == int(3.0 * SR) + 77
+
+
+def test_presence_only_gives_the_same_presence_and_no_stems(rng):
+    """The presence estimator beside --separator none (NoneSeparator(presence=...)) computes the very
+    presence of the full built-in separator, block by block, and hands back no stems."""
+    from streamer.separation import BuiltinSeparator, NoneSeparator
+
+    x = (rng.standard_normal(16000 * 6) * 0.1).astype(np.float32)
+    full, only = BuiltinSeparator(history_s=60), BuiltinSeparator(history_s=60, presence_only=True)
+    wrapped = NoneSeparator(presence=only)
+    for i in range(0, x.size, 1234):
+        full.process(x[i:i + 1234])
+        out = wrapped.process(x[i:i + 1234])
+        assert out["speech"] is out["music"]          # the mix, untouched
+    full.flush()
+    wrapped.flush()
+    for stem in ("speech", "music"):
+        for k in range(6):
+            a = full.activity(stem, k * 16000, (k + 1) * 16000)
+            assert a is not None and a == only.activity(stem, k * 16000, (k + 1) * 16000)
+            lat = only.latency_samples
+            assert wrapped.activity(stem, k * 16000, (k + 1) * 16000) == full.activity(stem, k * 16000, (k + 1) * 16000 - lat)
+    assert NoneSeparator().activity("speech", 0, 16000) is None
+    wrapped.close()
+
+
+def test_presence_beside_the_mix_does_not_depend_on_blocks(rng):
+    """A window's activity from NoneSeparator(presence=...) is the same whether the stream came in
+    small live blocks or one big block (frames up to the separator's latency before its end)."""
+    from streamer.separation import BuiltinSeparator, NoneSeparator
+
+    x = (rng.standard_normal(16000 * 8) * 0.1).astype(np.float32)
+    small = NoneSeparator(presence=BuiltinSeparator(presence_only=True))
+    big = NoneSeparator(presence=BuiltinSeparator(presence_only=True))
+    big.process(x)
+    got_small, got_big = [], []
+    pos = 0
+    for end in range(3 * 16000, x.size + 1, 16000):   # 3 s windows every 1 s, asked for as soon as complete
+        while pos < end:
+            small.process(x[pos:pos + 1600])
+            pos += 1600
+        got_small.append(small.activity("speech", end - 3 * 16000, end))
+        got_big.append(big.activity("speech", end - 3 * 16000, end))
+    assert None not in got_small and got_small == got_big

@@ -10,6 +10,12 @@ empty so the programme has music-only passages.  Both are R128-normalised
 dialogue sits above its music).  A ``.truth.json`` beside the output lists
 every speech clip and song with its time span and label, so a replay of the
 file can be scored against it.
+
+``--music emopia`` plays instrumental music instead (EMOPIA piano pieces of the
+official test split, rendered from MIDI: :mod:`training.render`), and
+``--music-gap S`` leaves S seconds without music after every piece, so the
+programme also has speech-only passages (``training.experiments.track_eval`` scores
+presence detection on both).
 """
 
 from __future__ import annotations
@@ -30,14 +36,28 @@ from . import corpora
 SR = corpora.SR
 
 
-def build(seconds: float, smr_db: float, seed: int) -> tuple[np.ndarray, dict]:
+def _runs(active: np.ndarray, offset: int, n: int) -> list[list[float]]:
+    """Spans ``[t0, t1]`` (s, programme time) of the active 10 ms frames (corpora.activity_mask: RMS
+    above -40 dB re the clip's loudest frame) of the first ``n`` samples of a clip placed at ``offset``."""
+    a = np.asarray(active[: n // corpora.FRAME], bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], a.astype(np.int8), [0]])))
+    return [[round((offset + i * corpora.FRAME) / SR, 2), round((offset + j * corpora.FRAME) / SR, 2)]
+            for i, j in zip(edges[::2], edges[1::2])]
+
+
+def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
+          music_gap_s: float = 0.0) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(seed)
-    music_rows = [c for c in corpora.music_index() if c.corpus == "4q" and c.split == "test"]
+    music_rows = [c for c in corpora.music_index() if c.corpus == music_corpus and c.split == "test"]
+    if not music_rows:
+        raise SystemExit(f"no test-split music of corpus {music_corpus!r}")
     speech_rows = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
     n = int(seconds * SR)
     music = np.zeros(n, np.float32)
     truth = {"songs": [], "speech": [], "smr_db": smr_db, "seed": seed,
-             "protocol": "4Q test artists (split_4q_artists) x RAVDESS actors 19-24"}
+             "protocol": ("4Q test artists (split_4q_artists)" if music_corpus == "4q" else
+                          f"{music_corpus} official test split (rendered MIDI)") + " x RAVDESS actors 19-24",
+             "music_corpus": music_corpus, "music_gap_s": music_gap_s}
     pos = 0
     for i in rng.permutation(len(music_rows)):
         if pos >= n:
@@ -45,9 +65,10 @@ def build(seconds: float, smr_db: float, seed: int) -> tuple[np.ndarray, dict]:
         clip = corpora.load_audio([music_rows[i]], use_cache=False)[0]
         seg = clip.audio[: n - pos]
         music[pos:pos + seg.size] = seg
-        truth["songs"].append({"path": f"music_4q/{clip.path}", "artist": clip.group, "quadrant": clip.quadrant,
-                               "t_start": pos / SR, "t_end": (pos + seg.size) / SR})
-        pos += seg.size
+        truth["songs"].append({"path": f"{corpora._FOLDER[clip.corpus]}/{clip.path}", "artist": clip.group,
+                               "quadrant": clip.quadrant, "t_start": pos / SR, "t_end": (pos + seg.size) / SR,
+                               "active": _runs(clip.active, pos, seg.size)})
+        pos += seg.size + int(music_gap_s * SR)
     speech = np.zeros(n, np.float32)
     slot = int(4.5 * SR)
     order = rng.permutation(len(speech_rows))
@@ -62,7 +83,8 @@ def build(seconds: float, smr_db: float, seed: int) -> tuple[np.ndarray, dict]:
         speech[off:off + x.size] = x
         truth["speech"].append({"path": f"speech_ravdess/{clip.path}", "speaker": clip.group,
                                 "emotion": clip.label, "quadrant": clip.quadrant,
-                                "t_start": off / SR, "t_end": (off + x.size) / SR})
+                                "t_start": off / SR, "t_end": (off + x.size) / SR,
+                                "active": _runs(clip.active, off, x.size)})
     mix = speech * np.float32(10 ** (smr_db / 40)) + music * np.float32(10 ** (-smr_db / 40))
     mix = loudness_normalise(mix)
     peak = float(np.max(np.abs(mix))) or 1.0
@@ -92,8 +114,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--smr", type=float, default=5.0, help="speech-to-music ratio in dB (default 5)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--music", choices=("4q", "emopia"), default="4q",
+                    help="4q: sung popular music (default); emopia: instrumental piano rendered from MIDI")
+    ap.add_argument("--music-gap", type=float, default=0.0, metavar="S",
+                    help="seconds without music after each piece (default 0: music throughout)")
     a = ap.parse_args(argv)
-    mix, truth = build(a.seconds, a.smr, a.seed)
+    mix, truth = build(a.seconds, a.smr, a.seed, a.music, a.music_gap)
     write(mix, a.out)
     Path(str(a.out) + ".truth.json").write_text(json.dumps(truth, indent=1))
     print(f"{a.out}: {mix.size / SR:.1f} s, {len(truth['songs'])} songs, {len(truth['speech'])} speech clips",

@@ -1,0 +1,221 @@
+"""Causal tracking of one source's emotion: a filter over the window outputs.
+
+The window outputs (``valence``, ``arousal``, ``quadrant``, ``probs``) describe one
+analysis window each and jump from one hop to the next.  A :class:`Tracker` turns
+them into a state that moves only when the evidence says so, and says how sure it
+is.  It is causal (each message's tracked fields use that window and the ones
+before it, nothing later) and adds no latency: it runs when the window's outputs
+are there, in the same hop.
+
+The model
+---------
+The state is the Russell quadrant, a hidden Markov chain over Q1..Q4, and the
+tracker is its forward filter (posterior ``pi`` over the four quadrants).
+
+* **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
+  stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
+  (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
+  ``tau`` is ``--smooth`` (default per source: speech 1 s, music 3 s).
+* **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
+  models' quadrant head; a window without them uses its VA head as independent
+  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]`` and
+  weighted by the activity gate below: ``L = probs ** w``.  (Consecutive windows
+  overlap; tempering their likelihoods by ``hop / window`` was measured too and
+  followed changes more slowly at no gain: docs/TRACKING.md.)
+* **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
+
+The tracked quadrant is the most probable one, ``confidence`` its posterior
+probability (0.25: no idea, 1: certain).  Tracked valence and arousal are the
+posterior means of the signs, ``P(valence >= 0) - P(valence < 0)`` (the meaning
+of the raw VA head, which is trained on quadrant sign targets, given every
+window so far), projected onto the tracked quadrant: a mean on the other side of
+an axis is put on that axis' zero line (on the quadrant's side), so the tracked
+quadrant always equals ``taxonomy.quadrant_of(tracked valence, tracked arousal)``.
+
+Gating by activity
+------------------
+A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` (``off`` 0.25,
+``on`` 0.5) scales both its elapsed time (``dt * w``) and its evidence
+(``k * w``).  A window with activity at or below ``off`` (silence, or the other
+source alone) leaves the state exactly as it was: silence does not move the
+state, and the curve holds its last value through pauses.  ``present`` says
+whether the source is there now: the separator's presence over the hop at the
+window's centre (the window's activity where there is no separator presence)
+is at least 0.5; :mod:`streamer.segments` cuts passages on it.
+
+Before the first active window the state is unknown: ``pi`` uniform, tracked
+valence and arousal 0, quadrant Q1 (the zero rule), confidence 0.25.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from . import taxonomy
+from .errors import ParameterError
+
+#: Names the filter in the ``start`` status (``tracking.method``).
+METHOD = "sticky-quadrant-hmm-v1"
+#: Default time constants of the tracked curves per source (seconds): ``--smooth``.  Chosen on
+#: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
+#: music's from piece to piece.
+DEFAULT_SMOOTH_S = {"speech": 1.0, "music": 3.0}
+#: ``present``: presence at or above this (no hysteresis: a 0.4 off-threshold was measured worse).
+PRESENT_ON = 0.5
+PRESENT_OFF = 0.5
+#: Activity at or below which a window does not move the state; above ``ACTIVITY_ON`` it counts fully.
+ACTIVITY_OFF = 0.25
+ACTIVITY_ON = 0.5
+#: Evidence of one window is kept inside (EPS, 1 - EPS): no window is ever certain.
+EPS = 0.02
+
+
+@dataclass
+class TrackedState:
+    """What the tracker says after a window (the ``tracked`` object of a message)."""
+
+    valence: float
+    arousal: float
+    quadrant: str
+    confidence: float
+    present: bool
+
+    def to_dict(self) -> dict:
+        return {"valence": self.valence, "arousal": self.arousal, "quadrant": self.quadrant,
+                "confidence": round(self.confidence, 4), "present": self.present}
+
+
+class Tracker:
+    """Forward filter of one source's quadrant (two sticky sign chains), gated by activity.
+
+    ``tau_s``: time constant in seconds (``--smooth``); ``window_s`` and ``hop_s``: the
+    source's analysis windows (``hop_s`` is the first window's elapsed time).  Feed windows
+    in stream order with :meth:`update`.  The whole state is ``(p_valence, p_arousal,
+    present, last_t)``; :meth:`state` / :meth:`restore` hand it out and back.
+    """
+
+    def __init__(self, tau_s: float, *, window_s: float, hop_s: float,
+                 activity_off: float = ACTIVITY_OFF, activity_on: float = ACTIVITY_ON):
+        if not (isinstance(tau_s, (int, float)) and math.isfinite(tau_s) and tau_s > 0):
+            raise ParameterError(f"smooth={tau_s!r} must be a positive number of seconds")
+        if window_s <= 0 or hop_s <= 0:
+            raise ParameterError(f"window_s={window_s!r} and hop_s={hop_s!r} must be > 0")
+        if not 0 <= activity_off < activity_on <= 1:
+            raise ParameterError(f"activity_off={activity_off!r} must be below activity_on={activity_on!r}, both in [0, 1]")
+        self.tau = float(tau_s)
+        self.hop = float(hop_s)
+        self.off, self.on = float(activity_off), float(activity_on)
+        self.pi = [0.25] * 4         # P(Q1..Q4): the forward filter's posterior
+        self.present = False
+        self.last_t: Optional[float] = None
+
+    def weight(self, activity: float) -> float:
+        """How much a window of this activity counts (0: not at all, 1: fully)."""
+        return min(1.0, max(0.0, (activity - self.off) / (self.on - self.off)))
+
+    def update(self, *, valence: float, arousal: float, activity: float, t_end: float,
+               probs: Optional[dict] = None, presence: Optional[float] = None) -> TrackedState:
+        """Take one window (its raw outputs, its activity, where it ends; ``presence``: the source's
+        presence over the hop at the window's centre, where the separator estimates it) and return
+        the tracked state."""
+        dt = self.hop if self.last_t is None else max(0.0, float(t_end) - self.last_t)
+        self.last_t = float(t_end)
+        pres = activity if presence is None else presence
+        if pres >= PRESENT_ON:
+            self.present = True
+        elif pres < PRESENT_OFF:
+            self.present = False
+        w = self.weight(float(activity))
+        if w > 0.0:
+            stay = math.exp(-dt * w / self.tau)       # P(no jump); a jump lands on any quadrant
+            k = w
+            if probs is not None:
+                ev = [float(probs[q]) for q in taxonomy.QUADRANTS]
+            else:  # from the VA head: independent signs
+                pv, pa = (1.0 + float(valence)) / 2.0, (1.0 + float(arousal)) / 2.0
+                ev = [pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)]
+            post = []
+            for i, e in enumerate(ev):
+                prior = stay * self.pi[i] + (1.0 - stay) / 4.0
+                post.append(prior * min(1.0 - EPS, max(EPS, e)) ** k)
+            total = sum(post)
+            self.pi = [x / total for x in post]
+        return self.current()
+
+    def current(self) -> TrackedState:
+        pi = self.pi
+        best = max(range(4), key=lambda i: pi[i])
+        q = taxonomy.QUADRANTS[best]
+        sv, sa = taxonomy.QUADRANT_SIGNS[q]
+        # posterior means of the signs, projected onto the most probable quadrant (a mean on the
+        # other side of an axis is put on its zero line, on the quadrant's side), rounded as on
+        # the wire: the published quadrant is always quadrant_of(published valence, arousal)
+        v = round(pi[0] + pi[3] - pi[1] - pi[2], 4)
+        a = round(pi[0] + pi[1] - pi[2] - pi[3], 4)
+        v = max(v, 0.0) if sv > 0 else min(v, -1e-4)
+        a = max(a, 0.0) if sa > 0 else min(a, -1e-4)
+        return TrackedState(valence=v + 0.0, arousal=a + 0.0, quadrant=q, confidence=pi[best], present=self.present)
+
+    def state(self) -> tuple:
+        return (tuple(self.pi), self.present, self.last_t)
+
+    def restore(self, state: tuple) -> None:
+        self.pi = [float(x) for x in state[0]]
+        self.present, self.last_t = bool(state[1]), state[2]
+
+
+def smooth_for(tau_s, source: str) -> float:
+    """The time constant of ``source`` from a number (every source) or a ``{source: seconds}`` map."""
+    return float(tau_s[source] if isinstance(tau_s, dict) else tau_s)
+
+
+def parse_smooth(text: str):
+    """``--smooth``: ``S`` (every source; 0 = off) or ``speech=S,music=S`` -> float, dict or None (off)."""
+    try:
+        if "=" not in text:
+            v = float(text)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError
+            return v or None
+        out = dict(DEFAULT_SMOOTH_S)
+        for part in text.split(","):
+            k, _, v = part.partition("=")
+            k = k.strip()
+            if k not in out:
+                raise ValueError
+            out[k] = float(v)
+            if not (out[k] > 0 and math.isfinite(out[k])):
+                raise ValueError
+        return out
+    except ValueError:
+        raise ParameterError(f"--smooth {text!r}: give seconds (0 turns tracking off) or speech=S,music=S") from None
+
+
+def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None) -> list[dict]:
+    """Tracked state of a recorded run: ``bodies`` are emotion messages (one stream, any
+    sources, in order); returns a copy of each with ``tracked`` computed afresh at
+    ``tau_s`` (for re-smoothing a recording offline, e.g. ``emotrack segments --smooth``).
+    ``windows``: ``{source: (window_s, hop_s)}``; by default each source's first message's
+    window length and the step between its first two messages."""
+    out, trackers, by_src = [], {}, {}
+    bodies = list(bodies)
+    for b in bodies:
+        by_src.setdefault(b["source"], []).append(b)
+    for src, bs in by_src.items():
+        if windows and src in windows:
+            win, hop = windows[src]
+        else:
+            win = bs[0]["t_end"] - bs[0]["t_start"]
+            hop = bs[1]["t_end"] - bs[0]["t_end"] if len(bs) > 1 else win
+        trackers[src] = Tracker(smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3))
+    for b in bodies:
+        old = b.get("tracked")
+        pres = None if old is None else (1.0 if old["present"] else 0.0)  # as recorded (it saw the presence)
+        st = trackers[b["source"]].update(valence=b["valence"], arousal=b["arousal"], probs=b.get("probs"),
+                                          activity=b["activity"], t_end=b["t_end"], presence=pres)
+        c = dict(b)
+        c["tracked"] = st.to_dict()
+        out.append(c)
+    return out
