@@ -133,6 +133,333 @@ def descriptors(clips: Sequence[Clip], variant: str = "clean", workers: int = 1,
     return out
 
 
+# ----------------------------------------------------------------------------- systems
+
+
+class System:
+    """A candidate on the 496 descriptors: a balanced RBF SVM (``kind="svm"``, Platt probabilities) or a
+    balanced multinomial logistic regression (``kind="lr"``), trained on ``train_variants`` of the training
+    corpora, with one of three standardisations (``norm``):
+
+    * ``train``: the training set's mean and std (what a model without adaptation does);
+    * ``corpus``: every corpus, the held-out one included, z-scored with its own statistics (batch,
+      needs the whole test corpus before the first answer: an upper bound, not streamable);
+    * ``stream``: :mod:`streamer.adapt`'s causal per-stream standardisation, each training speaker a
+      stream, shrunk toward the training speakers' average with the weight of ``prior_n`` windows.
+    """
+
+    def __init__(self, name: str, norm: str = "train", train_variants: Sequence[str] = ("clean",),
+                 prior_n: float = 5.0, C: float = 1.0, kind: str = "svm", description: str = ""):
+        self.name, self.norm, self.train_variants, self.prior_n, self.C = name, norm, tuple(train_variants), prior_n, C
+        self.kind, self.description = kind, description
+
+    def make_classifier(self, probability: bool = True):
+        if self.kind == "lr":
+            from sklearn.linear_model import LogisticRegression
+            return LogisticRegression(C=self.C, class_weight="balanced", max_iter=3000)
+        from sklearn.svm import SVC
+        return SVC(C=self.C, kernel="rbf", gamma="scale", class_weight="balanced", probability=probability,
+                   random_state=0, cache_size=800)
+
+
+SYSTEMS = {s.name: s for s in (
+    System("svm", "train", ("clean",), description="RBF SVM, training statistics"),
+    System("svm_corpus", "corpus", ("clean",), description="RBF SVM, per-corpus standardisation (batch: not streamable)"),
+    System("svm_stream5", "stream", ("clean",), prior_n=5.0,
+           description="RBF SVM, causal per-stream standardisation (streamer.adapt), prior weight 5 windows"),
+    System("svm_stream30", "stream", ("clean",), prior_n=30.0,
+           description="RBF SVM, causal per-stream standardisation, prior weight 30 windows"),
+    System("lr", "train", ("clean",), C=0.1, kind="lr", description="logistic regression, training statistics"),
+    System("lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.1, kind="lr",
+           description="logistic regression, training statistics, trained on clean + imitated other corpora "
+                       "(training.augment) + speech over music"),
+    System("lr_stream5_aug_mix", "stream", ("clean", "aug", "mix"), prior_n=5.0, C=0.1, kind="lr",
+           description="logistic regression, causal per-stream standardisation (prior weight 5), clean + "
+                       "augmented + over music"),
+)}
+
+
+def stream_order(keys: Sequence[str], groups: Sequence[str], seed: int = 0) -> list[int]:
+    """Rows grouped by stream, each stream's rows in a seeded random order (as a stream hears them)."""
+    groups = np.asarray(groups)
+    order = []
+    for g in sorted(set(groups.tolist())):
+        idx = np.flatnonzero(groups == g)
+        order.extend(idx[np.argsort([hashlib.sha1(f"{seed}:{keys[i]}".encode()).hexdigest() for i in idx])])
+    return order
+
+
+def _zscore(X, m, s):
+    return (X - m) / (s + 1e-8)
+
+
+class Fitted:
+    """A fitted candidate: ``proba(X, keys, streams)`` -> [n, 4] quadrant probabilities."""
+
+    def __init__(self, system: System, X: np.ndarray, y: np.ndarray, corpus: np.ndarray, speaker: np.ndarray,
+                 keys: Sequence[str], probability: bool = True):
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from streamer import adapt
+
+        self.system = system
+        X = np.asarray(X, np.float64)
+        if system.norm == "corpus":
+            X = X.copy()
+            for c in np.unique(corpus):
+                m = corpus == c
+                X[m] = _zscore(X[m], X[m].mean(0), X[m].std(0))
+        elif system.norm == "stream":
+            clean = np.array(["#" not in k for k in keys])
+            self.prior = adapt.group_prior(X[clean], speaker[clean])
+            X = adapt.standardise_groups(X, speaker, self.prior, system.prior_n, stream_order(keys, speaker))
+        keep = y >= 0  # neutral is never a quadrant target
+        self.est = make_pipeline(StandardScaler(), system.make_classifier(probability))
+        self.est.fit(X[keep], y[keep])
+
+    def features(self, X: np.ndarray, keys: Sequence[str], streams: Sequence[str]) -> np.ndarray:
+        from streamer import adapt
+
+        X = np.asarray(X, np.float64)
+        if self.system.norm == "corpus":
+            return _zscore(X, X.mean(0), X.std(0))
+        if self.system.norm == "stream":
+            streams = np.asarray(streams)
+            return adapt.standardise_groups(X, streams, self.prior, self.system.prior_n, stream_order(keys, streams))
+        return X
+
+    def proba(self, X, keys, streams) -> np.ndarray:
+        """[n, 4] quadrant probabilities (a quadrant absent from the training set: 0)."""
+        p = self.est.predict_proba(self.features(X, keys, streams))
+        out = np.zeros((len(p), 4))
+        out[:, self.est.classes_.astype(int)] = p
+        return out
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, labels: Sequence[int]) -> float:
+    f = []
+    for c in labels:
+        tp = np.sum((pred == c) & (y == c))
+        fp = np.sum((pred == c) & (y != c))
+        fn = np.sum((pred != c) & (y == c))
+        f.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f))
+
+
+def uar(t: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)]))
+
+
+def published(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(quadrant index, valence, arousal) published for rows of model quadrant probabilities
+    (:func:`streamer.taxonomy.agreeing`)."""
+    out = [taxonomy.agreeing(p) for p in probs]
+    return (np.array([taxonomy.QUADRANTS.index(o["quadrant"]) for o in out]),
+            np.array([o["valence"] for o in out]), np.array([o["arousal"] for o in out]))
+
+
+def chance(y: np.ndarray) -> dict:
+    labels = sorted(set(y[y >= 0].tolist()))
+    p = np.array([np.mean(y[y >= 0] == c) for c in labels])
+    return {"macro_f1": round(float(np.mean(2 * p * 0.25 / (p + 0.25))), 4), "arousal_uar": 0.5, "valence_uar": 0.5}
+
+
+def score(y: np.ndarray, probs: np.ndarray) -> dict:
+    """Quadrant macro-F1 (over the quadrants present), arousal and valence UAR of the published
+    outputs on the clips with a quadrant; neutral clips: share of each published quadrant."""
+    q, v, a = published(probs)
+    keep = y >= 0
+    labels = sorted(set(y[keep].tolist()))
+    yv = np.isin(y[keep], (0, 3)).astype(int)
+    ya = np.isin(y[keep], (0, 1)).astype(int)
+    out = {"macro_f1": round(macro_f1(y[keep], q[keep], labels), 4),
+           "arousal_uar": round(uar(ya, (a[keep] >= 0).astype(int)), 4),
+           "valence_uar": round(uar(yv, (v[keep] >= 0).astype(int)), 4),
+           "n": int(keep.sum())}
+    if (~keep).any():
+        out["neutral_shares"] = {qq: round(float(np.mean(q[~keep] == i)), 3) for i, qq in enumerate(taxonomy.QUADRANTS)}
+    return out
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+class Data:
+    """Every speech clip's descriptors in each variant, labels, corpus and speaker."""
+
+    def __init__(self, variants: Sequence[str] = VARIANTS, clips: Optional[list] = None, log=print):
+        self.clips = clips if clips is not None else speech_clips()
+        self.X = {v: descriptors(self.clips, v, log=log) for v in variants}
+        self.y = np.array([c.q_index for c in self.clips])
+        self.corpus = np.array([c.corpus for c in self.clips])
+        self.speaker = np.array([f"{c.corpus}:{c.group}" for c in self.clips])
+        self.label = np.array([c.label for c in self.clips])
+        self.keys = [clip_key(c) for c in self.clips]
+
+    def train_set(self, idx: np.ndarray, variants: Sequence[str]):
+        Xs, ys, cs, ss, ks = [], [], [], [], []
+        for v in variants:
+            Xs.append(self.X[v][idx])
+            ys.append(self.y[idx])
+            cs.append(self.corpus[idx])
+            # an augmented clip is another recording condition: its own stream
+            ss.append(self.speaker[idx] if v == "clean" else np.char.add(self.speaker[idx], f"#{v}"))
+            ks += [self.keys[i] + ("" if v == "clean" else f"#{v}") for i in idx]
+        return np.concatenate(Xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(ss), ks
+
+    def fit(self, system: System, idx: np.ndarray, probability: bool = True) -> Fitted:
+        return Fitted(system, *self.train_set(idx, system.train_variants), probability=probability)
+
+
+def evaluate_system(data: Data, system: System, log=print) -> dict:
+    """Leave-one-corpus-out scores of ``system``: per held-out corpus, clean and mixed, natural streams
+    (one per speaker) and, for a stream-adapted system, one-emotion streams (speaker x emotion).
+    Also returns the out-of-fold probabilities (for calibration)."""
+    res = {"description": system.description, "loco": {}, "oof": {}}
+    for held in SPEECH_CORPORA:
+        t0 = time.time()
+        tr = np.flatnonzero(data.corpus != held)
+        te = np.flatnonzero(data.corpus == held)
+        model = data.fit(system, tr)
+        keys = [data.keys[i] for i in te]
+        r = {}
+        for v in ("clean", "mix"):
+            if v not in data.X:
+                continue
+            X = data.X[v][te]
+            p = model.proba(X, keys, data.speaker[te])
+            r[v] = score(data.y[te], p)
+            res["oof"][f"{held}:{v}"] = p
+            if system.norm == "stream":
+                p1 = model.proba(X, keys, np.char.add(data.speaker[te], np.char.add("|", data.label[te])))
+                r[f"{v}_one_emotion_streams"] = score(data.y[te], p1)
+        r["chance"] = chance(data.y[te])
+        res["loco"][held] = r
+        log(f"  {system.name} held out {held}: {json.dumps({k: v for k, v in r.items()})} ({time.time() - t0:.0f} s)")
+    return res
+
+
+def cnn_probs(data: Data, variant: str, model_path: Optional[str] = None) -> np.ndarray:
+    """Quadrant probabilities of a ``features`` (log-mel CNN) speech model on every clip's window."""
+    from engines.models import load_model
+    from streamer.inputs import stack_inputs, window_inputs
+
+    model = load_model(model_path, "speech", backend="onnxruntime", threads=1)
+    out = []
+    for i in range(0, len(data.clips), 32):
+        batch = [window_inputs(variant_window(c, variant), model.input_names) for c in data.clips[i:i + 32]]
+        out.append(model.predict(stack_inputs(batch))["quadrant"])
+    return np.concatenate(out)
+
+
+def evaluate_cnn(data: Data, model_path: Optional[str] = None, log=print) -> dict:
+    res = {"description": "previous shipped speech CNN (log-mel, emotrack-speech-cnn-1)", "loco": {}}
+    probs = {}
+    for v in ("clean", "mix"):
+        if v not in data.X:
+            continue
+        for c in data.clips:
+            if c.audio is None:
+                load_audio(data.clips)
+                break
+        probs[v] = cnn_probs(data, v, model_path)
+    for held in SPEECH_CORPORA:
+        te = np.flatnonzero(data.corpus == held)
+        res["loco"][held] = {v: score(data.y[te], probs[v][te]) for v in probs}
+        res["loco"][held]["chance"] = chance(data.y[te])
+        log(f"  cnn held out {held}: {json.dumps(res['loco'][held])}")
+    return res
+
+
+def in_corpus(data: Data, system: System, folds: int = 3, log=print) -> dict:
+    """Speaker-independent scores inside each corpus: its speakers split in ``folds`` groups (TESS: 2), each
+    held out in turn, trained on the corpus's other speakers plus the other corpora."""
+    out = {}
+    for corpus in SPEECH_CORPORA:
+        spk = sorted(set(data.speaker[data.corpus == corpus].tolist()))
+        k = min(folds, len(spk))
+        probs = np.zeros((len(data.y), 4))
+        te_all = np.flatnonzero(data.corpus == corpus)
+        for f in range(k):
+            held = set(spk[f::k])
+            te = np.array([i for i in te_all if data.speaker[i] in held])
+            tr = np.array([i for i in range(len(data.y)) if data.speaker[i] not in held])
+            model = data.fit(system, tr)
+            probs[te] = model.proba(data.X["clean"][te], [data.keys[i] for i in te], data.speaker[te])
+        out[corpus] = score(data.y[te_all], probs[te_all])
+        out[corpus]["chance"] = chance(data.y[te_all])
+        out[corpus]["folds"] = k
+        log(f"  {system.name} in-corpus {corpus}: {json.dumps(out[corpus])}")
+    return out
+
+
+def mean_of(res: dict, variant: str = "clean", metric: str = "macro_f1") -> float:
+    return round(float(np.mean([r[variant][metric] for r in res["loco"].values()])), 4)
+
+
+def markdown(results: dict, systems: Sequence[str], labels: dict) -> str:
+    """The "shipped defaults on unseen corpora" table: per held-out corpus, clean and under music."""
+    rows = ["| system | held-out corpus | macro-F1 | arousal UAR | valence UAR | under music: macro-F1 | A UAR | V UAR |",
+            "|---|---|---|---|---|---|---|---|"]
+    first = results["systems"][systems[0]]["loco"]
+    for held in SPEECH_CORPORA:
+        ch = first[held]["chance"]
+        rows.append(f"| chance | {held} | {ch['macro_f1']:.3f} | 0.500 | 0.500 | {ch['macro_f1']:.3f} | 0.500 | 0.500 |")
+    for name in systems:
+        r = results["systems"][name]
+        for held in [*SPEECH_CORPORA, "mean"]:
+            c = r["mean"]["clean"] if held == "mean" else r["loco"][held]["clean"]
+            m = (r["mean"].get("mix") if held == "mean" else r["loco"][held].get("mix")) or {}
+            cell = lambda d, k: f"{d[k]:.3f}" if k in d else "-"
+            h = f"**{held}**" if held == "mean" else held
+            rows.append(f"| {labels.get(name, name)} | {h} | {cell(c, 'macro_f1')} | {cell(c, 'arousal_uar')} | "
+                        f"{cell(c, 'valence_uar')} | {cell(m, 'macro_f1')} | {cell(m, 'arousal_uar')} | "
+                        f"{cell(m, 'valence_uar')} |")
+    return "\n".join(rows)
+
+
+def main_run(args) -> int:
+    """Score ``--systems`` (each saved on its own under the cache, so runs can go in parallel), then
+    gather every saved system into ``--out``."""
+    if args.systems or args.in_corpus:
+        data = Data(args.variants)
+    for name in args.systems:
+        print(f"{name}:", flush=True)
+        if name == "cnn":
+            r = evaluate_cnn(data)
+        else:
+            r = evaluate_system(data, SYSTEMS[name])
+            np.savez(cache_oof(name), **r.pop("oof"))
+        r["mean"] = {v: {m: mean_of(r, v, m) for m in ("macro_f1", "arousal_uar", "valence_uar")}
+                     for v in ("clean", "mix") if v in next(iter(r["loco"].values()))}
+        cache_oof(name).with_suffix(".json").write_text(json.dumps(r, indent=1))
+    for name in args.in_corpus:
+        p = cache_oof(name).with_suffix(".json")
+        r = json.loads(p.read_text())
+        r["in_corpus"] = in_corpus(data, SYSTEMS[name])
+        p.write_text(json.dumps(r, indent=1))
+    results = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "), "systems": {}}
+    for name in ["cnn", *SYSTEMS]:
+        p = cache_oof(name).with_suffix(".json")
+        if p.exists():
+            results["systems"][name] = json.loads(p.read_text())
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out_path} ({', '.join(results['systems'])})")
+    return 0
+
+
+def cache_oof(name: str) -> Path:
+    from .paths import cache_root
+    p = cache_root() / "loco"
+    p.mkdir(parents=True, exist_ok=True)
+    return p / f"oof-{name}.npz"
+
+
 def main_features(args) -> int:
     clips = speech_clips()
     for v in args.variant:
@@ -148,9 +475,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     f = sub.add_parser("features", help="compute the descriptor caches")
     f.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     f.add_argument("--workers", type=int, default=1)
+    r = sub.add_parser("run", help="leave-one-corpus-out scores of candidate systems")
+    r.add_argument("--systems", nargs="*", default=["cnn", *SYSTEMS])
+    r.add_argument("--out", default=str(REPO / "docs" / "results" / "loco_speech.json"))
+    r.add_argument("--add", action="store_true", help="keep the systems already in --out")
+    r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    r.add_argument("--in-corpus", nargs="*", default=[], help="systems to score in-corpus (speaker-independent) too")
     args = ap.parse_args(argv)
     if args.cmd == "features":
         return main_features(args)
+    if args.cmd == "run":
+        return main_run(args)
     return 2
 
 
