@@ -89,12 +89,15 @@ def test_calibration_temperature_and_ece_on_known_cases(rng):
     assert 0.0 <= calibration.quadrant_ece(rng.random((500, 2)), y) <= 1.0
 
 
-def test_shipped_speech_model_card_and_outputs_agree():
+SHIPPED = REPO / "engines" / "models" / "speech_lr.onnx"
+
+
+def test_shipped_descriptor_speech_model_card_and_outputs_agree():
     from engines.models import load_model
     from streamer import descriptors, taxonomy
     from training import corpora
 
-    model = load_model(None, "speech", backend="onnxruntime")
+    model = load_model(SHIPPED, "speech", backend="onnxruntime")
     card = model.card
     assert model.input_names == ("handcrafted",)
     assert "non-commercial" in card["licence"] and "EMOVO" in json.dumps(card["training_data"])
@@ -116,10 +119,10 @@ def test_shipped_speech_model_card_and_outputs_agree():
     assert np.all((out["activity"] >= 0) & (out["activity"] <= 1))
 
 
-def test_the_runtime_streams_the_shipped_speech_model_without_sklearn_or_tensorflow():
+def test_the_runtime_runs_the_descriptor_speech_model_without_sklearn_or_tensorflow():
     code = ("import sys, numpy as np\n"
             "from engines.models import load_model\n"
-            "m = load_model(None, 'speech', backend='onnxruntime')\n"
+            f"m = load_model({str(SHIPPED)!r}, 'speech', backend='onnxruntime')\n"
             "o = m.predict({'handcrafted': np.zeros((2, 496), np.float32)})\n"
             "assert o['quadrant'].shape == (2, 4)\n"
             "bad = [k for k in ('sklearn', 'skl2onnx', 'tensorflow') if k in sys.modules]\n"

@@ -421,11 +421,52 @@ def markdown(results: dict, systems: Sequence[str], labels: dict) -> str:
     return "\n".join(rows)
 
 
+def unseen_by_all(data: "Data", systems: Sequence[str]) -> dict:
+    """Scores on the clips that no compared model trained on: EMOVO, and RAVDESS actors 19-24 (the previous
+    shipped CNN's test speakers; it trained on actors 1-16 and all of TESS, so TESS is left out here).
+    Descriptor systems: their leave-one-corpus-out predictions; the CNN: ``oof-cnn_fair.npz``."""
+    out = {}
+    sets = {"emovo": np.flatnonzero(data.corpus == "emovo"),
+            "ravdess_actors_19_24": np.array([i for i, c in enumerate(data.clips)
+                                              if c.corpus == "ravdess" and int(c.group[5:]) >= 19])}
+    for name in systems:
+        z = np.load(cache_oof("cnn_fair" if name == "cnn" else name))
+        full = {}
+        for v in ("clean", "mix"):
+            P = np.zeros((len(data.y), 4))
+            if name == "cnn":
+                P[z["idx"]] = z[v]
+            else:
+                for c in SPEECH_CORPORA:
+                    P[data.corpus == c] = z[f"{c}:{v}"]
+            full[v] = P
+        out[name] = {k: {v: score(data.y[ix], full[v][ix]) for v in full} for k, ix in sets.items()}
+    out["chance"] = {k: chance(data.y[ix]) for k, ix in sets.items()}
+    return out
+
+
+def markdown_unseen(results: dict, labels: dict) -> str:
+    """The "shipped defaults on unseen corpora" table (clips no compared model trained on)."""
+    u = results["unseen_by_all"]
+    rows = ["| system | held-out set | macro-F1 | arousal UAR | valence UAR | under music: macro-F1 | A UAR | V UAR |",
+            "|---|---|---|---|---|---|---|---|"]
+    for k, ch in u["chance"].items():
+        rows.append(f"| chance | {k} | {ch['macro_f1']:.3f} | 0.500 | 0.500 | {ch['macro_f1']:.3f} | 0.500 | 0.500 |")
+    for name, lab in labels.items():
+        if name not in u:
+            continue
+        for k, r in u[name].items():
+            c, m = r["clean"], r["mix"]
+            rows.append(f"| {lab} | {k} | {c['macro_f1']:.3f} | {c['arousal_uar']:.3f} | {c['valence_uar']:.3f} | "
+                        f"{m['macro_f1']:.3f} | {m['arousal_uar']:.3f} | {m['valence_uar']:.3f} |")
+    return "\n".join(rows)
+
+
 def main_run(args) -> int:
     """Score ``--systems`` (each saved on its own under the cache, so runs can go in parallel), then
     gather every saved system into ``--out``."""
     if args.systems or args.in_corpus:
-        data = Data(args.variants)
+        data = Data(args.variants, log=None)
     for name in args.systems:
         print(f"{name}:", flush=True)
         if name == "cnn":
@@ -446,6 +487,9 @@ def main_run(args) -> int:
         p = cache_oof(name).with_suffix(".json")
         if p.exists():
             results["systems"][name] = json.loads(p.read_text())
+    if args.unseen:
+        data = Data(("clean", "mix"), log=None)
+        results["unseen_by_all"] = unseen_by_all(data, args.unseen)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=1) + "\n")
@@ -481,6 +525,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     r.add_argument("--add", action="store_true", help="keep the systems already in --out")
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     r.add_argument("--in-corpus", nargs="*", default=[], help="systems to score in-corpus (speaker-independent) too")
+    r.add_argument("--unseen", nargs="*", default=[], help="systems to compare on the clips no model trained on")
     args = ap.parse_args(argv)
     if args.cmd == "features":
         return main_features(args)

@@ -171,7 +171,7 @@ def non_speech_descriptors(n_music: int = 400, n_quiet: int = 60, seed: int = 0,
 # ----------------------------------------------------------------------------- ship
 
 
-def ship(out_dir: Path, system_name: str, loco_json: Path, log=print) -> dict:
+def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) -> dict:
     from engines.models import sha256_of
     from streamer import descriptors
     from streamer.features import DEFAULT_PARAMS
@@ -200,7 +200,7 @@ def ship(out_dir: Path, system_name: str, loco_json: Path, log=print) -> dict:
     # activity: speech windows (clean and under music) against music alone and near-silence
     other = non_speech_descriptors(log=log)
     act = activity_regression(np.concatenate([data.X["clean"], data.X["mix"]]), other)
-    path = export(est, data.X["clean"].shape[1], temps, act, out_dir / "speech.onnx")
+    path = export(est, data.X["clean"].shape[1], temps, act, out_dir / f"{name}.onnx")
     Xp = np.concatenate([data.X["clean"][::25], data.X["mix"][::25], other[::10]])
     diff = parity(est, path, Xp, temps, act)
     if not diff < 1e-3:
@@ -221,7 +221,7 @@ def ship(out_dir: Path, system_name: str, loco_json: Path, log=print) -> dict:
         "id": MODEL_ID.format(kind=system.kind), "source": "speech",
         "task": ("speech emotion per 3 s window: Russell quadrant probabilities (Q1..Q4) as the product of "
                  "calibrated per-axis probabilities P(V+), P(A+); valence/arousal 2P-1; speech activity"),
-        "onnx": "speech.onnx", "onnx_sha256": sha256_of(path), "onnx_bytes": path.stat().st_size,
+        "onnx": f"{name}.onnx", "onnx_sha256": sha256_of(path), "onnx_bytes": path.stat().st_size,
         "onnx_opset": OPSET, "onnx_ml_opset": _ml_opset(path), "onnx_op_types": op_types(path),
         "window_s": 3.0, "hop_s": 1.0,
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["N", len(descriptors.feature_names())],
@@ -266,10 +266,10 @@ def ship(out_dir: Path, system_name: str, loco_json: Path, log=print) -> dict:
                   "sklearn_onnx_max_abs_diff": diff},
         "licence": LICENCE,
         "created": _dt.date.today().isoformat(),
-        "command": f"python -m training.speech_model --out engines/models --system {system_name}",
+        "command": f"python -m training.speech_model --out engines/models --system {system_name} --name {name}",
         "training_seconds": round(time.time() - t0, 1),
     }
-    write_card(card, out_dir / "speech.json")
+    write_card(card, out_dir / f"{name}.json")
     log(f"wrote {path} and its card (parity {diff:.2g}, temperatures {temps})")
     return card
 
@@ -317,9 +317,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.speech_model", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(loco.REPO / "engines" / "models"))
     ap.add_argument("--system", default="lr_aug_mix")
-    ap.add_argument("--loco-json", default=str(loco.REPO / "docs" / "results" / "loco_speech.json"))
+    ap.add_argument("--name", default="speech_lr", help="file stem of the model and its card")
     args = ap.parse_args(argv)
-    ship(Path(args.out), args.system, Path(args.loco_json))
+    ship(Path(args.out), args.system, args.name)
     return 0
 
 
