@@ -274,6 +274,32 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
     return card
 
 
+def card_section(card: dict) -> list[str]:
+    """MODELS.md lines of a card written by :func:`ship` (for :mod:`training.report`)."""
+    m = card["metrics"]
+    out = [f"## {card['source']} model: `{card['id']}`", "",
+           f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 `{card['onnx_sha256'][:16]}...`), "
+           f"card `engines/models/{Path(card['onnx']).stem}.json`",
+           f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input `handcrafted` {card['inputs'][0]['shape']}",
+           f"- architecture: {card['architecture']}; {card['parameters']} parameters",
+           f"- ONNX ops (opset {card['onnx_opset']}, ai.onnx.ml {card['onnx_ml_opset']}): {', '.join(card['onnx_op_types'])}",
+           f"- scikit-learn vs ONNX Runtime max abs diff {card['speed']['sklearn_onnx_max_abs_diff']:.2g}; forward pass "
+           f"median {card['speed']['forward_pass']['median_ms']} ms",
+           f"- licence: {card['licence']}", f"- command: `{card['command']}`", "",
+           "| held-out corpus | macro-F1 | arousal UAR | valence UAR | under music: macro-F1 | A UAR | V UAR | chance macro-F1 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for held, r in m["leave_one_corpus_out"].items():
+        c, x = r["clean"], r.get("mix", {})
+        out.append(f"| {held} | {c['macro_f1']:.3f} | {c['arousal_uar']:.3f} | {c['valence_uar']:.3f} | "
+                   f"{x.get('macro_f1', float('nan')):.3f} | {x.get('arousal_uar', float('nan')):.3f} | "
+                   f"{x.get('valence_uar', float('nan')):.3f} | {r['chance']['macro_f1']:.3f} |")
+    cal = m.get("calibration", {})
+    if cal:
+        out += ["", f"Calibration ({cal['method']}): temperatures {cal['temperatures']}; ECE uncalibrated "
+                    f"{cal['uncalibrated']}, calibrated {cal['calibrated_cross_fitted']}; diagram `{cal.get('diagram', '')}`."]
+    return out + [""]
+
+
 def _ml_opset(path: Path) -> int:
     import onnx
     return int({i.domain: i.version for i in onnx.load(str(path)).opset_import}.get("ai.onnx.ml", 0))
