@@ -130,3 +130,23 @@ def test_the_runtime_runs_the_descriptor_speech_model_without_sklearn_or_tensorf
             "sys.exit(1 if bad else 0)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_default_speech_cnn_publishes_calibrated_agreeing_outputs_and_its_card_says_how(rng):
+    """engines/models/speech.onnx (the default) carries the calibrated per-axis head: quadrant is the
+    product of the axes that va gives, and the card holds the temperatures, ECE and diagram."""
+    from engines.models import load_model
+    from streamer import taxonomy
+
+    model = load_model(None, "speech", backend="onnxruntime")
+    cal = model.card["metrics"]["calibration"]
+    assert set(cal["temperatures"]) == {"valence", "arousal"} and (REPO / cal["diagram"]).is_file()
+    assert 0 <= cal["uncalibrated"]["ece_quadrant"] < 1 and 0 <= cal["calibrated_cross_fitted"]["ece_quadrant"] < 1
+    x = rng.standard_normal((6, model.frames, 64, 3)).astype(np.float32) * 10
+    out = model.predict({"features": x})
+    pv, pa = (out["va"][:, 0] + 1) / 2, (out["va"][:, 1] + 1) / 2
+    want = np.stack([pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)], 1)
+    np.testing.assert_allclose(out["quadrant"], want, atol=1e-5)
+    for q in out["quadrant"]:
+        f = taxonomy.agreeing(q)
+        assert f["quadrant"] == taxonomy.QUADRANTS[int(np.argmax(q))]

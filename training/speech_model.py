@@ -68,17 +68,33 @@ def export(est, n_features: int, temperatures: Sequence[float], activity: tuple,
     for imp in proto.opset_import:  # skl2onnx declares the lowest opset its nodes need; ours need 17
         if imp.domain in ("", "ai.onnx"):
             imp.version = OPSET
+    prob = [o.name for o in proto.graph.output if o.name != "label"][0]
+    append_agreeing_head(proto, prob, temperatures, activity=activity, input_name=INPUT)
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def append_agreeing_head(proto, prob: str, temperatures: Sequence[float], activity: Optional[tuple] = None,
+                         input_name: str = INPUT) -> None:
+    """Append to ``proto`` the calibrated per-axis head on its quadrant probabilities ``prob`` [N, 4]:
+    outputs ``quadrant`` (product of the temperature-scaled axes) and ``va`` (2P - 1); with ``activity``
+    = (w, b), also ``activity`` = sigmoid(input @ w + b).  Outputs not rebuilt here are kept."""
+    from onnx import TensorProto, helper, numpy_helper
+
     g = proto.graph
-    prob = [o.name for o in g.output if o.name != "label"][0]
     consts = {
         "axes_M": np.array([[1, 1], [0, 1], [0, 0], [1, 0]], np.float32),
         "eps": np.array(calibration.EPS, np.float32), "one_minus_eps": np.array(1 - calibration.EPS, np.float32),
         "one": np.array(1.0, np.float32), "two": np.array(2.0, np.float32),
         "inv_T": (1.0 / np.asarray(temperatures, np.float64)).astype(np.float32),
-        "act_w": np.asarray(activity[0], np.float32).reshape(-1, 1), "act_b": np.array([activity[1]], np.float32),
         "s0": np.array([0], np.int64), "s1": np.array([1], np.int64), "s2": np.array([2], np.int64),
         "ax1": np.array([1], np.int64),
     }
+    if activity is not None:
+        consts["act_w"] = np.asarray(activity[0], np.float32).reshape(-1, 1)
+        consts["act_b"] = np.array([activity[1]], np.float32)
     for k, v in consts.items():
         g.initializer.append(numpy_helper.from_array(v, k))
     N = helper.make_node
@@ -102,18 +118,64 @@ def export(est, n_features: int, temperatures: Sequence[float], activity: tuple,
         N("Mul", ["nv", "na"], ["q3"]),
         N("Mul", ["pv", "na"], ["q4"]),
         N("Concat", ["q1", "q2", "q3", "q4"], ["quadrant"], axis=1),
-        N("MatMul", [INPUT, "act_w"], ["act_z"]),
-        N("Add", ["act_z", "act_b"], ["act_zb"]),
-        N("Sigmoid", ["act_zb"], ["activity"]),
     ])
+    if activity is not None:
+        g.node.extend([N("MatMul", [input_name, "act_w"], ["act_z"]),
+                       N("Add", ["act_z", "act_b"], ["act_zb"]),
+                       N("Sigmoid", ["act_zb"], ["activity"])])
+    keep = [o for o in g.output if o.name == "activity" and activity is None]
     del g.output[:]
     g.output.extend([helper.make_tensor_value_info("quadrant", TensorProto.FLOAT, ["N", 4]),
-                     helper.make_tensor_value_info("va", TensorProto.FLOAT, ["N", 2]),
-                     helper.make_tensor_value_info("activity", TensorProto.FLOAT, ["N", 1])])
+                     helper.make_tensor_value_info("va", TensorProto.FLOAT, ["N", 2])] + keep)
+    if activity is not None:
+        g.output.append(helper.make_tensor_value_info("activity", TensorProto.FLOAT, ["N", 1]))
+
+
+def calibrate_cnn(onnx_path: Path, log=print) -> dict:
+    """Calibrate the log-mel speech CNN in place: its softmax quadrant output becomes the calibrated
+    per-axis head (temperatures fitted on its predictions for the clips it never trained on: EMOVO and
+    RAVDESS actors 19-24, clean and under music; :func:`training.loco.unseen_by_all`'s sets), its ``va``
+    output 2P - 1 of the same axes; the card gets the calibration section and a new sha256."""
+    import onnx
+
+    from engines.models import sha256_of
+    from .export import op_types, write_card
+
+    data = loco.Data(("clean",), log=None)
+    z = np.load(loco.cache_oof("cnn_fair"))
+    idx = z["idx"]
+    P = np.concatenate([z["clean"], z["mix"]])
+    y = np.concatenate([data.y[idx]] * 2)
+    grp = np.concatenate([data.corpus[idx]] * 2)
+    keep = y >= 0
+    cal = calibration_report(P[keep], y[keep], grp[keep], png=loco.REPO / "docs" / "img" / "speech_cnn_reliability.png")
+    proto = onnx.load(str(onnx_path))
+    g = proto.graph
+    for node in g.node:  # the old outputs quadrant, va become internal tensors
+        node.output[:] = [{"quadrant": "quadrant_softmax", "va": "va_tanh"}.get(o, o) for o in node.output]
+        node.input[:] = [{"quadrant": "quadrant_softmax", "va": "va_tanh"}.get(i, i) for i in node.input]
+    append_agreeing_head(proto, "quadrant_softmax", cal["temperatures"])
     onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return path
+    onnx.save(proto, str(onnx_path))
+    card_path = onnx_path.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["onnx_sha256"], card["onnx_bytes"] = sha256_of(onnx_path), onnx_path.stat().st_size
+    card["onnx_op_types"] = op_types(onnx_path)
+    card["id"] = "emotrack-speech-cnn-1-cal"
+    card["metrics"]["calibration"] = {**cal["report"], "data": (
+        "the CNN's predictions for EMOVO (all) and RAVDESS actors 19-24, clean and under 4Q music at +5 dB "
+        "(never trained on); ECE cross-fitted between the two sets")}
+    card["calibration"] = ("appended by training.speech_model.calibrate_cnn: quadrant = product of the per-axis "
+                           "probabilities P(V+) = p1 + p4, P(A+) = p1 + p2 of the softmax, each logit divided by its "
+                           "temperature; va = 2P - 1 of the same axes (the tanh head is no longer an output)")
+    for o in card["outputs"]:
+        if o["name"] == "quadrant":
+            o["activation"] = "product of the calibrated per-axis probabilities of the softmax (streamer.taxonomy.agreeing)"
+        if o["name"] == "va":
+            o["activation"] = "2 P(V+) - 1, 2 P(A+) - 1 of the calibrated axes"
+    write_card(card, card_path)
+    log(f"calibrated {onnx_path}: temperatures {cal['temperatures']}")
+    return card
 
 
 def onnx_outputs(path: Path, X: np.ndarray) -> dict:
@@ -344,8 +406,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", default=str(loco.REPO / "engines" / "models"))
     ap.add_argument("--system", default="lr_aug_mix")
     ap.add_argument("--name", default="speech_lr", help="file stem of the model and its card")
+    ap.add_argument("--calibrate-cnn", metavar="ONNX", help="instead: calibrate this log-mel CNN in place")
     args = ap.parse_args(argv)
-    ship(Path(args.out), args.system, args.name)
+    if args.calibrate_cnn:
+        calibrate_cnn(Path(args.calibrate_cnn))
+    else:
+        ship(Path(args.out), args.system, args.name)
     return 0
 
 
