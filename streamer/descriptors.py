@@ -37,7 +37,7 @@ Frame descriptors are summarised over the clip's active frames (frame RMS above
 10/50/90th percentiles (fewer for the long vectors).  Every clip is first
 loudness-normalised to -23 LUFS (EBU R128), as every streamer window is.
 
-Feature caches for whole corpora live in :mod:`training.handcrafted`.
+Feature caches for whole corpora live in :mod:`training.data.handcrafted`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import adapt, features as F, tracking
+from . import adapt, features as F, taxonomy, tracking
 from .errors import EmotrackError, ModelError
 from .inputs import InputWindowStream, check_input_versions, input_shape, stack_inputs
 from .schema import QUADRANTS
@@ -46,16 +46,16 @@ def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> N
 
 
 def summarise(window_outputs: dict[str, np.ndarray], i: int) -> dict:
-    """Message fields of window ``i`` of a batch of model outputs."""
-    probs = window_outputs["quadrant"][i].astype(np.float64)
-    probs = np.clip(probs, 0.0, 1.0)
-    s = probs.sum()
-    probs = probs / s if s > 0 else np.full(4, 0.25)
-    v, a = np.clip(window_outputs["va"][i].astype(np.float64), -1.0, 1.0)
-    act = float(np.clip(window_outputs["activity"][i], 0.0, 1.0))
-    return {"valence": float(v), "arousal": float(a), "activity": act,
-            "quadrant": QUADRANTS[int(np.argmax(probs))],
-            "probs": {q: float(p) for q, p in zip(QUADRANTS, probs)}}
+    """Message fields of window ``i`` of a batch of model outputs.
+
+    Quadrant, probabilities and valence/arousal all follow from the model's quadrant
+    probabilities by the one relation of :func:`streamer.taxonomy.agreeing` (per-axis
+    probabilities P(V+) = p1 + p4, P(A+) = p1 + p2; valence = 2 P(V+) - 1, arousal = 2 P(A+) - 1;
+    published probabilities their product), so they never contradict each other.  The model's
+    own ``va`` output is not published (a model that has one trains it on the same signs)."""
+    fields = taxonomy.agreeing(np.asarray(window_outputs["quadrant"][i], np.float64))
+    fields["activity"] = float(np.clip(np.nan_to_num(window_outputs["activity"][i]), 0.0, 1.0))
+    return fields
 
 
 @dataclass

@@ -81,6 +81,27 @@ def _r(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
 
 
+def _r_signed(x: float, nd: int = 4) -> float:
+    """``x`` rounded to ``nd`` decimals without losing its sign: a negative value that would round to
+    zero is published as ``-10**-nd`` (a value >= 0 counts as positive, DESIGN.md taxonomy)."""
+    r = round(float(x), nd)
+    if x < 0 and r >= 0:
+        return -(10.0 ** -nd)
+    return r + 0.0  # no -0.0
+
+
+def _r_probs(probs: Mapping[str, float], quadrant: str, nd: int = 4) -> dict:
+    """Probabilities rounded for the wire, the published quadrant still their first argmax: a quadrant
+    listed before it that rounds to the same value is published one unit of the last decimal lower."""
+    out = {q: _r(probs[q], nd) for q in QUADRANTS}
+    if quadrant in out:
+        top = out[quadrant]
+        for q in QUADRANTS[:QUADRANTS.index(quadrant)]:
+            if out[q] >= top:
+                out[q] = max(0.0, round(top - 10.0 ** -nd, nd))
+    return out
+
+
 def emotion_body(*, stream: str, seq: int, source: str, t_start: float, t_end: float,
                  wall_time: float, activity: float, valence: float, arousal: float,
                  quadrant: str, probs: Mapping[str, float], model: str,
@@ -89,8 +110,8 @@ def emotion_body(*, stream: str, seq: int, source: str, t_start: float, t_end: f
     body = {
         "schema": SCHEMA_VERSION, "stream": stream, "seq": int(seq), "source": source,
         "t_start": _r(t_start, 3), "t_end": _r(t_end, 3), "wall_time": _r(wall_time, 3),
-        "activity": _r(activity), "valence": _r(valence), "arousal": _r(arousal),
-        "quadrant": quadrant, "probs": {q: _r(probs[q]) for q in QUADRANTS}, "model": model,
+        "activity": _r(activity), "valence": _r_signed(valence), "arousal": _r_signed(arousal),
+        "quadrant": quadrant, "probs": _r_probs(probs, quadrant), "model": model,
     }
     if tracked is not None:
         body["tracked"] = {"valence": _r(tracked["valence"]), "arousal": _r(tracked["arousal"]),

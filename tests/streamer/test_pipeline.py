@@ -144,7 +144,11 @@ def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, 
     msgs = [m for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.speech"]
     assert [m["t_start"] for m in msgs] == [float(s) for s in range(6)]
     want = model.predict({kind: np.stack([describe(x[s * SR:(s + 3) * SR]) for s in range(6)])})
-    np.testing.assert_allclose([m["valence"] for m in msgs], want["va"][:, 0], atol=1e-4)
-    np.testing.assert_allclose([[m["probs"][q] for q in schema.QUADRANTS] for m in msgs], want["quadrant"],
-                               atol=1e-4)
+    # what is published follows from the model's quadrant probabilities (streamer.taxonomy.agreeing)
+    pv = want["quadrant"][:, 0] + want["quadrant"][:, 3]
+    pa = want["quadrant"][:, 0] + want["quadrant"][:, 1]
+    np.testing.assert_allclose([m["valence"] for m in msgs], 2 * pv - 1, atol=1e-4)
+    np.testing.assert_allclose([m["arousal"] for m in msgs], 2 * pa - 1, atol=1e-4)
+    np.testing.assert_allclose([[m["probs"][q] for q in schema.QUADRANTS] for m in msgs],
+                               np.stack([pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)], 1), atol=1e-4)
     assert len({m["quadrant"] for m in msgs} | {round(m["valence"], 3) for m in msgs}) > 2  # windows differ

@@ -135,7 +135,7 @@ def music_index() -> list[Clip]:
     return clips
 
 
-_FOLDER = {"ravdess": "speech_ravdess", "tess": "speech_tess", "4q": "music_4q",
+_FOLDER = {"ravdess": "speech_ravdess", "tess": "speech_tess", "emovo": "speech_emovo", "4q": "music_4q",
            "emopia": "midi_emopia", "vgmidi": "midi_vgmidi"}
 
 

@@ -154,7 +154,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     cards = sorted(Path(a.models).glob("*.json"), key=lambda p: ({"speech": 0, "music": 1}.get(p.stem, 2), p.stem))
     for p in cards:
         if p.stem != "separator":
-            lines += section(json.loads(p.read_text()))
+            card = json.loads(p.read_text())
+            if "system" in card:  # a scikit-learn model exported with skl2onnx (training.speech_model)
+                from .speech_model import card_section
+                lines += card_section(card)
+            else:
+                lines += section(card)
     p = Path(a.models) / "separator.json"
     if p.exists():
         lines += separator_section(json.loads(p.read_text()))
