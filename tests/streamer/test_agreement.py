@@ -13,7 +13,7 @@ from streamer import taxonomy
 from streamer.pipeline import summarise
 from streamer.schema import QUADRANTS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _check(fields):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DATA
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (DATA / "speech_emovo").is_dir(), reason="speech corpora not present")
 
 
