@@ -23,10 +23,10 @@ REQUIRED_CARD_FIELDS = ("id", "source", "task", "onnx", "window_s", "hop_s", "in
                         "features", "training_data", "protocol", "metrics", "licence")
 OUTPUTS = ("quadrant", "va", "activity")
 #: inputs the streamer computes for a window (:mod:`streamer.inputs`), and their shapes
-INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform")
+INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform", "musicnn")
 INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
                    "music_descriptors": "[N, descriptors]",
-                   "waveform": "[N, samples]"}
+                   "waveform": "[N, samples]", "musicnn": "[N, 200]"}
 INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 
 

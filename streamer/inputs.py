@@ -7,6 +7,8 @@
 * ``music_descriptors`` [D]: :func:`streamer.music_descriptors.features` of the
   window (harmony, dissonance, melody, texture).
 * ``waveform`` [samples]: the window after R128 loudness normalisation (SincNet).
+* ``musicnn`` [200]: mean embedding of the pretrained musicnn front end over the 3 s
+  grid patches inside the window (:mod:`streamer.musicnn`; streams embed each patch once).
 
 Training (:mod:`training.recipe`) and streaming build a window's inputs with
 :func:`window_inputs`, so a model sees the same inputs in both.
@@ -19,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 from engines.models import INPUT_KINDS
 
-from . import descriptors, music_descriptors
+from . import descriptors, music_descriptors, musicnn
 from .errors import ParameterError
 from .features import DEFAULT_PARAMS, FeatureParams, extract, loudness_normalise
 
@@ -36,13 +38,17 @@ def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAM
         return (len(music_descriptors.feature_names()),)
     if name == "waveform":
         return (n_samples,)
+    if name == "musicnn":
+        return (musicnn.EMBED_DIM,)
     raise ParameterError(f"unknown model input {name!r}; emotrack computes {', '.join(INPUT_KINDS)}")
 
 
 def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = DEFAULT_PARAMS,
-                  features: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+                  features: Optional[np.ndarray] = None,
+                  embedding: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
     """Inputs ``names`` of the window ``x`` (16 kHz mono); ``features``: its log-mel input
-    when already computed (e.g. from a stream's frame cache)."""
+    when already computed (e.g. from a stream's frame cache); ``embedding``: its ``musicnn``
+    input when already pooled from a stream's patch embeddings."""
     out = {}
     for n in names:
         if n == "features":
@@ -53,6 +59,8 @@ def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = D
             out[n] = music_descriptors.features(x)
         elif n == "waveform":
             out[n] = loudness_normalise(np.asarray(x, np.float32), params)
+        elif n == "musicnn":
+            out[n] = musicnn.window_input(x) if embedding is None else embedding
         else:
             input_shape(n, 0, params)  # raises: unknown input
     return out

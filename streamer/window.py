@@ -120,6 +120,8 @@ class WindowStream:
         #: per-stem log-mel frames, computed once (when feature params are given)
         self.mels = {stem: LogMelStream(cap, params) for stem in self.rings} if params else {}
         self.params = params
+        #: per-stem musicnn patch embeddings (streamer.musicnn), made when a model first asks for them
+        self.patches: dict = {}
 
     def features(self, w: Window) -> np.ndarray:
         """Model input of window ``w``: cached frames when on the frame grid, else computed."""
@@ -134,7 +136,22 @@ class WindowStream:
         """Model inputs ``names`` of window ``w`` (:func:`streamer.inputs.window_inputs`), the
         log-mel ``features`` from the frame cache where it covers the window."""
         feats = self.features(w) if "features" in names else None
-        return window_inputs(w.samples, names, self.params, features=feats)
+        emb = self.embedding(w) if "musicnn" in names else None
+        return window_inputs(w.samples, names, self.params, features=feats, embedding=emb)
+
+    def embedding(self, w: Window):
+        """``musicnn`` input of window ``w``: the mean of its grid patches' embeddings, each patch
+        embedded once per stream (None for a window that holds no whole grid patch: a padded tail,
+        then :func:`streamer.musicnn.window_input` embeds the window's own samples)."""
+        from . import musicnn
+
+        stem = self.windowers[w.key][0]
+        pe = self.patches.get(stem)
+        if pe is None:
+            pe = self.patches[stem] = musicnn.PatchEmbeddings(musicnn.default_front_end())
+        if w.end - w.start != w.samples.size:
+            return None
+        return pe.window_input(self.rings[stem], w.start, w.end)
 
     def push(self, stems: dict[str, np.ndarray]) -> Iterator[list[Window]]:
         """Write one block per stem (equal lengths); yield the completed windows.
