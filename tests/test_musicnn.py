@@ -95,3 +95,105 @@ def test_window_means_pool_the_grid_patches_inside_each_window():
     w = M.window_means(emb, 30 * 16000, 160000, 32000)
     assert w.shape == (11, 200)
     np.testing.assert_allclose(w[:, 0], [np.mean(range(k, k + 4)) for k in range(11)])
+
+
+def _head(seed: int = 0):
+    from training.musicnn_head import Head
+
+    r = np.random.default_rng(seed)
+    return Head(mean=r.standard_normal(200) * 0.1, std=0.5 + r.random(200), coef=r.standard_normal((4, 200)) * 0.3,
+                intercept=r.standard_normal(4) * 0.1, act_coef=r.standard_normal(200) * 0.1, act_intercept=0.5, C=1.0)
+
+
+def test_head_onnx_matches_numpy(tmp_path, rng):
+    from training.musicnn_head import export_head, head_parity
+
+    head = _head()
+    p = export_head(head, tmp_path / "head.onnx")
+    X = rng.standard_normal((16, 200)).astype(np.float32)
+    assert head_parity(head, p, X) < 1e-4
+    out = head.outputs(X)
+    np.testing.assert_allclose(out["quadrant"].sum(1), 1.0, atol=1e-9)
+    assert len(set(out["quadrant"].argmax(1))) > 1  # the windows differ
+
+
+def _write_head_model(tmp_path) -> Path:
+    from training.export import write_card
+    from training.musicnn_head import export_head, head_card
+
+    head = _head(1)
+    p = export_head(head, tmp_path / "music_head.onnx")
+    card = head_card(head, p, training_data={"corpora": ["none (random test weights)"]}, protocol="test",
+                     metrics={}, parity=0.0, command="tests")
+    write_card(card, p.with_suffix(".json"))
+    return p
+
+
+def test_streaming_embeds_each_grid_patch_once(tmp_path, rng):
+    from engines.models import load_model
+    from streamer.pipeline import Pipeline
+    from streamer.publish import Publisher
+    from streamer.separation import make_separator
+    from streamer.sources import ArraySource
+
+    model = load_model(_write_head_model(tmp_path), "music", backend="onnxruntime")
+    x = np.concatenate([tone(220.0 * (1 + k % 5), 2.0, amp=0.05 + 0.05 * (k % 3)) for k in range(15)])  # 30 s
+    x = x + (rng.standard_normal(x.size) * 0.01).astype(np.float32)
+    fe = M.default_front_end()
+    before = fe.patches
+    out = tmp_path / "m.jsonl"
+    pub = Publisher("t", None, str(out))
+    Pipeline({"music": model}, pub, make_separator("none")).run(ArraySource(x, block_size=SR_BLOCK))
+    pub.close()
+    msgs = [m for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.music"]
+    assert [m["t_start"] for m in msgs] == [float(s) for s in range(0, 21, 2)]  # 11 windows of 10 s
+    # 11 windows x 4 patches each, but only the 14 patches of the grid are embedded, once each
+    assert fe.patches - before == len(M.patch_starts(x.size)) == 14
+    # what streamed equals the offline definition (mean of the clip's grid patches per window)
+    emb = M.clip_patches(x, fe)
+    want = model.predict({"musicnn": M.window_means(emb, x.size, 160000, 32000)})
+    np.testing.assert_allclose([[m["probs"][q] for q in ("Q1", "Q2", "Q3", "Q4")] for m in msgs],
+                               want["quadrant"], atol=1e-4)
+
+
+SR_BLOCK = 16000 // 2 + 123  # blocks off the grid
+
+
+def test_a_card_with_another_front_end_is_refused(tmp_path):
+    from engines.models import load_model
+    from streamer.errors import ModelError
+    from streamer.pipeline import check_model_features
+
+    p = _write_head_model(tmp_path)
+    card = json.loads(p.with_suffix(".json").read_text())
+    card["inputs"][0]["front_end"]["target_lufs"] = -23.0
+    p.with_suffix(".json").write_text(json.dumps(card))
+    model = load_model(p, "music", backend="onnxruntime")
+    with pytest.raises(ModelError, match="another front end"):
+        check_model_features(model)
+
+
+@needs_4q
+def test_tiny_head_recipe_beats_chance_on_held_out_artists():
+    """The head recipe on a real subset: 120 4Q clips (their first 5 s: two grid patches), artist-grouped;
+    trained on two thirds of the artists, scored on the others."""
+    import soundfile as sf
+    from training.musicnn_head import chance_metrics, fit_head, quadrant_metrics
+    from training.protocols import stratified_group_folds
+
+    with open(FOUR_Q / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[:120]]
+    fe = M.default_front_end()
+    n = M.GRID + M.PATCH_SAMPLES
+    X = np.stack([M.clip_patches(sf.read(str(FOUR_Q / r["path"]), dtype="float32", frames=n)[0], fe).mean(0)
+                  for r in rows])
+    y = np.array([("Q1", "Q2", "Q3", "Q4").index(r["quadrant"]) for r in rows])
+    fold = stratified_group_folds(y, [r["artist"] for r in rows], 3)
+    tr, te = fold != 0, fold == 0
+    assert not {r["artist"] for r, t in zip(rows, te) if t} & {r["artist"] for r, t in zip(rows, tr) if t}
+    head = fit_head(X[tr], y[tr], C=0.05)
+    got = quadrant_metrics(y[te], head.probs(X[te]).argmax(1))
+    chance = chance_metrics(y[tr], y[te])
+    assert got["macro_f1"] > max(chance["majority"]["macro_f1"], chance["stratified"]["macro_f1"]) + 0.15
+    assert got["arousal_uar"] > 0.6
