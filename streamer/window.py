@@ -141,16 +141,16 @@ class WindowStream:
 
     def embedding(self, w: Window):
         """``musicnn`` input of window ``w``: the mean of its grid patches' embeddings, each patch
-        embedded once per stream (None for a window that holds no whole grid patch: a padded tail,
-        then :func:`streamer.musicnn.window_input` embeds the window's own samples)."""
+        embedded once per stream (None for a window that holds no whole grid patch; a padded tail
+        gets :func:`streamer.musicnn.window_input` of its real samples)."""
         from . import musicnn
 
         stem = self.windowers[w.key][0]
         pe = self.patches.get(stem)
         if pe is None:
             pe = self.patches[stem] = musicnn.PatchEmbeddings(musicnn.default_front_end())
-        if w.end - w.start != w.samples.size:
-            return None
+        if w.end - w.start != w.samples.size:  # a stream shorter than a window: its real samples only
+            return musicnn.window_input(w.samples[:w.end - w.start], pe.fe)
         return pe.window_input(self.rings[stem], w.start, w.end)
 
     def push(self, stems: dict[str, np.ndarray]) -> Iterator[list[Window]]:

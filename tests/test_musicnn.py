@@ -52,12 +52,13 @@ def test_patch_mel_is_level_independent_and_checks_its_length():
 
 
 def test_patch_grid_geometry():
-    assert M.PATCH_SAMPLES == 48128 and M.GRID == 32000
-    assert list(M.patches_in(0, 160000)) == [0, 1, 2, 3]          # a 10 s window holds 4 patches
-    assert list(M.patches_in(32000, 192000)) == [1, 2, 3, 4]
-    assert list(M.patches_in(16000, 176000)) == [1, 2, 3]         # off the grid: only whole patches
+    assert M.PATCH_SAMPLES == 48128 and M.GRID == 64000
+    assert list(M.patches_in(0, 160000)) == [0, 1]                # a 10 s window holds 2 patches
+    assert list(M.patches_in(32000, 192000)) == [1, 2]
+    assert list(M.patches_in(16000, 176000)) == [1]               # only whole patches count
     assert list(M.patches_in(0, 40000)) == []
-    assert list(M.patch_starts(30 * 16000)) == list(range(0, 14 * 32000, 32000))
+    assert list(M.patches_in(0, 160000, grid=32000)) == [0, 1, 2, 3]
+    assert list(M.patch_starts(30 * 16000)) == list(range(0, 7 * 64000, 64000))
 
 
 @pytest.mark.training
@@ -92,9 +93,11 @@ def test_shipped_front_end_card_names_licence_and_data():
 
 def test_window_means_pool_the_grid_patches_inside_each_window():
     emb = np.arange(14, dtype=np.float32)[:, None] * np.ones((1, 200), np.float32)
-    w = M.window_means(emb, 30 * 16000, 160000, 32000)
+    w = M.window_means(emb, 30 * 16000, 160000, 32000, grid=32000)
     assert w.shape == (11, 200)
     np.testing.assert_allclose(w[:, 0], [np.mean(range(k, k + 4)) for k in range(11)])
+    w = M.window_means(emb[:7], 30 * 16000, 160000, 32000)        # the 4 s grid: 2 patches per window
+    np.testing.assert_allclose(w[:, 0], [np.mean(list(M.patches_in(s, s + 160000))) for s in range(0, 320001, 32000)])
 
 
 def _head(seed: int = 0):
@@ -147,8 +150,8 @@ def test_streaming_embeds_each_grid_patch_once(tmp_path, rng):
     pub.close()
     msgs = [m for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.music"]
     assert [m["t_start"] for m in msgs] == [float(s) for s in range(0, 21, 2)]  # 11 windows of 10 s
-    # 11 windows x 4 patches each, but only the 14 patches of the grid are embedded, once each
-    assert fe.patches - before == len(M.patch_starts(x.size)) == 14
+    # 11 windows x 2 patches each, but only the 7 patches of the grid are embedded, once each
+    assert fe.patches - before == len(M.patch_starts(x.size)) == 7
     # what streamed equals the offline definition (mean of the clip's grid patches per window)
     emb = M.clip_patches(x, fe)
     want = model.predict({"musicnn": M.window_means(emb, x.size, 160000, 32000)})
