@@ -53,12 +53,18 @@ MEL_PARAMS = FeatureParams(sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=N_FF
                            n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2.0)
 
 
-def front_end_params() -> dict:
-    """What a head trained on ``musicnn`` embeddings depends on (its card records it)."""
+def mel_params() -> dict:
+    """The front end's input: the log-mel of one patch (the front end's card records it)."""
     return {"version": MUSICNN_VERSION, "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP,
             "n_mels": N_MELS, "mel": "slaney", "fmin": 0.0, "fmax": SAMPLE_RATE / 2.0, "power": 2.0,
             "compression": "log10(10000 x + 1)", "n_frames": N_FRAMES, "patch_samples": PATCH_SAMPLES,
-            "grid_samples": GRID, "target_lufs": TARGET_LUFS, "pool": "mean of the grid patches inside the window",
+            "target_lufs": TARGET_LUFS}
+
+
+def front_end_params() -> dict:
+    """What a head trained on ``musicnn`` embeddings depends on (its card records it; the streamer
+    refuses a head whose card differs)."""
+    return {**mel_params(), "grid_samples": GRID, "pool": "mean of the grid patches inside the window",
             "front_end": FRONT_END_ONNX}
 
 

@@ -88,7 +88,7 @@ def test_shipped_front_end_card_names_licence_and_data():
     assert card["onnx_sha256"] == sha256_of(p)
     assert "ISC" in card["licence"] and "Jordi Pons" in card["licence"]
     assert "Million Song Dataset" in " ".join(card["training_data"]["corpora"])
-    assert card["front_end"] == M.front_end_params()
+    assert card["front_end"] == M.mel_params()
 
 
 def test_window_means_pool_the_grid_patches_inside_each_window():

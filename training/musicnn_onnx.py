@@ -139,7 +139,7 @@ def card(onnx_path: Path, facts: dict, command: str) -> dict:
                      "description": "penultimate layer (dense 200 + ReLU + BatchNorm)"},
                     {"name": "tags", "dtype": "float32", "shape": ["N", 50], "activation": "sigmoid",
                      "labels": list(mconf.MSD_LABELS)}],
-        "front_end": M.front_end_params(),
+        "front_end": M.mel_params(),
         "architecture": "musicnn (Pons & Serra 2019): musically motivated timbral (7x38, 7x67) and temporal "
                         "(128/64/32 x 1) convolutions -> 3 dense 1-D conv layers with residuals (64 filters) "
                         "-> temporal max + mean pool -> dense 200 (penultimate) -> dense 50",
