@@ -261,11 +261,27 @@ def run_fold(train, tests: dict, embs: dict, C: float, Xneg=None) -> tuple[dict,
     return res, preds
 
 
+def calibration(y: np.ndarray, P: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of the top probability (equal-width bins) and the reliability
+    diagram's rows (bin, mean confidence, accuracy, count)."""
+    conf, pred = P.max(1), P.argmax(1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            acc, c = float(np.mean(pred[m] == y[m])), float(conf[m].mean())
+            ece += m.mean() * abs(acc - c)
+            rows.append([round(float(lo), 2), round(c, 4), round(acc, 4), int(m.sum())])
+    return {"ece": round(float(ece), 4), "reliability": rows, "bins": bins}
+
+
 def pooled(preds: list, ytr_all: np.ndarray) -> dict:
     """Metrics over the folds' test predictions pooled, per-fold mean +- sd of macro-F1, and chance."""
     y = np.concatenate([p[0] for p in preds])
     P = np.concatenate([p[1] for p in preds])
-    out = {"pooled": quadrant_metrics(y, P.argmax(1)), "chance": chance_metrics(ytr_all, y)}
+    out = {"pooled": quadrant_metrics(y, P.argmax(1)), "chance": chance_metrics(ytr_all, y),
+           "calibration_clip": calibration(y, P)}
     f = [quadrant_metrics(a, b.argmax(1))["macro_f1"] for a, b in preds]
     out["fold_macro_f1_mean"] = round(float(np.mean(f)), 4)
     out["fold_macro_f1_sd"] = round(float(np.std(f)), 4)
@@ -372,7 +388,7 @@ def head_card(head: Head, onnx_path: Path, *, training_data: dict, protocol: str
 # --------------------------------------------------------------------------- experiments
 
 #: EMOPIA train/val clips the head trains on (a seeded subset: the front end costs ~50 ms per patch)
-EMOPIA_TRAIN_CLIPS = 300
+EMOPIA_TRAIN_CLIPS = 150
 
 
 def _items(corpus: str, split: Optional[Sequence[str]] = None, limit: Optional[int] = None):
@@ -510,16 +526,89 @@ def evaluate(out_json: Optional[Path], Cs: Sequence[float] = (0.01, 0.05, 0.2), 
         r, _ = run_fold(em_train, {"4q_test_artists": q4_test}, embs, best_c)
         heldout["4q_test_artists"]["musicnn_head (EMOPIA only, cross-corpus)"] = r["4q_test_artists"]["musicnn_head"]
     if with_previous:
-        for label, fname in PREVIOUS.items():
-            for name, its in sets.items():
-                P = previous_model_scores(MODELS_DIR / fname, its)
-                heldout[name][label] = quadrant_metrics(_y(its), P.argmax(1))
-                log(f"{name} {label}: {heldout[name][label]}")
+        prev = previous_from_cards()
+        for name in sets:
+            heldout[name].update(prev.get(name, {}))
     res["held_out"] = heldout
     if out_json:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+PREVIOUS_JSON = Path("docs/results/music_previous_models.json")
+
+
+def held_out_sets(corpora_wanted: Sequence[str] = ("4q", "emopia", "vgmidi", "mix")) -> dict:
+    q4_test = [it for it in _items("4q") if it.clip.split == "test"]
+    sets = {"4q_test_artists": q4_test}
+    if "vgmidi" in corpora_wanted:
+        sets["vgmidi_never_trained_on"] = _items("vgmidi")
+    if "emopia" in corpora_wanted:
+        sets["emopia_official_test"] = _items("emopia", ["test"])
+    if "mix" in corpora_wanted:
+        sets["4q_test_artists_under_speech"] = mixture_items(q4_test)
+    return sets
+
+
+#: where the previous models' cards hold the same held-out sets (confusions of clip-level quadrant argmax,
+#: clips scored as the mean of their 10 s windows every 2 s, as here)
+CARD_SETS = {
+    "music.onnx (previous shipped CNN)": ("music.json", {
+        "4q_test_artists": ("metrics", "4q_test_artists_clean"),
+        "4q_test_artists_under_speech": ("metrics", "4q_test_artists_with_test_speech_0dB_4.5s_slots"),
+        "emopia_official_test": ("metrics", "emopia_official_test_clean"),
+        "vgmidi_never_trained_on": ("cross_corpus", "vgmidi_labelled_never_trained_on")}),
+    "music_dnn.onnx (descriptor DNN)": ("music_dnn.json", {
+        "4q_test_artists": ("metrics", "4q_test_clean"),
+        "4q_test_artists_under_speech": ("metrics", "4q_test_mixed_0dB"),
+        "emopia_official_test": ("metrics", "emopia_test_clean"),
+        "vgmidi_never_trained_on": ("cross_corpus", "vgmidi_never_trained_on")}),
+}
+
+
+def metrics_from_confusion(cm) -> dict:
+    """:func:`quadrant_metrics` of a 4 x 4 confusion (rows true, columns predicted)."""
+    cm = np.asarray(cm, int)
+    y = np.repeat(np.repeat(np.arange(4), 4), cm.ravel())
+    p = np.repeat(np.tile(np.arange(4), 4), cm.ravel())
+    return quadrant_metrics(y, p)
+
+
+def previous_from_cards() -> dict:
+    """The previous models' held-out metrics, from the confusions in their cards."""
+    from engines.models import MODELS_DIR
+
+    out: dict = {}
+    for label, (card_name, where) in CARD_SETS.items():
+        card = json.loads((MODELS_DIR / card_name).read_text())
+        for name, (section, key) in where.items():
+            m = card.get(section, {}).get(key)
+            if m and "confusion_rows_true_cols_pred" in m:
+                r = metrics_from_confusion(m["confusion_rows_true_cols_pred"])
+                r["from"] = f"{card_name} {section}.{key} (its confusion)"
+                out.setdefault(name, {})[label] = r
+    return out
+
+
+def previous(sets: dict, path: Path, log=print) -> dict:
+    """Metrics of the previously shipped window models on ``sets`` (cached in ``path``)."""
+    from engines.models import MODELS_DIR, sha256_of
+
+    done = json.loads(path.read_text()) if path.exists() else {}
+    for label, fname in PREVIOUS.items():
+        sha = sha256_of(MODELS_DIR / fname)
+        for name, its in sets.items():
+            if done.get(name, {}).get(label, {}).get("onnx_sha256") == sha:
+                continue
+            P = previous_model_scores(MODELS_DIR / fname, its)
+            m = quadrant_metrics(_y(its), P.argmax(1))
+            m["onnx_sha256"] = sha
+            done.setdefault(name, {})[label] = m
+            log(f"{name} {label}: {m}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(done, indent=1) + "\n")
+    return done
 
 
 def negatives(n_speech: int = 300, seed: int = 0) -> np.ndarray:
@@ -590,12 +679,16 @@ def main(argv=None) -> int:
     e.add_argument("--corpora", default="4q,emopia,vgmidi,mix")
     sub.add_parser("table", help="print the markdown table of the saved results").add_argument(
         "--json", type=Path, default=Path("docs/results/musicnn_head.json"))
+    pv = sub.add_parser("previous", help="score the previously shipped models on the held-out sets")
+    pv.add_argument("--corpora", default="4q,emopia,vgmidi,mix")
     t = sub.add_parser("train", help="train, export and card the shipped head")
     t.add_argument("out", type=Path)
     t.add_argument("--C", type=float)
     t.add_argument("--results", type=Path, default=Path("docs/results/musicnn_head.json"))
     a = ap.parse_args(argv)
-    if a.cmd == "table":
+    if a.cmd == "previous":
+        previous(held_out_sets(a.corpora.split(",")), PREVIOUS_JSON)
+    elif a.cmd == "table":
         print(markdown_table(json.loads(a.json.read_text())))
     elif a.cmd == "evaluate":
         evaluate(a.json, with_previous=not a.no_previous, corpora_wanted=a.corpora.split(","))
