@@ -92,7 +92,7 @@ def patch_embeddings(items, front_end: Optional[M.FrontEnd] = None, log=None,
             _load(cp, keys, out)
             continue
         if shard is None:  # shards of it computed by parallel processes: merge them
-            n_sh = next((n for n in range(2, 9) if all(cp.with_name(f"{cp.stem}.{i}of{n}.npz").exists()
+            n_sh = next((n for n in range(1, 9) if all(cp.with_name(f"{cp.stem}.{i}of{n}.npz").exists()
                                                       for i in range(n))), None)
             if n_sh:
                 part: dict = {}
@@ -694,9 +694,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _cell(m: Optional[dict]) -> str:
     if not m:
@@ -712,13 +709,14 @@ def markdown_table(res: dict) -> str:
              "4q_test_artists_under_speech": "the same 137 clips under RAVDESS test speech (every 4.5 s slot)",
              "emopia_official_test": "EMOPIA official test (88 clips)",
              "vgmidi_never_trained_on": "VGMIDI, all 204 labelled phrases (never trained on)"}
-    lines = ["| held-out set | new default: musicnn head | previous default: music.onnx (CNN) | "
-             "alternative: music_dnn.onnx | cross-corpus musicnn head | chance: majority / stratified |",
+    lines = ["| held-out set | musicnn head (new; 4Q + EMOPIA) | shipped default: music.onnx (CNN) | "
+             "alternative: music_dnn.onnx | musicnn head trained on the other corpus only | chance: majority; "
+             "stratified |",
              "|---|---|---|---|---|---|"]
     cv = res["4q_10fold"][f"C={res['selected_C']}"]
     lines.append(f"| 4Q artist-grouped 10-fold (630 clips, pooled; folds {cv['fold_macro_f1_mean']:.3f} ± "
                  f"{cv['fold_macro_f1_sd']:.3f}) | {_cell(cv['pooled'])} | (trained on 4Q) | (trained on 4Q) | - | "
-                 f"{_cell(cv['chance']['majority'])} / {_cell(cv['chance']['stratified'])} |")
+                 f"{_cell(cv['chance']['majority'])}; {_cell(cv['chance']['stratified'])} |")
     for k, label in names.items():
         if k not in ho:
             continue
@@ -728,5 +726,9 @@ def markdown_table(res: dict) -> str:
         lines.append(f"| {label} | {_cell(new(d))} | {_cell(d.get('music.onnx (previous shipped CNN)'))} | "
                      f"{_cell(d.get('music_dnn.onnx (descriptor DNN)'))} | "
                      f"{_cell(cross) + f' ({cross_from})' if cross else '-'} | "
-                     f"{_cell(d['chance']['majority'])} / {_cell(d['chance']['stratified'])} |")
+                     f"{_cell(d['chance']['majority'])}; {_cell(d['chance']['stratified'])} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
