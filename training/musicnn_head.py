@@ -672,7 +672,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate", help="run the protocols (embeddings cached)")
     e.add_argument("--json", type=Path, default=Path("docs/results/musicnn_head.json"))
     e.add_argument("--no-previous", action="store_true")
-    e.add_argument("--corpora", default="4q,emopia,vgmidi,mix")
+    e.add_argument("--corpora", default="4q,emopia,emopia_train,vgmidi,mix")
     sub.add_parser("table", help="print the markdown table of the saved results").add_argument(
         "--json", type=Path, default=Path("docs/results/musicnn_head.json"))
     pv = sub.add_parser("previous", help="score the previously shipped models on the held-out sets")
