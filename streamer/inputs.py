@@ -7,6 +7,8 @@
 * ``music_descriptors`` [D]: :func:`streamer.music_descriptors.features` of the
   window (harmony, dissonance, melody, texture).
 * ``waveform`` [samples]: the window after R128 loudness normalisation (SincNet).
+* ``musicnn`` [200]: mean embedding of the pretrained musicnn front end over the 3 s
+  grid patches inside the window (:mod:`streamer.musicnn`; streams embed each patch once).
 
 Training (:mod:`training.recipe`) and streaming build a window's inputs with
 :func:`window_inputs`, so a model sees the same inputs in both.
@@ -19,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import descriptors, music_descriptors
+from . import descriptors, music_descriptors, musicnn
 from .errors import ModelError, ParameterError
 from .features import (DEFAULT_PARAMS, FEATURE_VERSION, FeatureParams, LogMelStream, extract,
                        loudness_normalise)
@@ -29,16 +31,18 @@ __all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_ve
            "input_versions", "stack_inputs", "window_inputs"]
 
 #: the inputs the streamer computes for a window, and their shapes (a card's ``inputs`` name them)
-INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform")
+INPUT_KINDS = ("features", "handcrafted", "music_descriptors", "waveform", "musicnn")
 INPUT_SHAPE_DOC = {"features": "[N, frames, n_mels, 3]", "handcrafted": "[N, descriptors]",
-                   "music_descriptors": "[N, descriptors]", "waveform": "[N, samples]"}
+                   "music_descriptors": "[N, descriptors]", "waveform": "[N, samples]",
+                   "musicnn": "[N, 200]"}
 INPUT_RANKS = {n: len(d.split(",")) for n, d in INPUT_SHAPE_DOC.items()}
 #: bump when the ``waveform`` input changes (the R128-normalised window)
 WAVEFORM_VERSION = 1
 #: the version of each input's definition, beside it in its module; a model card records the
 #: versions its model was trained on (``input_versions``) and the streamer refuses other ones
 INPUT_VERSIONS = {"features": FEATURE_VERSION, "handcrafted": descriptors.HANDCRAFTED_VERSION,
-                  "music_descriptors": music_descriptors.MUSIC_DESCRIPTOR_VERSION, "waveform": WAVEFORM_VERSION}
+                  "music_descriptors": music_descriptors.MUSIC_DESCRIPTOR_VERSION, "waveform": WAVEFORM_VERSION,
+                  "musicnn": musicnn.MUSICNN_VERSION}
 
 
 def input_versions(names: Sequence[str]) -> dict[str, int]:
@@ -93,13 +97,17 @@ def input_shape(name: str, n_samples: int, params: FeatureParams = DEFAULT_PARAM
         return (len(music_descriptors.feature_names()),)
     if name == "waveform":
         return (n_samples,)
+    if name == "musicnn":
+        return (musicnn.EMBED_DIM,)
     raise ParameterError(f"unknown model input {name!r}; emotrack computes {', '.join(INPUT_KINDS)}")
 
 
 def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = DEFAULT_PARAMS,
-                  features: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+                  features: Optional[np.ndarray] = None,
+                  embedding: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
     """Inputs ``names`` of the window ``x`` (16 kHz mono); ``features``: its log-mel input
-    when already computed (e.g. from a stream's frame cache)."""
+    when already computed (e.g. from a stream's frame cache); ``embedding``: its ``musicnn``
+    input when already pooled from a stream's patch embeddings."""
     out = {}
     for n in names:
         if n == "features":
@@ -110,6 +118,8 @@ def window_inputs(x: np.ndarray, names: Sequence[str], params: FeatureParams = D
             out[n] = music_descriptors.features(x)
         elif n == "waveform":
             out[n] = loudness_normalise(np.asarray(x, np.float32), params)
+        elif n == "musicnn":
+            out[n] = musicnn.window_input(x) if embedding is None else embedding
         else:
             input_shape(n, 0, params)  # raises: unknown input
     return out
@@ -130,6 +140,8 @@ class InputWindowStream(WindowStream):
         #: per-stem log-mel frames, computed once (when feature params are given)
         self.mels = {stem: LogMelStream(self.capacity, params) for stem in self.rings} if params else {}
         self.params = params
+        #: per-stem musicnn patch embeddings (streamer.musicnn), made when a model first asks for them
+        self.patches: dict = {}
 
     def written(self, stem: str, ring: RingBuffer) -> None:
         if stem in self.mels:
@@ -148,4 +160,17 @@ class InputWindowStream(WindowStream):
         """Model inputs ``names`` of window ``w`` (:func:`window_inputs`), the log-mel ``features``
         from the frame cache where it covers the window."""
         feats = self.features(w) if "features" in names else None
-        return window_inputs(w.samples, names, self.params, features=feats)
+        emb = self.embedding(w) if "musicnn" in names else None
+        return window_inputs(w.samples, names, self.params, features=feats, embedding=emb)
+
+    def embedding(self, w: Window):
+        """``musicnn`` input of window ``w``: the mean of its grid patches' embeddings, each patch
+        embedded once per stream (a window shorter than the stream's windows, a padded tail, gets
+        :func:`streamer.musicnn.window_input` of its real samples)."""
+        stem = self.windowers[w.key][0]
+        pe = self.patches.get(stem)
+        if pe is None:
+            pe = self.patches[stem] = musicnn.PatchEmbeddings(musicnn.default_front_end())
+        if w.end - w.start != w.samples.size:  # a stream shorter than a window: its real samples only
+            return musicnn.window_input(w.samples[:w.end - w.start], pe.fe)
+        return pe.window_input(self.rings[stem], w.start, w.end)

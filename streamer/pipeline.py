@@ -36,6 +36,14 @@ def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> N
                       if card_params.get(k) != params.to_dict().get(k))
         raise ModelError(f"model {model.id} was trained with other feature parameters ({', '.join(diff)}) "
                          "than this emotrack computes; retrain or use a matching emotrack version")
+    if "musicnn" in model.input_names:
+        from .musicnn import front_end_params
+
+        got = model.card["inputs"]["musicnn"].get("front_end")
+        if got != front_end_params():
+            raise ModelError(f"model {model.id} was trained on musicnn embeddings of another front end "
+                             f"(card inputs.musicnn.front_end {'missing' if got is None else 'differs'}); "
+                             "retrain it or use a matching emotrack version")
     n = int(round(float(model.card["window_s"]) * params.sample_rate))
     for name in model.input_names:
         want = list(input_shape(name, n, params))

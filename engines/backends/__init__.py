@@ -15,6 +15,8 @@ or one built now) and falls back to ONNX Runtime, saying why in
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Optional
 
@@ -65,3 +67,8 @@ def _one_line(exc: BaseException) -> str:
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "OnnxRuntimeBackend", "ort_session", "select_backend",
            "tensorrt_available"]
+
+
+def default_threads() -> int:
+    """Intra-op threads for a model that dominates a stream's cost (the musicnn front end): up to 2."""
+    return max(1, min(2, os.cpu_count() or 1))

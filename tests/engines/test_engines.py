@@ -84,7 +84,8 @@ def test_wrong_source_is_refused(tiny_models):
         load_model(tiny_models["music"], "speech")
 
 
-@pytest.mark.parametrize("stem, source", [("speech", "speech"), ("music", "music"), ("music_dnn", "music")])
+@pytest.mark.parametrize("stem, source", [("speech", "speech"), ("music", "music"), ("music_dnn", "music"),
+                                          ("music_musicnn", "music")])
 def test_shipped_models_have_complete_cards_and_run(stem, source):
     m = load_model(MODELS_DIR / f"{stem}.onnx", source, backend="onnxruntime")
     card = m.card

@@ -122,7 +122,7 @@ def test_shipped_descriptor_speech_model_card_and_outputs_agree():
 
 def test_the_runtime_runs_the_descriptor_speech_model_without_sklearn_or_tensorflow():
     code = ("import sys, numpy as np\n"
-            "from engines.models import load_model\n"
+            "from engines.runtime import load_model\n"
             f"m = load_model({str(SHIPPED)!r}, 'speech', backend='onnxruntime')\n"
             "o = m.predict({'handcrafted': np.zeros((2, 496), np.float32)})\n"
             "assert o['quadrant'].shape == (2, 4)\n"
