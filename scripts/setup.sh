@@ -30,5 +30,5 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${extras}"
-[ -n "$extras" ] && .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0  # MSD_musicnn checkpoint (ISC); pins an old numpy, so no deps
+[ "${1:-}" = "--test" ] && .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0  # MSD_musicnn checkpoint (ISC); pins an old numpy, so no deps
 echo "setup: ready (.venv/bin/emotrack)" >&2
