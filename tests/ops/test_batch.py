@@ -55,7 +55,8 @@ def archive(tmp_path_factory):
     refs = {}
     for f in sorted(folder.iterdir()):
         out = root / f"ref-{f.stem}.jsonl"
-        proc = subprocess.run(emotrack_cmd("replay", str(f), "--no-pub", "-q", "--out", str(out)),
+        proc = subprocess.run(emotrack_cmd("replay", str(f), "--no-pub", "-q", "--activity", "model", "--smooth", "0",
+                                           "--out", str(out)),
                               capture_output=True, text=True, timeout=180, cwd=REPO)
         assert proc.returncode == 0, proc.stderr
         refs[f.stem] = _lines(out)
@@ -176,7 +177,8 @@ def test_stateful_separator_is_passed_to_the_workers_and_files_are_not_split(arc
     folder, _ = archive
     flac = folder / "b45.flac"  # split in two with --separator none and --chunk 20
     ref = tmp_path / "ref.jsonl"
-    proc = subprocess.run(emotrack_cmd("replay", str(flac), "--separator", "builtin", "--no-pub", "-q", "--out", str(ref)),
+    proc = subprocess.run(emotrack_cmd("replay", str(flac), "--separator", "builtin", "--no-pub", "-q", "--smooth", "0",
+                                       "--out", str(ref)),
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     s = run_batch([str(flac)], tmp_path / "out", RunConfig(separator="builtin"), chunk_s=float(CHUNK_S))
