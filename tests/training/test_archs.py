@@ -89,7 +89,7 @@ def test_architecture_trains_exports_and_matches_onnxruntime(case, tmp_path):
         avg = C.resolve(case, sets + ["arch.fusion='average'"])
         m2 = R.build_model(avg, R._norm_from_json(state["norm"]))
         X.export_model(m2, avg, tmp_path / "average.onnx")
-        assert X.parity(m2, tmp_path / "average.onnx", feed) < 1e-4
+        assert X.check_parity(m2, tmp_path / "average.onnx", feed) < 1e-4
         o2 = m2(feed, training=False)
         for k in ("quadrant", "va"):  # the output is the mean of the branch heads
             branches = [m2.get_layer(f"{k}_{b}").output for b in ("dnn", "cnn")]
