@@ -45,7 +45,8 @@ LICENCE = ("trained on RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0) and EMO
 
 
 def reference_outputs(est, X: np.ndarray, temperatures: Sequence[float], activity: tuple) -> dict:
-    """What the exported graph computes, in numpy (for the parity check)."""
+    """What the exported graph computes, in numpy (for the parity check); ``X``: the classifier's rows
+    (descriptors, or log-mel statistics)."""
     p = est.predict_proba(np.asarray(X, np.float64))
     ax = calibration.apply_temperature(calibration.axis_probs(p), temperatures)
     pv, pa = ax[:, 0], ax[:, 1]
@@ -55,22 +56,33 @@ def reference_outputs(est, X: np.ndarray, temperatures: Sequence[float], activit
             "va": 2 * ax - 1, "activity": act[:, None]}
 
 
-def export(est, n_features: int, temperatures: Sequence[float], activity: tuple, path: Path) -> Path:
+def export(est, n_features: int, temperatures: Sequence[float], activity: tuple, path: Path,
+           input: str = INPUT, frames: Optional[int] = None) -> Path:
     """``est`` (StandardScaler + classifier pipeline) as ONNX at ``path``, with the calibrated per-axis head and
-    the activity regression appended (see the module docstring)."""
+    the activity regression appended (see the module docstring).  ``input="logmel_stats"``: the classifier
+    reads the statistics of the ``features`` input [N, ``frames``, 64, 3], computed in the graph by
+    :func:`training.nets.logmel_stats.graph` put in front of it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     clf = est.steps[-1][1]
-    proto = convert_sklearn(est, initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+    proto = convert_sklearn(est, initial_types=[(input, FloatTensorType([None, n_features]))],
                             target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET}, options={id(clf): {"zipmap": False}})
     for imp in proto.opset_import:  # skl2onnx declares the lowest opset its nodes need; ours need 17
         if imp.domain in ("", "ai.onnx"):
             imp.version = OPSET
     prob = [o.name for o in proto.graph.output if o.name != "label"][0]
-    append_agreeing_head(proto, prob, temperatures, activity=activity, input_name=INPUT)
+    append_agreeing_head(proto, prob, temperatures, activity=activity, input_name=input)
+    if input == "logmel_stats":
+        from onnx import compose
+
+        from .nets import logmel_stats
+        front = logmel_stats.graph(frames, opset=OPSET, output=input)
+        front.ir_version = proto.ir_version
+        proto = compose.merge_models(front, proto, io_map=[(input, input)],
+                                     outputs=["quadrant", "va", "activity"])
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
@@ -180,18 +192,23 @@ def calibrate_cnn(onnx_path: Path, log=print) -> dict:
     return card
 
 
-def onnx_outputs(path: Path, X: np.ndarray) -> dict:
+def onnx_outputs(path: Path, X: np.ndarray, input: str = INPUT) -> dict:
     import onnxruntime as ort
 
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return dict(zip(["quadrant", "va", "activity"], s.run(["quadrant", "va", "activity"],
-                                                         {INPUT: np.asarray(X, np.float32)})))
+                                                         {input: np.asarray(X, np.float32)})))
 
 
-def parity(est, path: Path, X: np.ndarray, temperatures, activity) -> float:
-    """Max abs difference, scikit-learn + numpy vs ONNX Runtime, over the three outputs."""
+def parity(est, path: Path, X: np.ndarray, temperatures, activity, features: Optional[np.ndarray] = None) -> float:
+    """Max abs difference, scikit-learn + numpy vs ONNX Runtime, over the three outputs.  A model on the
+    log-mel statistics: ``features`` [N, frames, 64, 3] go into the graph, their numpy statistics
+    (:func:`training.nets.logmel_stats.stats`) into scikit-learn (``X`` unused)."""
+    if features is not None:
+        from .nets import logmel_stats
+        X = logmel_stats.stats(features)
     ref = reference_outputs(est, X, temperatures, activity)
-    got = onnx_outputs(path, X)
+    got = onnx_outputs(path, X) if features is None else onnx_outputs(path, features, "features")
     return max(float(np.max(np.abs(ref[k] - got[k]))) for k in ref)
 
 
@@ -212,7 +229,8 @@ def activity_regression(speech: np.ndarray, other: np.ndarray) -> tuple[np.ndarr
     return w, b
 
 
-def non_speech_descriptors(n_music: int = 400, n_quiet: int = 60, seed: int = 0, log=print) -> np.ndarray:
+def non_speech_descriptors(n_music: int = 400, n_quiet: int = 60, seed: int = 0, log=print,
+                           kind: str = "handcrafted") -> np.ndarray:
     """Descriptors of 3 s windows without speech: 4Q song excerpts and near-silence (noise at -80..-50 dBFS)."""
     from .data import handcrafted
     from .data.corpora import SR
@@ -229,10 +247,17 @@ def non_speech_descriptors(n_music: int = 400, n_quiet: int = 60, seed: int = 0,
     for i in range(n_quiet):
         wins.append((rng.standard_normal(3 * SR) * 10 ** (rng.uniform(-80, -50) / 20)).astype(np.float32))
     keys = [f"nonspeech-{seed}-{i}" for i in range(len(wins))]
-    return handcrafted.cached(f"loco-nonspeech-v{loco.VARIANT_VERSION}", keys, lambda i: wins[i], log=log)
+    return handcrafted.cached(f"loco-nonspeech-v{loco.VARIANT_VERSION}", keys, lambda i: wins[i], log=log, kind=kind)
 
 
 # ----------------------------------------------------------------------------- ship
+
+
+def load_audio_if_needed(clips) -> None:
+    from .data.corpora import load_audio
+    need = [c for c in clips if c.audio is None]
+    if need:
+        load_audio(need)
 
 
 def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) -> dict:
@@ -248,7 +273,9 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
     if system.norm != "train":
         raise SystemExit(f"{system_name}: only systems with training statistics ship here (no stream adaptation)")
     variants = tuple(dict.fromkeys(("clean", "mix", *system.train_variants)))
-    data = loco.Data(variants)
+    data = loco.Data(variants, inputs=(system.input,))
+    lm = system.input == "logmel_stats"
+    frames = DEFAULT_PARAMS.n_frames(loco.WINDOW)
     allidx = np.arange(len(data.y))
     log(f"fitting {system_name} on {len(allidx)} clips x {system.train_variants}")
     fitted = data.fit(system, allidx)
@@ -263,14 +290,22 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
                              png=loco.REPO / "docs" / "img" / "speech_reliability.png")
     temps = cal["temperatures"]
     # activity: speech windows (clean and under music) against music alone and near-silence
-    other = non_speech_descriptors(log=log)
+    other = non_speech_descriptors(log=log, kind=system.input)
     act = activity_regression(np.concatenate([data.X["clean"], data.X["mix"]]), other)
-    path = export(est, data.X["clean"].shape[1], temps, act, out_dir / f"{name}.onnx")
+    path = export(est, data.X["clean"].shape[1], temps, act, out_dir / f"{name}.onnx", input=system.input,
+                  frames=frames)
     Xp = np.concatenate([data.X["clean"][::25], data.X["mix"][::25], other[::10]])
-    diff = parity(est, path, Xp, temps, act)
+    F = None
+    if lm:  # parity from the streamer's input: the windows of some clips, clean and under music
+        from streamer.features import extract
+        pick = data.clips[::97]
+        load_audio_if_needed(pick)
+        F = np.stack([extract(loco.variant_window(c, v)) for c in pick for v in ("clean", "mix")])
+    diff = parity(est, path, Xp, temps, act, features=F)
     if not diff < 1e-3:
         raise RuntimeError(f"scikit-learn vs ONNX Runtime parity failed: max abs diff {diff:.3g}")
-    act_out = onnx_outputs(path, np.concatenate([data.X["clean"], data.X["mix"], other]))["activity"][:, 0]
+    act_out = (reference_outputs(est, np.concatenate([data.X["clean"], data.X["mix"], other]), temps, act)
+               ["activity"][:, 0])
     n_c, n_m = len(data.X["clean"]), len(data.X["mix"])
     sysres = json.loads(loco.cache_oof(system_name).with_suffix(".json").read_text())
     res = {"protocol": loco.__doc__.split("\n\n")[1].replace("\n", " ")}
@@ -282,27 +317,45 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
     else:
         arch = f"StandardScaler -> LogisticRegression(multinomial, C={clf.C}, class_weight='balanced')"
         n_params = int(clf.coef_.size + clf.intercept_.size)
+    if lm:
+        from .nets import logmel_stats
+        inputs = [{"name": "features", "dtype": "float32", "shape": ["N", frames, DEFAULT_PARAMS.n_mels, 3],
+                   "description": "streamer.features.extract of the window (log-mel dB, delta, delta-delta after "
+                                  "R128 normalisation), the speech CNN's input; the graph computes its statistics "
+                                  f"(training.nets.logmel_stats, {logmel_stats.n_stats()} values: per band and "
+                                  "channel mean and std over the active frames, active share, loudness std), then "
+                                  "standardises them with the training set's mean and std"}]
+        in_names, n_in = ["features"], logmel_stats.n_stats()
+        versions = {"logmel_stats": logmel_stats.STATS_VERSION}
+        act_doc = "sigmoid of a logistic regression on the log-mel statistics"
+        model_id = MODEL_ID.format(kind="lmstats-" + system.kind)
+    else:
+        inputs = [{"name": INPUT, "dtype": "float32", "shape": ["N", len(descriptors.feature_names())],
+                   "description": "streamer.descriptors.features of the window (496 descriptors, names in "
+                                  "streamer.descriptors.feature_names()); standardised in the graph with the "
+                                  "training set's mean and std"}]
+        in_names, n_in = [INPUT], len(descriptors.feature_names())
+        versions = {"handcrafted": descriptors.HANDCRAFTED_VERSION}
+        act_doc = "sigmoid of a logistic regression on the descriptors"
+        model_id = MODEL_ID.format(kind=system.kind)
     card = {
-        "id": MODEL_ID.format(kind=system.kind), "source": "speech",
+        "id": model_id, "source": "speech",
         "task": ("speech emotion per 3 s window: Russell quadrant probabilities (Q1..Q4) as the product of "
                  "calibrated per-axis probabilities P(V+), P(A+); valence/arousal 2P-1; speech activity"),
         "onnx": f"{name}.onnx", "onnx_sha256": sha256_of(path), "onnx_bytes": path.stat().st_size,
         "onnx_opset": OPSET, "onnx_ml_opset": _ml_opset(path), "onnx_op_types": op_types(path),
         "window_s": 3.0, "hop_s": 1.0,
-        "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["N", len(descriptors.feature_names())],
-                    "description": "streamer.descriptors.features of the window (496 descriptors, names in "
-                                   "streamer.descriptors.feature_names()); standardised in the graph with the "
-                                   "training set's mean and std"}],
-        "input_versions": input_versions([INPUT]),
+        "inputs": inputs,
+        "input_versions": input_versions(in_names),
         "outputs": [{"name": "quadrant", "dtype": "float32", "shape": ["N", 4], "labels": ["Q1", "Q2", "Q3", "Q4"],
                      "activation": "product of the calibrated per-axis probabilities (streamer.taxonomy.agreeing)"},
                     {"name": "va", "dtype": "float32", "shape": ["N", 2], "labels": ["valence", "arousal"],
                      "activation": "2 P(V+) - 1, 2 P(A+) - 1 of the calibrated axes"},
                     {"name": "activity", "dtype": "float32", "shape": ["N", 1], "labels": ["speech_activity"],
-                     "activation": "sigmoid of a logistic regression on the descriptors"}],
+                     "activation": act_doc}],
         "features": DEFAULT_PARAMS.to_dict(),
-        "descriptor_versions": {"handcrafted": descriptors.HANDCRAFTED_VERSION},
-        "parameters": n_params + 3 * len(descriptors.feature_names()) + 3,
+        "descriptor_versions": versions,
+        "parameters": n_params + 3 * n_in + 3,
         "architecture": (arch + " -> quadrant probabilities -> P(V+) = p1 + p4, P(A+) = p1 + p2 -> per-axis temperature -> product; "
                          "exported with skl2onnx " + _skl2onnx_version()),
         "system": {"name": system_name, "kind": system.kind, "description": system.description, "C": system.C,
@@ -328,7 +381,7 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
                      "music_or_silence_mean": round(float(act_out[n_c + n_m:].mean()), 3),
                      "note": "measured on the training windows (in-sample); the separator's activity, where one "
                              "runs, replaces it"},
-        "speed": {"forward_pass": time_forward(path, {INPUT: data.X["clean"][:1]}),
+        "speed": {"forward_pass": time_forward(path, {in_names[0]: (F[:1] if lm else data.X["clean"][:1])}),
                   "sklearn_onnx_max_abs_diff": diff},
         "licence": LICENCE,
         "created": _dt.date.today().isoformat(),

@@ -32,8 +32,30 @@ class Kind(NamedTuple):
     label: str          # in progress lines
 
 
+def _logmel_stats(x: np.ndarray) -> np.ndarray:
+    from streamer.features import extract
+
+    from ..nets import logmel_stats
+    return logmel_stats.stats(extract(x))
+
+
+def _logmel_stats_names() -> list:
+    from ..nets import logmel_stats
+    return logmel_stats.names()
+
+
+def _logmel_stats_version() -> int:
+    from streamer.features import FEATURE_VERSION
+
+    from ..nets import logmel_stats
+    return 100 * logmel_stats.STATS_VERSION + FEATURE_VERSION
+
+
 KINDS = {
     "handcrafted": Kind(features, feature_names, HANDCRAFTED_VERSION, "", "handcrafted features"),
+    # statistics of the streamer's ``features`` input (training.nets.logmel_stats: computed inside the model graph)
+    "logmel_stats": Kind(_logmel_stats, _logmel_stats_names, _logmel_stats_version(), "-lmstats",
+                         "log-mel statistics"),
     "music_descriptors": Kind(music_descriptors.features, music_descriptors.feature_names,
                               music_descriptors.MUSIC_DESCRIPTOR_VERSION, "-music", "music descriptors"),
 }

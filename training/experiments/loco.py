@@ -85,7 +85,7 @@ _MUSIC: list = []
 def music_clips() -> list[Clip]:
     """4Q songs (R128-normalised) for the speech-over-music variant."""
     if not _MUSIC:
-        from .corpora import music_index
+        from ..data.corpora import music_index
         _MUSIC.extend(load_audio([c for c in music_index() if c.corpus == "4q"]))
     return _MUSIC
 
@@ -110,9 +110,12 @@ def variant_window(c: Clip, variant: str) -> np.ndarray:
     raise ValueError(f"variant {variant!r} is not one of {VARIANTS}")
 
 
-def descriptors(clips: Sequence[Clip], variant: str = "clean", workers: int = 1, log=print) -> np.ndarray:
-    """Descriptor rows [len(clips), 496] of the clips' ``variant`` windows (cached per corpus and variant)."""
-    out = np.zeros((len(clips), handcrafted.n_features()), np.float32)
+def descriptors(clips: Sequence[Clip], variant: str = "clean", workers: int = 1, log=print,
+                kind: str = "handcrafted") -> np.ndarray:
+    """Rows [len(clips), D] of the clips' ``variant`` windows (cached per corpus and variant): the 496
+    descriptors (``kind="handcrafted"``) or the log-mel statistics (``"logmel_stats"``,
+    :mod:`training.nets.logmel_stats`)."""
+    out = np.zeros((len(clips), handcrafted.n_features((kind,))), np.float32)
     by_corpus: dict[str, list[int]] = {}
     for i, c in enumerate(clips):
         by_corpus.setdefault(c.corpus, []).append(i)
@@ -128,7 +131,7 @@ def descriptors(clips: Sequence[Clip], variant: str = "clean", workers: int = 1,
 
         X = handcrafted.cached(f"loco-{variant}-{corpus}-v{VARIANT_VERSION}", [clip_key(c) for c in cs],
                                lambda i, cs=cs: variant_window(cs[i], variant), workers=workers,
-                               before_compute=before, log=log)
+                               before_compute=before, log=log, kind=kind)
         out[idx] = X
     return out
 
@@ -137,7 +140,8 @@ def descriptors(clips: Sequence[Clip], variant: str = "clean", workers: int = 1,
 
 
 class System:
-    """A candidate on the 496 descriptors: a balanced RBF SVM (``kind="svm"``, Platt probabilities) or a
+    """A candidate on the 496 descriptors (or, ``input="logmel_stats"``, on the statistics of the log-mel input
+    that the speech CNN reads, :mod:`training.nets.logmel_stats`): a balanced RBF SVM (``kind="svm"``, Platt probabilities) or a
     balanced multinomial logistic regression (``kind="lr"``), trained on ``train_variants`` of the training
     corpora, with one of three standardisations (``norm``):
 
@@ -149,9 +153,10 @@ class System:
     """
 
     def __init__(self, name: str, norm: str = "train", train_variants: Sequence[str] = ("clean",),
-                 prior_n: float = 5.0, C: float = 1.0, kind: str = "svm", description: str = ""):
+                 prior_n: float = 5.0, C: float = 1.0, kind: str = "svm", description: str = "",
+                 input: str = "handcrafted"):
         self.name, self.norm, self.train_variants, self.prior_n, self.C = name, norm, tuple(train_variants), prior_n, C
-        self.kind, self.description = kind, description
+        self.kind, self.description, self.input = kind, description, input
 
     def make_classifier(self, probability: bool = True):
         if self.kind == "lr":
@@ -176,6 +181,15 @@ SYSTEMS = {s.name: s for s in (
     System("lr_stream5_aug_mix", "stream", ("clean", "aug", "mix"), prior_n=5.0, C=0.1, kind="lr",
            description="logistic regression, causal per-stream standardisation (prior weight 5), clean + "
                        "augmented + over music"),
+    # shrinkage sweep: the prior's weight n0 (mean_t = (n0 mu_train + sum x) / (n0 + n)); n0 -> inf is "lr"
+    *[System(f"lr_stream{n:g}", "stream", ("clean",), prior_n=float(n), C=0.1, kind="lr",
+             description=f"logistic regression, causal per-stream standardisation shrunk toward the training "
+                         f"speakers with the weight of {n:g} windows, clean")
+      for n in (30, 100, 300)],
+    # the log-mel statistics the CNN's input gives for free (training.nets.logmel_stats): costs no descriptors
+    System("lm_lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.01, kind="lr", input="logmel_stats",
+           description="logistic regression on the log-mel statistics (training.nets.logmel_stats), training "
+                       "statistics, clean + augmented + over music"),
 )}
 
 
@@ -290,19 +304,21 @@ def score(y: np.ndarray, probs: np.ndarray) -> dict:
 class Data:
     """Every speech clip's descriptors in each variant, labels, corpus and speaker."""
 
-    def __init__(self, variants: Sequence[str] = VARIANTS, clips: Optional[list] = None, log=print):
+    def __init__(self, variants: Sequence[str] = VARIANTS, clips: Optional[list] = None, log=print,
+                 inputs: Sequence[str] = ("handcrafted",)):
         self.clips = clips if clips is not None else speech_clips()
-        self.X = {v: descriptors(self.clips, v, log=log) for v in variants}
+        self.inputs = {k: {v: descriptors(self.clips, v, log=log, kind=k) for v in variants} for k in inputs}
+        self.X = self.inputs.get("handcrafted") or next(iter(self.inputs.values()))
         self.y = np.array([c.q_index for c in self.clips])
         self.corpus = np.array([c.corpus for c in self.clips])
         self.speaker = np.array([f"{c.corpus}:{c.group}" for c in self.clips])
         self.label = np.array([c.label for c in self.clips])
         self.keys = [clip_key(c) for c in self.clips]
 
-    def train_set(self, idx: np.ndarray, variants: Sequence[str]):
+    def train_set(self, idx: np.ndarray, variants: Sequence[str], input: str = "handcrafted"):
         Xs, ys, cs, ss, ks = [], [], [], [], []
         for v in variants:
-            Xs.append(self.X[v][idx])
+            Xs.append(self.inputs[input][v][idx])
             ys.append(self.y[idx])
             cs.append(self.corpus[idx])
             # an augmented clip is another recording condition: its own stream
@@ -311,7 +327,7 @@ class Data:
         return np.concatenate(Xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(ss), ks
 
     def fit(self, system: System, idx: np.ndarray, probability: bool = True) -> Fitted:
-        return Fitted(system, *self.train_set(idx, system.train_variants), probability=probability)
+        return Fitted(system, *self.train_set(idx, system.train_variants, system.input), probability=probability)
 
 
 def evaluate_system(data: Data, system: System, log=print) -> dict:
@@ -329,7 +345,7 @@ def evaluate_system(data: Data, system: System, log=print) -> dict:
         for v in ("clean", "mix"):
             if v not in data.X:
                 continue
-            X = data.X[v][te]
+            X = data.inputs[system.input][v][te]
             p = model.proba(X, keys, data.speaker[te])
             r[v] = score(data.y[te], p)
             res["oof"][f"{held}:{v}"] = p
@@ -388,7 +404,8 @@ def in_corpus(data: Data, system: System, folds: int = 3, log=print) -> dict:
             te = np.array([i for i in te_all if data.speaker[i] in held])
             tr = np.array([i for i in range(len(data.y)) if data.speaker[i] not in held])
             model = data.fit(system, tr)
-            probs[te] = model.proba(data.X["clean"][te], [data.keys[i] for i in te], data.speaker[te])
+            probs[te] = model.proba(data.inputs[system.input]["clean"][te], [data.keys[i] for i in te],
+                                    data.speaker[te])
         out[corpus] = score(data.y[te_all], probs[te_all])
         out[corpus]["chance"] = chance(data.y[te_all])
         out[corpus]["folds"] = k
@@ -508,7 +525,7 @@ def main_features(args) -> int:
     clips = speech_clips()
     for v in args.variant:
         t0 = time.time()
-        descriptors(clips, v, workers=args.workers)
+        descriptors(clips, v, workers=args.workers, kind=args.input)
         print(f"{v}: {len(clips)} clips in {time.time() - t0:.0f} s", flush=True)
     return 0
 
@@ -519,6 +536,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     f = sub.add_parser("features", help="compute the descriptor caches")
     f.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     f.add_argument("--workers", type=int, default=1)
+    f.add_argument("--input", default="handcrafted", choices=("handcrafted", "logmel_stats"),
+                   help="the 496 descriptors, or the statistics of the log-mel input (training.nets.logmel_stats)")
     r = sub.add_parser("run", help="leave-one-corpus-out scores of candidate systems")
     r.add_argument("--systems", nargs="*", default=["cnn", *SYSTEMS])
     r.add_argument("--out", default=str(REPO / "docs" / "results" / "loco_speech.json"))
