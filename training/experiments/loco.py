@@ -52,7 +52,7 @@ WINDOW = 3 * SR
 HOP = SR
 MIX_SMR_DB = 5.0
 VARIANT_VERSION = 1  # bump when stream_window, augment.imitate or the mixtures change (renames the caches)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def speech_clips(corpora: Sequence[str] = SPEECH_CORPORA) -> list[Clip]:
@@ -483,7 +483,9 @@ def main_run(args) -> int:
     """Score ``--systems`` (each saved on its own under the cache, so runs can go in parallel), then
     gather every saved system into ``--out``."""
     if args.systems or args.in_corpus:
-        data = Data(args.variants, log=None)
+        names = [n for n in [*args.systems, *args.in_corpus] if n in SYSTEMS]
+        data = Data(args.variants, log=None,
+                    inputs=tuple(dict.fromkeys(["handcrafted", *(SYSTEMS[n].input for n in names)])))
     for name in args.systems:
         print(f"{name}:", flush=True)
         if name == "cnn":
