@@ -6,8 +6,9 @@ A scikit-learn classifier of :data:`training.experiments.loco.SYSTEMS` (the ship
 multinomial logistic regression) on the 496 descriptors of :mod:`streamer.descriptors`,
 standardised in the graph, trained on every speech corpus (RAVDESS, TESS, EMOVO), their
 imitated other-corpus versions (:mod:`training.data.augment`) and the same clips over music.
-The ONNX graph (skl2onnx, opset 17, ``ai.onnx.ml``) takes ``handcrafted`` [N, 496] and
-gives the streamer's three outputs:
+The ONNX graph (skl2onnx, opset 17, ``ai.onnx.ml``) takes ``handcrafted`` [N, 496] (a system on the
+log-mel statistics, ``input="logmel_stats"``: the CNN's ``features`` input, its statistics computed in
+the graph by :mod:`training.nets.logmel_stats`) and gives the streamer's three outputs:
 
 * ``quadrant`` [N, 4]: the classifier's quadrant probabilities turned into per-axis
   probabilities P(V+) = p1 + p4, P(A+) = p1 + p2, each calibrated by a temperature
@@ -287,7 +288,9 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
     keep = Y >= 0
     cal = calibration_report(P[keep], Y[keep], np.concatenate([data.corpus[data.corpus == c]
                                                                for c in loco.SPEECH_CORPORA])[keep],
-                             png=loco.REPO / "docs" / "img" / "speech_reliability.png")
+                             png=(loco.REPO / "docs" / "img" / "speech_reliability.png"
+                                  if Path(out_dir).resolve() == (loco.REPO / "engines" / "models").resolve()
+                                  else Path(out_dir) / f"{name}_reliability.png"))  # a scratch export keeps docs/
     temps = cal["temperatures"]
     # activity: speech windows (clean and under music) against music alone and near-silence
     other = non_speech_descriptors(log=log, kind=system.input)

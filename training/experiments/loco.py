@@ -1,6 +1,7 @@
 """Selection of the speech model on unseen corpora: leave-one-corpus-out (LOCO).
 
     python -m training.experiments.loco features --variant clean      # descriptor caches (slow once)
+    python -m training.experiments.loco features --input logmel_stats # log-mel statistics caches
     python -m training.experiments.loco run [--out docs/results/loco_speech.json]
     python -m training.experiments.loco ship                          # train the winner on all, export, card
 
