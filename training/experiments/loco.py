@@ -187,6 +187,11 @@ SYSTEMS = {s.name: s for s in (
              description=f"logistic regression, causal per-stream standardisation shrunk toward the training "
                          f"speakers with the weight of {n:g} windows, clean")
       for n in (30, 100, 300)],
+    System("svm_stream300", "stream", ("clean",), prior_n=300.0,
+           description="RBF SVM, causal per-stream standardisation, prior weight 300 windows"),
+    System("lr_stream300_aug_mix", "stream", ("clean", "aug", "mix"), prior_n=300.0, C=0.1, kind="lr",
+           description="logistic regression, causal per-stream standardisation (prior weight 300), clean + "
+                       "augmented + over music"),
     # the log-mel statistics the CNN's input gives for free (training.nets.logmel_stats): costs no descriptors
     System("lm_lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.01, kind="lr", input="logmel_stats",
            description="logistic regression on the log-mel statistics (training.nets.logmel_stats), training "
