@@ -357,6 +357,7 @@ def pooled(preds: list, ytr_all: np.ndarray) -> dict:
     out = {"pooled": quadrant_metrics(y, P.argmax(1)), "chance": chance_metrics(ytr_all, y),
            "calibration_clip": calibration(y, P)}
     f = [quadrant_metrics(a, b.argmax(1))["macro_f1"] for a, b in preds]
+    out["fold_macro_f1"] = [round(float(x), 4) for x in f]
     out["fold_macro_f1_mean"] = round(float(np.mean(f)), 4)
     out["fold_macro_f1_sd"] = round(float(np.std(f)), 4)
     return out
