@@ -1,7 +1,7 @@
 """Model artifacts: an ONNX file with its model card (JSON) beside it.
 
-The shipped defaults live in ``engines/models/{speech,music}.onnx`` with
-``{speech,music}.json`` (the folder keeps its user-visible name; this module is
+The shipped models live in ``engines/models/*.onnx``, each with its card
+(same name, ``.json``); :data:`DEFAULT_MODELS` names the defaults (the folder keeps its user-visible name; this module is
 ``cards`` so that no module shares it).  A card names the task, inputs, outputs
 (with labels), feature parameters, window and hop, training data, protocol,
 metrics and the licence of the data; ``onnx_sha256`` ties it to its ONNX file;
@@ -75,8 +75,14 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+#: the model a source gets when none is named (``--speech-model`` / ``--music-model``): music is the
+#: musicnn head (best measured on unseen artists, docs/RESULTS.md); the previous default, the log-mel
+#: CNN, stays shipped as ``music.onnx`` (``--music-model engines/models/music.onnx``)
+DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music_musicnn.onnx"}
+
+
 def default_model_path(source: str) -> Path:
-    return MODELS_DIR / f"{source}.onnx"
+    return MODELS_DIR / DEFAULT_MODELS.get(source, f"{source}.onnx")
 
 
 def read_card(onnx_path: Path) -> ModelCard:
@@ -127,5 +133,5 @@ def specs_by_name(specs, card_path: Path, what: str) -> dict:
     raise ModelError(f"model card {card_path}: {what} must be a list of {{name, ...}} or a mapping")
 
 
-__all__ = ["ModelCard", "ModelError", "ModelCardError", "load_card", "read_card", "default_model_path", "sha256_of",
-           "MODELS_DIR"]
+__all__ = ["ModelCard", "ModelError", "ModelCardError", "load_card", "read_card", "default_model_path",
+           "DEFAULT_MODELS", "sha256_of", "MODELS_DIR"]

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                       description="Build TensorRT engines for MODEL... (default: the shipped speech and music "
                                   "models) on this GPU, unless a valid one is already cached. Needs TensorRT 10 "
                                   "and pycuda on an NVIDIA GPU host.")
-    b.add_argument("models", nargs="*", metavar="MODEL", help="ONNX model files (default: the shipped speech.onnx and music.onnx)")
+    b.add_argument("models", nargs="*", metavar="MODEL", help="ONNX model files (default: the shipped default speech and music models, engines.cards.DEFAULT_MODELS)")
     b.add_argument("--fp16", action="store_true", help="FP16 kernels where the GPU has fast FP16 (default: FP32)")
     b.add_argument("--max-batch", type=int_at_least(1), default=DEFAULT_MAX_BATCH, metavar="N",
                    help=f"largest batch the engine runs (<= {MAX_BATCH_LIMIT}; default {DEFAULT_MAX_BATCH})")

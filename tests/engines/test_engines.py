@@ -105,11 +105,27 @@ def test_shipped_models_have_complete_cards_and_run(stem, source):
     assert (MODELS_DIR / f"{stem}.onnx").stat().st_size < 4 * 1024 * 1024
 
 
+def test_the_default_music_model_is_the_musicnn_head_and_the_cnn_stays_by_path():
+    from engines.cards import DEFAULT_MODELS, default_model_path
+
+    m = load_model(None, "music", backend="onnxruntime")
+    assert default_model_path("music").name == DEFAULT_MODELS["music"] == "music_musicnn.onnx"
+    assert tuple(m.input_names) == ("musicnn",) and m.card["id"].startswith("emotrack-music-musicnn")
+    folds = m.card["metrics"]["4q_10fold"]          # every candidate on the 4Q artist-grouped 10-fold
+    cv = folds[m.card["metrics"]["selected"]]
+    assert cv["fold_macro_f1_mean"] == max(f["fold_macro_f1_mean"] for f in folds.values())
+    assert cv["pooled"]["macro_f1"] >= 0.74 and cv["fold_macro_f1_mean"] > 0.73
+    assert "ece" in cv["calibration_clip"]
+    assert "ISC" in m.card["licence"] and "Million Song Dataset" in m.card["licence"]
+    cnn = load_model(MODELS_DIR / "music.onnx", "music", backend="onnxruntime")
+    assert tuple(cnn.input_names) == ("features",)
+
+
 def test_shipped_cards_record_the_input_versions_the_streamer_computes():
     from engines.cards import ModelCard
     from streamer.inputs import INPUT_VERSIONS
 
-    for name in ("speech", "music", "music_dnn"):
+    for name in ("speech", "music", "music_dnn", "music_musicnn"):
         card = ModelCard.load(MODELS_DIR / f"{name}.onnx")
         assert card.input_versions, f"{name}.json records no input_versions"
         assert card.input_versions == {n: INPUT_VERSIONS[n] for n in card["inputs"]}

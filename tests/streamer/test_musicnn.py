@@ -120,6 +120,21 @@ def test_head_onnx_matches_numpy(tmp_path, rng):
     assert len(set(out["quadrant"].argmax(1))) > 1  # the windows differ
 
 
+def test_mlp_head_onnx_matches_numpy(tmp_path, rng):
+    """The shipped kind of head: seeded MLP members averaged, fitted for real on separable rows."""
+    from training.musicnn_head import export_head, fit_head, head_parity
+
+    y = np.arange(200) % 4
+    X = rng.standard_normal((200, 200)) + 2.0 * np.eye(4)[y] @ rng.standard_normal((4, 200))
+    head = fit_head(X, y, kind="mlp", members=3, hidden=16, alpha=1.0, Xneg=rng.standard_normal((40, 200)) - 1.0)
+    assert head.kind == "mlp" and len(head.mlp) == 3
+    assert np.mean(head.probs(X).argmax(1) == y) > 0.9
+    p = export_head(head, tmp_path / "mlp_head.onnx")
+    assert head_parity(head, p, X[:64].astype(np.float32)) < 1e-4
+    with pytest.raises(ValueError, match="all 4 quadrants"):
+        fit_head(X[y < 3], y[y < 3], kind="mlp")
+
+
 def _write_head_model(tmp_path) -> Path:
     from engines.cards import ModelCard
     from training.musicnn_head import export_head, head_card
@@ -178,7 +193,8 @@ def test_a_card_with_another_front_end_is_refused(tmp_path):
 
 
 @needs_4q
-def test_tiny_head_recipe_beats_chance_on_held_out_artists():
+@pytest.mark.parametrize("kind", ["lr", "mlp"])
+def test_tiny_head_recipe_beats_chance_on_held_out_artists(kind):
     """The head recipe on a real subset: 120 4Q clips (their first 5 s: two grid patches), artist-grouped;
     trained on two thirds of the artists, scored on the others."""
     import soundfile as sf
@@ -196,7 +212,7 @@ def test_tiny_head_recipe_beats_chance_on_held_out_artists():
     fold = stratified_group_folds(y, [r["artist"] for r in rows], 3)
     tr, te = fold != 0, fold == 0
     assert not {r["artist"] for r, t in zip(rows, te) if t} & {r["artist"] for r, t in zip(rows, tr) if t}
-    head = fit_head(X[tr], y[tr], C=0.05)
+    head = fit_head(X[tr], y[tr], C=0.05, kind=kind, members=2)
     got = quadrant_metrics(y[te], head.probs(X[te]).argmax(1))
     chance = chance_metrics(y[tr], y[te])
     assert got["macro_f1"] > max(chance["majority"]["macro_f1"], chance["stratified"]["macro_f1"]) + 0.15
