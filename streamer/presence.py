@@ -66,27 +66,39 @@ def n_features(n_mels: int = DEFAULT_PARAMS.n_mels) -> int:
     return len(feature_names(n_mels))
 
 
-def step_features(ctx: np.ndarray) -> np.ndarray:
-    """Features [S, D] of contexts ``ctx`` [S, CONTEXT, n_mels] (floored log-mel dB)."""
-    ctx = np.asarray(ctx, np.float32)
-    s, c, m = ctx.shape
-    level = ctx.mean(axis=2)                                    # [S, C]
-    top = level.max(axis=1, keepdims=True)                      # [S, 1]
-    rel = ctx - top[:, :, None]
-    out = [rel.mean(axis=1), ctx.std(axis=1), np.abs(np.diff(ctx, axis=1)).mean(axis=1)]
-    g = ctx.reshape(s, c, GROUPS, m // GROUPS).mean(axis=3)     # [S, C, G]
-    g = (g - g.mean(axis=1, keepdims=True)) * dsp.hann(c)[None, :, None]
-    spec = np.abs(np.fft.rfft(g, axis=1)) ** 2                  # [S, C/2+1, G]
-    total = spec[:, 1:].sum(axis=1) + 1e-6                      # [S, G]
-    out.append(np.stack([np.log(spec[:, lo:hi].sum(axis=1) / total + 1e-6) for lo, hi in MOD_BANDS],
-                        axis=2).reshape(s, -1))
-    rl = level - top
-    out.append(np.stack([level.mean(axis=1), top[:, 0], level.std(axis=1), (rl < -10).mean(axis=1),
-                         (rl < -20).mean(axis=1)], axis=1))
-    a, b = STABLE_BANDS
-    v = rel[:, :, a:b] - rel[:, :, a:b].mean(axis=2, keepdims=True)
-    v = v / (np.linalg.norm(v, axis=2, keepdims=True) + 1e-6)
-    out.append(np.stack([(v[:, k:] * v[:, :-k]).sum(axis=2).mean(axis=1) for k in STABLE_LAGS], axis=1))
+def run_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Features [S, D] of the contexts ``frames[s:s + CONTEXT]`` for ``s`` in ``starts``, from a run of
+    floored log-mel frames [F, n_mels].  Everything that is a mean over a context comes from running
+    sums over the run, so the frames shared by overlapping contexts are visited once."""
+    x = np.asarray(frames, np.float32)
+    c, (f, m) = CONTEXT, x.shape
+    s = np.asarray(starts, np.int64)
+
+    def window_mean(per_frame: np.ndarray, length: int) -> np.ndarray:   # mean over [s, s + length)
+        cs = np.concatenate([np.zeros((1,) + per_frame.shape[1:]), np.cumsum(per_frame, axis=0, dtype=np.float64)])
+        return (cs[s + length] - cs[s]) / length
+
+    mean = window_mean(x, c)
+    std = np.sqrt(np.maximum(window_mean(x.astype(np.float64) ** 2, c) - mean ** 2, 0.0))
+    flux = window_mean(np.abs(np.diff(x, axis=0)), c - 1)
+    level = x.mean(axis=1)                                              # [F]
+    lw = np.lib.stride_tricks.sliding_window_view(level, c)[s]         # [S, C]
+    top = lw.max(axis=1)
+    out = [mean - top[:, None], std, flux]
+    groups = x.reshape(f, GROUPS, m // GROUPS).mean(axis=2)            # [F, G]
+    g = np.lib.stride_tricks.sliding_window_view(groups, c, axis=0)[s]  # [S, G, C]
+    g = (g - g.mean(axis=2, keepdims=True)) * dsp.hann(c)
+    spec = np.abs(np.fft.rfft(g, axis=2)) ** 2                          # [S, G, C/2+1]
+    total = spec[:, :, 1:].sum(axis=2) + 1e-6
+    out.append(np.stack([np.log(spec[:, :, lo:hi].sum(axis=2) / total + 1e-6) for lo, hi in MOD_BANDS],
+                        axis=2).reshape(s.size, -1))
+    rl = lw - top[:, None]
+    out.append(np.stack([lw.mean(axis=1), top, lw.std(axis=1), (rl < -10).mean(axis=1), (rl < -20).mean(axis=1)],
+                        axis=1))
+    a, b = STABLE_BANDS   # the relative spectrum's shape: the context's top cancels out
+    v = x[:, a:b] - x[:, a:b].mean(axis=1, keepdims=True)
+    v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-3)   # a flat spectrum (< 1e-3 dB) has no shape
+    out.append(np.stack([window_mean((v[k:] * v[:-k]).sum(axis=1), c - k) for k in STABLE_LAGS], axis=1))
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
@@ -173,9 +185,8 @@ class StepFeatures:
             n = min(n, limit - self._steps)
         if n <= 0:
             return np.zeros((0, n_features(self.p.n_mels)), np.float32)
-        view = np.lib.stride_tricks.sliding_window_view(self._frames, CONTEXT, axis=0)  # [.., M, C]
         idx = (self._steps + np.arange(n)) * STEP - half - self._f0
-        feats = step_features(view[idx].transpose(0, 2, 1))
+        feats = run_features(self._frames[:idx[-1] + CONTEXT], idx)
         self._steps += n
         keep = self._steps * STEP - half - self._f0           # frames no later step needs
         if keep > 0:

@@ -19,10 +19,10 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
     test = presence.dataset("test", 2, 60.0, seed0=3, cache=None, log=lambda *a: None)
     est = presence.fit(train["x"], train["y"], hidden=16, seed=0, max_iter=60)
     p = presence.presence_of(est.predict_proba(test["x"]), est.steps[-1][1].classes_)
-    for col in range(2):   # speech, music: above the majority class of the held-out steps
-        acc = np.mean((p[:, col] >= 0.5) == test["y"][:, col])
-        chance = max(test["y"][:, col].mean(), 1 - test["y"][:, col].mean())
-        assert acc > chance + 0.05, (col, acc, chance)
+    for col in range(2):   # speech, music: balanced accuracy of the held-out steps above chance (0.5)
+        y, pred = test["y"][:, col], p[:, col] >= 0.5
+        balanced = (np.mean(pred[y]) + np.mean(~pred[~y])) / 2
+        assert balanced > 0.6, (col, balanced)
     # over sung music (4Q test artists) the speech steps are told from the singing ones
     sung = test["music"] == 0
     y, s = test["y"][sung, 0], p[sung, 0]
