@@ -74,13 +74,24 @@ def run_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
     c, (f, m) = CONTEXT, x.shape
     s = np.asarray(starts, np.int64)
 
-    def window_mean(per_frame: np.ndarray, length: int) -> np.ndarray:   # mean over [s, s + length)
-        cs = np.concatenate([np.zeros((1,) + per_frame.shape[1:]), np.cumsum(per_frame, axis=0, dtype=np.float64)])
-        return (cs[s + length] - cs[s]) / length
+    a, b = STABLE_BANDS   # the relative spectrum's shape (the context's top cancels out)
+    v = x[:, a:b] - x[:, a:b].mean(axis=1, keepdims=True)
+    v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-3)   # a flat spectrum (< 1e-3 dB) has no shape
+    # one running sum over the run of every per-frame quantity averaged over a context
+    per = np.zeros((f, 3 * m + len(STABLE_LAGS)), np.float64)
+    per[:, :m] = x
+    per[:, m:2 * m] = np.square(x, dtype=np.float64)
+    per[:-1, 2 * m:3 * m] = np.abs(np.diff(x, axis=0))
+    for i, k in enumerate(STABLE_LAGS):
+        per[:-k, 3 * m + i] = (v[k:] * v[:-k]).sum(axis=1)
+    cs = np.concatenate([np.zeros((1, per.shape[1])), np.cumsum(per, axis=0)])
 
-    mean = window_mean(x, c)
-    std = np.sqrt(np.maximum(window_mean(x.astype(np.float64) ** 2, c) - mean ** 2, 0.0))
-    flux = window_mean(np.abs(np.diff(x, axis=0)), c - 1)
+    def window_mean(cols: slice, length: int) -> np.ndarray:   # mean over frames [s, s + length)
+        return (cs[s + length, cols] - cs[s, cols]) / length
+
+    mean = window_mean(slice(0, m), c)
+    std = np.sqrt(np.maximum(window_mean(slice(m, 2 * m), c) - mean ** 2, 0.0))
+    flux = window_mean(slice(2 * m, 3 * m), c - 1)
     level = x.mean(axis=1)                                              # [F]
     lw = np.lib.stride_tricks.sliding_window_view(level, c)[s]         # [S, C]
     top = lw.max(axis=1)
@@ -95,10 +106,8 @@ def run_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
     rl = lw - top[:, None]
     out.append(np.stack([lw.mean(axis=1), top, lw.std(axis=1), (rl < -10).mean(axis=1), (rl < -20).mean(axis=1)],
                         axis=1))
-    a, b = STABLE_BANDS   # the relative spectrum's shape: the context's top cancels out
-    v = x[:, a:b] - x[:, a:b].mean(axis=1, keepdims=True)
-    v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-3)   # a flat spectrum (< 1e-3 dB) has no shape
-    out.append(np.stack([window_mean((v[k:] * v[:-k]).sum(axis=1), c - k) for k in STABLE_LAGS], axis=1))
+    out.append(np.stack([window_mean(slice(3 * m + i, 3 * m + i + 1), c - k)[:, 0]
+                         for i, k in enumerate(STABLE_LAGS)], axis=1))
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
@@ -285,11 +294,16 @@ class PresenceDetector:
         callable to run after every update of ``mel``; :meth:`process` then only counts samples."""
         self._mel = mel
 
-        def pull(m) -> None:
-            k0 = self.feats.frames_done
-            if m.done > k0:
-                self._add(self.feats.push_frames(m.frames(k0, m.done)))
-        return pull
+        def written(m) -> None:   # steps are computed when asked for; before ``m`` forgets frames
+            if m.done - self.feats.frames_done > m.cap // 2:
+                self._pull()
+        return written
+
+    def _pull(self) -> None:
+        """Steps of every frame ``follow``'s frame cache holds that this detector has not read."""
+        m, k0 = self._mel, self.feats.frames_done
+        if m is not None and m.done > k0:
+            self._add(self.feats.push_frames(m.frames(k0, m.done)))
 
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
         if self._mel is None:
@@ -300,6 +314,7 @@ class PresenceDetector:
         return {"speech": empty, "music": empty}
 
     def flush(self) -> dict[str, np.ndarray]:
+        self._pull()
         self._add(self.feats.flush(), final=True)
         empty = np.zeros(0, np.float32)
         return {"speech": empty, "music": empty}
@@ -311,6 +326,7 @@ class PresenceDetector:
     def activity(self, stem: str, start: int, end: int) -> Optional[float]:
         """Mean presence of ``stem`` over the steps centred in samples ``[start, end)`` (the step
         nearest the span's middle when none is centred inside), None before any is computed."""
+        self._pull()
         if not self._probs.shape[0]:
             return None
         hop = STEP * DEFAULT_PARAMS.hop_length
