@@ -161,8 +161,9 @@ class Pipeline:
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
         """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
 
-        ``activity`` comes from the separator's presence estimate where it has one (it sees
-        the mix before separation), else from the emotion model's activity head."""
+        ``activity`` comes from the separator's presence estimate where it has one (the
+        presence detector beside the mix by default: :mod:`streamer.presence`), else from the
+        emotion model's activity head."""
         fields = summarise(out, i)
         presence = None
         if self.activity_from_separator:
