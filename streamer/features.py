@@ -219,6 +219,13 @@ class LogMelStream:
             self._buf[j + self.cap] = lm[i]
         self.done = last + 1
 
+    def frames(self, k0: int, k1: int) -> np.ndarray:
+        """A copy of frames ``[k0, k1)`` (un-normalised log-mel dB), all still held."""
+        if k0 < self.done - self.cap or k1 > self.done or k1 < k0:
+            raise ParameterError(f"frames [{k0}, {k1}) not held (have [{max(0, self.done - self.cap)}, {self.done}))")
+        j = k0 % self.cap
+        return self._buf[j:j + k1 - k0].copy()
+
     def covers(self, start: int, n_frames: int) -> bool:
         p = self.params
         if start % p.hop_length:

@@ -142,10 +142,15 @@ class InputWindowStream(WindowStream):
         self.params = params
         #: per-stem musicnn patch embeddings (streamer.musicnn), made when a model first asks for them
         self.patches: dict = {}
+        #: per stem, callables given its LogMelStream after every update (the presence detector reads
+        #: the frames from here instead of computing them again)
+        self.frame_listeners: dict = {}
 
     def written(self, stem: str, ring: RingBuffer) -> None:
         if stem in self.mels:
             self.mels[stem].update(ring)
+            for f in self.frame_listeners.get(stem, ()):
+                f(self.mels[stem])
 
     def features(self, w: Window) -> np.ndarray:
         """Model input of window ``w``: cached frames when on the frame grid, else computed."""

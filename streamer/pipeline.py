@@ -119,6 +119,11 @@ class Pipeline:
             stem = "mix" if separator.identity else src
             specs[src] = (stem, plan.length, plan.hop)
         self.windows = InputWindowStream(specs, self.block_max, params)
+        # a presence detector beside the mix reads the mix's log-mel frames from the frame cache
+        # (streamer.presence): each frame is computed once
+        follow = getattr(getattr(separator, "presence", None), "follow", None)
+        if separator.identity and follow is not None and "mix" in self.windows.mels:
+            self.windows.frame_listeners.setdefault("mix", []).append(follow(self.windows.mels["mix"]))
         self.stats = RunStats()
         # -- tracking (streamer.tracking): a causal filter per source adds "tracked" to every message
         self.trackers = {} if not smooth_s else {
@@ -156,8 +161,9 @@ class Pipeline:
     def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
         """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
 
-        ``activity`` comes from the separator's presence estimate where it has one (it sees
-        the mix before separation), else from the emotion model's activity head."""
+        ``activity`` comes from the separator's presence estimate where it has one (the
+        presence detector beside the mix by default: :mod:`streamer.presence`), else from the
+        emotion model's activity head."""
         fields = summarise(out, i)
         presence = None
         if self.activity_from_separator:
@@ -166,7 +172,7 @@ class Pipeline:
                 fields["activity"] = float(np.clip(act, 0.0, 1.0))
             if src in self.trackers:  # presence over the hop at the window's centre: 'tracked.present'
                 c, h = (w.start + w.end) // 2, int(round(self.hops_s[src] * SAMPLE_RATE)) // 2
-                presence = self.sep.activity(src, c - h, c + h)
+                presence = self.sep.activity(src, c - h, c + h, done=w.end)
         if src in self.trackers:
             fields["tracked"] = self.trackers[src].update(
                 valence=fields["valence"], arousal=fields["arousal"], probs=fields["probs"], activity=fields["activity"],

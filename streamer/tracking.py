@@ -39,8 +39,8 @@ A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` (``off`` 0.2
 (``k * w``).  A window with activity at or below ``off`` (silence, or the other
 source alone) leaves the state exactly as it was: silence does not move the
 state, and the curve holds its last value through pauses.  ``present`` says
-whether the source is there now: the separator's presence over the hop at the
-window's centre (the window's activity where there is no separator presence)
+whether the source is there now: the presence estimate's value over the hop at the
+window's centre (the presence detector by default; the window's activity where there is none)
 is at least 0.5; :mod:`streamer.segments` cuts passages on it.
 
 Before the first active window the state is unknown: ``pi`` uniform, tracked

@@ -85,9 +85,10 @@ def add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="time constant in s of the tracked curves (the 'tracked' field of every message: a causal "
                         "filter gated by activity, no added latency): S for both sources or speech=S,music=S; "
                         f"0 turns tracking off (default: {default})")
-    p.add_argument("--activity", choices=("separator", "model"), default="separator",
-                   help="where 'activity' comes from: the built-in separator's per-frame presence on the mix, even "
-                        "with --separator none (default), or the emotion models' activity heads")
+    p.add_argument("--activity", choices=("detector", "separator", "model"), default="detector",
+                   help="where 'activity' comes from: the presence detector on the mix, which tells speech from "
+                        "singing (default; engines/models/presence.onnx), the built-in separator's per-frame "
+                        "presence on the mix, or the emotion models' activity heads")
 
 
 def load_models(args, sources: Sequence[str]) -> dict:
@@ -107,13 +108,21 @@ def parse_sources(text: str) -> list[str]:
 
 
 def make_separator(args):
-    """The separator the options name (``--separator``, ``--separator-model``, ``--backend``); with
-    ``--separator none`` and ``--activity separator`` (the defaults) the built-in separator runs
-    beside the models on the mix for its presence only (a :class:`NoneSeparator` with presence)."""
-    from ..separation import BuiltinSeparator, NoneSeparator, separator_from_options
+    """The separator the options name (``--separator``, ``--separator-model``, ``--backend``), with
+    the presence estimate ``--activity`` names running beside it on the mix: ``detector`` (the
+    default: :class:`streamer.presence.PresenceDetector`, whatever the separator), ``separator``
+    (with ``--separator none``: the built-in separator for its presence only; other separators give
+    their own presence) or ``model`` (none: the emotion models' activity heads)."""
+    from ..presence import PresenceDetector
+    from ..separation import Beside, BuiltinSeparator, NoneSeparator, separator_from_options
 
+    activity = getattr(args, "activity", "model")
+    backend = "onnxruntime" if args.backend in ("auto", "tensorrt") else args.backend
     sep = separator_from_options(args.separator, args.separator_model, args.backend, args.threads)
-    if getattr(args, "activity", "model") != "separator" or args.separator != "none":
+    if activity == "detector":
+        det = PresenceDetector(backend=backend, threads=args.threads)
+        return NoneSeparator(presence=det) if args.separator == "none" else Beside(sep, det)
+    if activity != "separator" or args.separator != "none":
         return sep
     return NoneSeparator(presence=BuiltinSeparator(backend=args.backend, threads=args.threads, presence_only=True))
 

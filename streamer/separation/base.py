@@ -22,23 +22,64 @@ class Separator:
         """Samples still held at end of stream (none for stateless separators)."""
         return {s: np.zeros(0, np.float32) for s in STEMS}
 
-    def activity(self, stem: str, start: int, end: int) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
         """Presence (0..1) of ``stem`` in output samples ``[start, end)``, or None when this
-        separator does not estimate it (the emotion model's activity head is used then)."""
+        separator does not estimate it (the emotion model's activity head is used then).
+        ``done``: the output samples handed out so far when it is asked (default ``end``), which a
+        presence estimate running beside the stems with its own latency needs (see :class:`Beside`)."""
         return None
 
     def close(self) -> None:
         pass
 
 
+class Beside(Separator):
+    """A separator with a presence estimate running beside it on the mix (``presence``: an object with
+    ``process``, ``flush``, ``activity``, ``close`` and ``latency_samples``, e.g.
+    :class:`streamer.presence.PresenceDetector` or the built-in separator with ``presence_only``):
+    stems from ``separator``, ``activity`` from ``presence``.
+
+    A window is complete once its stems are, ``separator.latency_samples`` after its end on the mix;
+    the presence estimate needs ``presence.latency_samples`` after a point.  ``activity`` of
+    ``[start, end)`` asked when ``done`` output samples are out (default ``end``) uses the presence up
+    to ``done + separator latency - presence latency`` (the part computed by then, however the input
+    was cut into blocks), so it adds no latency and live and replayed runs agree."""
+
+    def __init__(self, separator: Separator, presence):
+        self.inner = separator
+        self.presence = presence
+        self.name = separator.name
+        self.identity = separator.identity
+        self.latency_samples = separator.latency_samples
+
+    def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        self.presence.process(block)
+        return self.inner.process(block)
+
+    def flush(self) -> dict[str, np.ndarray]:
+        self.presence.flush()
+        return self.inner.flush()
+
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+        ready = (end if done is None else done) + self.inner.latency_samples - self.presence.latency_samples
+        return self.presence.activity(stem, start, max(start + 1, min(end, ready)))
+
+    def close(self) -> None:
+        try:
+            self.presence.close()
+        finally:
+            self.inner.close()
+
+
 class NoneSeparator(Separator):
     """No separation: both stems are the mix.
 
-    ``presence``: a separator run beside, on the same mix, only for its per-frame
-    presence (``activity``); its stems are discarded.  ``emotrack replay`` and
-    ``stream`` give the built-in one by default (``--activity separator``), so
-    activity is the best presence estimate even when the emotion models read the
-    mix.  Its latency adds nothing: a window's activity is the mean presence of
+    ``presence``: a presence estimate run beside, on the same mix (``activity``):
+    :class:`streamer.presence.PresenceDetector` by default in ``emotrack replay`` and
+    ``stream`` (``--activity detector``; it reads the pipeline's log-mel frames of the
+    mix), or the built-in separator's per-frame presence (``--activity separator``;
+    its stems are discarded), so activity is the best presence estimate even when the
+    emotion models read the mix.  Its latency adds nothing: a window's activity is the mean presence of
     its frames up to ``latency_samples`` before its end, the ones computed by
     the time the window is complete however the input was cut into blocks (so
     the activity does not depend on the block size, live or replayed)."""
@@ -59,10 +100,11 @@ class NoneSeparator(Separator):
             self.presence.flush()
         return super().flush()
 
-    def activity(self, stem: str, start: int, end: int) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
         if self.presence is None:
             return None
-        return self.presence.activity(stem, start, max(start + 1, end - self.presence.latency_samples))
+        ready = (end if done is None else done) - self.presence.latency_samples
+        return self.presence.activity(stem, start, max(start + 1, min(end, ready)))
 
     def close(self) -> None:
         if self.presence is not None:

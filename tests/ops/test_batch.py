@@ -179,8 +179,9 @@ def test_stateful_separator_is_passed_to_the_workers_and_files_are_not_split(arc
     folder, _ = archive
     flac = folder / "b45.flac"  # split in two with --separator none and --chunk 20
     ref = tmp_path / "ref.jsonl"
-    proc = subprocess.run(emotrack_cmd("replay", str(flac), "--separator", "builtin", "--no-pub", "-q", "--smooth", "0",
-                                       "--out", str(ref)),
+    # batch takes activity from the separator's own presence: replay's --activity separator
+    proc = subprocess.run(emotrack_cmd("replay", str(flac), "--separator", "builtin", "--activity", "separator", "--no-pub",
+                                       "-q", "--smooth", "0", "--out", str(ref)),
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     s = run_batch([str(flac)], tmp_path / "out", RunConfig(separator="builtin"), chunk_s=float(CHUNK_S))

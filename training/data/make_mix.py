@@ -46,17 +46,21 @@ def _runs(active: np.ndarray, offset: int, n: int) -> list[list[float]]:
 
 
 def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
-          music_gap_s: float = 0.0) -> tuple[np.ndarray, dict]:
+          music_gap_s: float = 0.0, split: str = "test") -> tuple[np.ndarray, dict]:
+    """``split``: whose speakers and music (``test``: held out, the default; ``train`` / ``val``: for
+    training and selecting models on programmes, e.g. :mod:`training.presence`; ``train`` speech adds
+    TESS to RAVDESS actors 1-16)."""
     rng = np.random.default_rng(seed)
-    music_rows = [c for c in corpora.music_index() if c.corpus == music_corpus and c.split == "test"]
+    music_rows = [c for c in corpora.music_index() if c.corpus == music_corpus and c.split == split]
     if not music_rows:
-        raise SystemExit(f"no test-split music of corpus {music_corpus!r}")
-    speech_rows = [c for c in corpora.speech_index() if c.corpus == "ravdess" and c.split == "test"]
+        raise SystemExit(f"no {split}-split music of corpus {music_corpus!r}")
+    speech_rows = [c for c in corpora.speech_index() if c.corpus in ("ravdess", "tess") and c.split == split]
     n = int(seconds * SR)
     music = np.zeros(n, np.float32)
     truth = {"songs": [], "speech": [], "smr_db": smr_db, "seed": seed,
-             "protocol": ("4Q test artists (split_4q_artists)" if music_corpus == "4q" else
-                          f"{music_corpus} official test split (rendered MIDI)") + " x RAVDESS actors 19-24",
+             "protocol": (f"4Q {split} artists (split_4q_artists)" if music_corpus == "4q" else
+                          f"{music_corpus} official {split} split (rendered MIDI)") + f" x {split} speakers",
+             "split": split,
              "music_corpus": music_corpus, "music_gap_s": music_gap_s}
     pos = 0
     for i in rng.permutation(len(music_rows)):
@@ -81,7 +85,7 @@ def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
         x = clip.audio[:slot]
         off = start + (slot - x.size) // 2
         speech[off:off + x.size] = x
-        truth["speech"].append({"path": f"speech_ravdess/{clip.path}", "speaker": clip.group,
+        truth["speech"].append({"path": f"{corpora._FOLDER[clip.corpus]}/{clip.path}", "speaker": clip.group,
                                 "emotion": clip.label, "quadrant": clip.quadrant,
                                 "t_start": off / SR, "t_end": (off + x.size) / SR,
                                 "active": _runs(clip.active, off, x.size)})
@@ -118,8 +122,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="4q: sung popular music (default); emopia: instrumental piano rendered from MIDI")
     ap.add_argument("--music-gap", type=float, default=0.0, metavar="S",
                     help="seconds without music after each piece (default 0: music throughout)")
+    ap.add_argument("--split", choices=("test", "val", "train"), default="test",
+                    help="whose speakers and music: test (held out, default), val or train")
     a = ap.parse_args(argv)
-    mix, truth = build(a.seconds, a.smr, a.seed, a.music, a.music_gap)
+    mix, truth = build(a.seconds, a.smr, a.seed, a.music, a.music_gap, a.split)
     write(mix, a.out)
     Path(str(a.out) + ".truth.json").write_text(json.dumps(truth, indent=1))
     print(f"{a.out}: {mix.size / SR:.1f} s, {len(truth['songs'])} songs, {len(truth['speech'])} speech clips",

@@ -4,8 +4,9 @@
     python -m training.experiments.track_eval P.flac [P2.flac ...] [--smooth 2,4,8,16] [--out docs/results/tracking.json]
 
 Each programme is replayed in-process with ``emotrack replay``'s default options
-(shipped models, ``--separator none``, ``--activity separator``, ``--smooth`` default)
-and, for comparison, with ``--activity model``.  Scored per second of the
+(shipped models, ``--separator none``, ``--activity detector``, ``--smooth`` default)
+and, for comparison, with ``--activity separator`` (the built-in separator's presence,
+the default before the detector) and ``--activity model``.  Scored per second of the
 programme, per source:
 
 * presence detection: the source is present in second ``s`` when its active
@@ -14,7 +15,9 @@ programme, per source:
   models' own activity target; a truth file without them: the clip spans);
   predicted present when the message nearest in time has ``activity >= 0.5``
   (raw: the window's mean) or ``tracked.present`` (the presence over the hop at
-  the window's centre); accuracy, balanced accuracy, recall, specificity;
+  the window's centre); accuracy (the share of seconds called right: "detection"),
+  balanced accuracy, recall, specificity, and accuracy per condition of the second
+  (``by_condition``: silence, speech alone, music alone, both present);
 * quadrant macro-F1 over the seconds that are present with a quadrant label
   (neutral speech has none), of the raw ``quadrant`` field, of
   ``quadrant_of(raw valence, raw arousal)``, and of ``tracked.quadrant``;
@@ -46,9 +49,10 @@ from streamer.tracking import DEFAULT_SMOOTH_S, track_messages
 Q = taxonomy.QUADRANTS
 
 
-def replay(path: str, activity: str = "separator", smooth_s=DEFAULT_SMOOTH_S) -> list[dict]:
+def replay(path: str, activity: str = "detector", smooth_s=DEFAULT_SMOOTH_S) -> list[dict]:
     """Emotion bodies of a replay of ``path`` with the CLI's default options (except those given)."""
-    from streamer.cli import _load_models, _make_separator, _parse_sources, build_parser, with_presence
+    from streamer.cli import build_parser
+    from streamer.commands.common import load_models, make_separator, parse_sources
     from streamer.pipeline import Pipeline
     from streamer.publish import Publisher
     from streamer.segments import Collector
@@ -57,9 +61,9 @@ def replay(path: str, activity: str = "separator", smooth_s=DEFAULT_SMOOTH_S) ->
     args = build_parser().parse_args(["replay", path, "--no-pub", "--quiet", "--activity", activity])
     source = open_source(path)
     pub = Collector(Publisher(source.name, None, None))
-    sep = with_presence(args, _make_separator(args))
+    sep = make_separator(args)
     try:
-        Pipeline(_load_models(args, _parse_sources(args.sources)), pub, sep, smooth_s=smooth_s).run(source)
+        Pipeline(load_models(args, parse_sources(args.sources)), pub, sep, smooth_s=smooth_s).run(source)
     finally:
         sep.close()
         source.close()
@@ -85,6 +89,13 @@ def truth_seconds(truth: dict, n: int) -> dict:
         quad[~present] = -1
         out[src] = {"present": present, "quadrant": quad}
     return out
+
+
+def conditions(ts: dict) -> dict:
+    """Masks of the seconds per condition: silence (neither source present), speech alone, music
+    alone, both (speech over music)."""
+    sp, mu = ts["speech"]["present"], ts["music"]["present"]
+    return {"silence": ~sp & ~mu, "speech_alone": sp & ~mu, "music_alone": ~sp & mu, "both": sp & mu}
 
 
 def pick(bodies: list[dict], n: int, align: str) -> list[Optional[dict]]:
@@ -153,6 +164,10 @@ def score(bodies: list[dict], truth: dict, n: int, align: str) -> dict:
             bal = np.nanmean([tpr, tnr])
             r[f"detection_{name}"] = {"accuracy": round(acc, 4), "balanced": round(float(bal), 4),
                                       "recall": round(tpr, 4), "specificity": round(tnr, 4)}
+            # accuracy per condition of the second (which sources the truth has present)
+            r[f"detection_{name}"]["by_condition"] = {
+                c: (round(float(np.mean(pres[m] == t_pres[m])), 4) if m.any() else float("nan"))
+                for c, m in conditions(ts).items()}
         for name, c in curves.items():
             r[f"quadrant_{name}"] = {"macro_f1": round(macro_f1(t_q[lab], c[lab]), 4),
                                      "changes_per_min": round(changes_per_minute(c, lab), 2),
@@ -181,7 +196,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results JSON here")
     a = ap.parse_args(argv)
     extra = [float(x) for x in a.smooth.split(",") if x.strip()]
-    per, sweep, model_act = {}, {}, {}
+    per, sweep, sep_act, model_act = {}, {}, {}, {}
     for prog in a.programmes:
         truth = json.loads(Path(prog + ".truth.json").read_text())
         bodies = replay(prog)
@@ -190,6 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         per[prog]["music_corpus"] = truth.get("music_corpus", "4q")
         for tau in extra:
             sweep.setdefault(tau, []).append(score(track_messages(bodies, tau), truth, n, a.align))
+        sep_act[prog] = score(replay(prog, activity="separator"), truth, n, a.align)
         model_act[prog] = score(replay(prog, activity="model"), truth, n, a.align)
         print(f"{prog}: done", file=sys.stderr)
     kinds = sorted({p["music_corpus"] for p in per.values()})
@@ -198,6 +214,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         progs = [p for p, r in per.items() if kind == "all" or r["music_corpus"] == kind]
         summary[kind] = {"programmes": len(progs),
                          "default": _mean([{s: per[p][s] for s in ("speech", "music")} for p in progs]),
+                         "activity_separator": _mean([sep_act[p] for p in progs]),
                          "activity_model": _mean([model_act[p] for p in progs])}
     summary["sweep_all"] = {str(t): _mean(v) for t, v in sweep.items()}
     res = {"align": a.align, "smooth_default": DEFAULT_SMOOTH_S, "summary": summary,

@@ -1,0 +1,41 @@
+"""The presence detector's training (training.presence): a tiny detector trained on programmes of training
+speakers and music tells speech from singing on programmes of held-out speakers and artists better than
+chance, and its ONNX export runs in ONNX Runtime as scikit-learn does."""
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+
+pytestmark = [pytest.mark.training,
+              pytest.mark.skipif(not (DATA / "music_4q").is_dir(), reason="corpora not present")]
+
+
+def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
+    from streamer.presence import PresenceDetector
+    from training import presence
+
+    train = presence.dataset("train", 6, 60.0, seed0=3, cache=None, log=lambda *a: None)
+    test = presence.dataset("test", 2, 60.0, seed0=3, cache=None, log=lambda *a: None)
+    est = presence.fit(train["x"], train["y"], hidden=16, seed=0, max_iter=60)
+    p = presence.presence_of(est.predict_proba(test["x"]), est.steps[-1][1].classes_)
+    for col in range(2):   # speech, music: balanced accuracy of the held-out steps above chance (0.5)
+        y, pred = test["y"][:, col], p[:, col] >= 0.5
+        balanced = (np.mean(pred[y]) + np.mean(~pred[~y])) / 2
+        assert balanced > 0.6, (col, balanced)
+    # over sung music (4Q test artists) the speech steps are told from the singing ones
+    sung = test["music"] == 0
+    y, s = test["y"][sung, 0], p[sung, 0]
+    assert s[y].mean() > s[~y].mean() + 0.2
+    path = presence.export(est, tmp_path / "presence.onnx")
+    assert presence.parity(est, path, test["x"]) < 1e-5
+    # the exported graph with a card streams through the detector
+    from engines.cards import ModelCard
+    from streamer.features import DEFAULT_PARAMS
+    ModelCard({"input_versions": {"presence_features": presence.PRESENCE_VERSION},
+               "features": DEFAULT_PARAMS.to_dict(), "id": "tiny"}).write(path)
+    det = PresenceDetector(path)
+    x = np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    det.process(x)
+    det.flush()
+    assert det.probabilities()[1].shape == (12, 2)

@@ -1,0 +1,252 @@
+"""Train, export and evaluate the speech/music presence detector (:mod:`streamer.presence`).
+
+    python -m training.presence [--out engines/models] [--programmes N] [--seconds S] [--cache DIR]
+
+Data: TV-like programmes of :mod:`training.data.make_mix` (speech in 4.5 s slots, every third
+empty, over music with gaps), built from TRAINING speakers and music only (RAVDESS actors 1-16 +
+TESS over 4Q train artists (sung) and EMOPIA official train pieces (piano, rendered MIDI)),
+half with 9 s without music after every piece, at speech-to-music ratios -5, 0, +5 and +10 dB, an
+overall gain U[-20, +6] dB and, for half of them, white noise 60-70 dB under the programme (so
+silence is not digital zero).  Validation: the same from the val split (RAVDESS actors 17-18, 4Q
+val artists, EMOPIA val).  Test: held-out programmes (RAVDESS actors 19-24 over 4Q test artists
+and EMOPIA test), scored per step here and per second by :mod:`training.experiments.track_eval`.
+
+Targets per step (0.25 s): a source is present when its active frames (the truth's ``active``
+spans: RMS above -40 dB re the clip's loudest frame) cover at least half of the step.  The four
+combinations (none, speech, music, both) are the classes of a scikit-learn MLP over the
+standardised ``presence_features``; the exported ONNX graph adds them up into P(speech),
+P(music) (``presence`` [N, 2]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from engines.cards import MODELS_DIR, ModelCard
+from streamer.features import DEFAULT_PARAMS
+from streamer.presence import CONTEXT, PRESENCE_VERSION, STACK, STEP, STEMS, feature_names, features_of, stack_steps
+
+from .data import corpora, make_mix
+
+SR = corpora.SR
+INPUT = "presence_features"
+OPSET, ML_OPSET = 17, 3
+LICENCES = ["RAVDESS (CC BY-NC-SA 4.0)", "TESS (CC BY-NC-ND 4.0)",
+            "4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research use)",
+            "EMOPIA 1.0 (CC BY-NC-SA 4.0)"]
+SMRS = (-5.0, 0.0, 5.0, 10.0)
+
+
+def n_inputs() -> int:
+    """Model inputs per step: the features of 2 STACK + 1 steps side by side."""
+    return (2 * STACK + 1) * len(feature_names())
+
+
+def step_targets(truth: dict, centres: np.ndarray) -> np.ndarray:
+    """[S, 2] booleans: speech, music present at each step (active cover >= half of the step)."""
+    half = STEP * DEFAULT_PARAMS.hop_length / 2 / SR
+    out = np.zeros((centres.size, 2), bool)
+    t = centres / SR
+    for col, key in enumerate(("speech", "songs")):
+        cover = np.zeros(centres.size)
+        for sp in truth[key]:
+            for a, b in sp.get("active", [[sp["t_start"], sp["t_end"]]]):
+                cover += np.clip(np.minimum(t + half, b) - np.maximum(t - half, a), 0, None)
+        out[:, col] = cover >= half
+    return out
+
+
+def programme(split: str, i: int, seconds: float, seed0: int) -> tuple[np.ndarray, dict, dict]:
+    """Programme ``i`` of ``split``: (mix, truth, its settings)."""
+    rng = np.random.default_rng([seed0, i, {"train": 0, "val": 1, "test": 2}[split]])
+    music = ("4q", "emopia")[i % 2]
+    gap = 9.0 if (i // 2) % 2 == 0 or split == "test" else 0.0
+    smr = float(SMRS[(i // 4) % len(SMRS)]) if split != "test" else 5.0  # test: as the held-out programmes
+    seed = int(rng.integers(1 << 30))
+    mix, truth = make_mix.build(seconds, smr, seed, music, gap, split=split)
+    gain_db = float(rng.uniform(-20, 6)) if split != "test" else 0.0
+    noise_db = float(rng.uniform(-70, -60)) if split != "test" and i % 8 >= 4 else None
+    x = mix * np.float32(10 ** (gain_db / 20))
+    if noise_db is not None:
+        rms = float(np.sqrt(np.mean(x ** 2))) or 1.0
+        x = x + rng.standard_normal(x.size).astype(np.float32) * np.float32(rms * 10 ** (noise_db / 20))
+    return x.astype(np.float32), truth, {"music": music, "music_gap_s": gap, "smr_db": smr, "seed": seed,
+                                          "gain_db": round(gain_db, 2), "noise_db": noise_db}
+
+
+def dataset(split: str, n: int, seconds: float, seed0: int, cache: Optional[Path], log=print) -> dict:
+    """Features, targets and settings of ``n`` programmes of ``split`` (cached per programme)."""
+    xs, ys, kinds = [], [], []
+    settings = []
+    for i in range(n):
+        f = cache / f"presence_v{PRESENCE_VERSION}_{split}_{seed0}_{i}_{int(seconds)}.npz" if cache else None
+        if f is not None and f.exists():
+            z = np.load(f, allow_pickle=False)
+            x, y, st = z["x"], z["y"], json.loads(str(z["settings"]))
+        else:
+            mix, truth, st = programme(split, i, seconds, seed0)
+            centres, x = features_of(mix)
+            y = step_targets(truth, centres)
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(f, x=x, y=y, settings=json.dumps(st))
+        xs.append(stack_steps(x))
+        ys.append(y)
+        kinds.append(np.full(len(x), i % 2))
+        settings.append(st)
+        log(f"{split} programme {i}: {st}")
+    return {"x": np.concatenate(xs), "y": np.concatenate(ys), "music": np.concatenate(kinds), "settings": settings}
+
+
+def classes(y: np.ndarray) -> np.ndarray:
+    """Class index 0 none, 1 speech, 2 music, 3 both."""
+    return y[:, 0].astype(int) + 2 * y[:, 1].astype(int)
+
+
+def fit(x: np.ndarray, y: np.ndarray, hidden: int = 64, seed: int = 0, max_iter: int = 200):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=max_iter,
+                                                        early_stopping=True, n_iter_no_change=10, random_state=seed))
+    est.fit(x, classes(y))
+    return est
+
+
+def presence_of(probs4: np.ndarray, labels) -> np.ndarray:
+    """[N, 2] P(speech), P(music) from class probabilities over ``labels`` (a subset of 0..3)."""
+    m = np.array([[k & 1, (k >> 1) & 1] for k in labels], np.float32)
+    return probs4 @ m
+
+
+def scores(p: np.ndarray, y: np.ndarray, music: np.ndarray) -> dict:
+    """Per-step accuracy of presence >= 0.5, per source, overall and over sung (4q) / piano music."""
+    out = {}
+    for col, src in enumerate(STEMS):
+        pred = p[:, col] >= 0.5
+        r = {"accuracy": round(float(np.mean(pred == y[:, col])), 4)}
+        for k, name in ((0, "4q"), (1, "emopia")):
+            sel = music == k
+            if sel.any():
+                r[name] = round(float(np.mean(pred[sel] == y[sel, col])), 4)
+        out[src] = r
+    return out
+
+
+def export(est, path: Path) -> Path:
+    """The MLP pipeline as ONNX: ``presence_features`` [N, D] -> ``presence`` [N, 2]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    clf = est.steps[-1][1]
+    proto = convert_sklearn(est, initial_types=[(INPUT, FloatTensorType([None, n_inputs()]))],
+                            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET}, options={id(clf): {"zipmap": False}})
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = OPSET
+    prob = [o.name for o in proto.graph.output if o.name != "label"][0]
+    m = np.array([[k & 1, (k >> 1) & 1] for k in clf.classes_], np.float32)
+    g = proto.graph
+    g.initializer.append(numpy_helper.from_array(m, "class_to_presence"))
+    g.node.append(helper.make_node("MatMul", [prob, "class_to_presence"], ["presence"]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("presence", TensorProto.FLOAT, [None, 2]))
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def parity(est, path: Path, x: np.ndarray) -> float:
+    """Max |ONNX Runtime - scikit-learn| of the presence probabilities on ``x``."""
+    from engines.backends.onnxruntime import ort_session
+
+    sess = ort_session(path, threads=1)
+    got = sess.run(["presence"], {INPUT: x.astype(np.float32)})[0]
+    want = presence_of(est.predict_proba(x), est.steps[-1][1].classes_)
+    return float(np.max(np.abs(got - want)))
+
+
+def card(a, est, path: Path, data: dict, metrics: dict, diff: float, t0: float, argv) -> ModelCard:
+    clf = est.steps[-1][1]
+    return ModelCard({
+        "id": "emotrack-presence-1",
+        "source": "mix",
+        "task": "speech / music presence every 0.25 s of the mix (telling speech from singing), the default "
+                "activity of emotrack replay / stream (--activity detector)",
+        "onnx": path.name,
+        "window_s": (CONTEXT + 2 * STACK * STEP) * DEFAULT_PARAMS.hop_length / SR,
+        "hop_s": STEP * DEFAULT_PARAMS.hop_length / SR,
+        "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["N", n_inputs()],
+                    "description": "streamer.presence.stack_steps: streamer.presence.step_features (of the 1 s of "
+                                   f"log-mel frames around a step) of the steps j-{STACK} .. j+{STACK} side by side",
+                    "names": [f"{n}@{d:+d}" for d in range(-STACK, STACK + 1) for n in feature_names()]}],
+        "onnx_ml_opset": ML_OPSET,
+        "latency_s": round(((CONTEXT // 2 + STACK * STEP) * DEFAULT_PARAMS.hop_length) / SR, 3),
+        "outputs": [{"name": "presence", "dtype": "float32", "shape": ["N", 2], "labels": list(STEMS),
+                     "activation": "probability"}],
+        "input_versions": {INPUT: PRESENCE_VERSION},
+        "features": DEFAULT_PARAMS.to_dict(),
+        "architecture": f"StandardScaler -> MLP ({a.hidden} ReLU, softmax over none/speech/music/both, "
+                        f"{clf.n_iter_} iterations) -> sum into P(speech), P(music); scikit-learn, exported with skl2onnx",
+        "training_data": {"speech": "RAVDESS actors 1-16 + TESS", "music": "4Q train artists (split seed "
+                          f"{corpora.SPLIT_SEED}, sung) + EMOPIA official train (piano, rendered with fluidsynth)",
+                          "programmes": {k: len(data[k]["settings"]) for k in ("train", "val")},
+                          "seconds_each": a.seconds, "steps": {k: int(len(data[k]["y"])) for k in ("train", "val")},
+                          "mixing": "training.data.make_mix programmes, speech-to-music ratio -5/0/+5/+10 dB, half "
+                                    "with 9 s without music after each piece, gain U[-20, +6] dB, half with white "
+                                    "noise 60-70 dB under the programme"},
+        "training": {"command": "python -m training.presence " + " ".join(sys.argv[1:] if argv is None else argv),
+                     "seed": a.seed, "minutes": round((time.time() - t0) / 60, 1),
+                     "date": _dt.date.today().isoformat(), "parity_max_abs_diff": diff},
+        "protocol": "per 0.25 s step, presence >= 0.5 against the truth (active cover >= half the step); val: RAVDESS "
+                    "actors 17-18 over 4Q val artists / EMOPIA val; test: RAVDESS actors 19-24 over 4Q test artists "
+                    "/ EMOPIA test (held out); per second on replays: training.experiments.track_eval",
+        "metrics": metrics,
+        "licence": "code Apache-2.0; weights trained on " + "; ".join(LICENCES) + ": research / non-commercial use",
+    })
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.presence", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=MODELS_DIR, help="folder for presence.onnx and its card")
+    ap.add_argument("--programmes", type=int, default=32, help="training programmes (val and test: a quarter, "
+                                                              "at least 2)")
+    ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=None, help="cache each programme's features here")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    log = lambda *m: print(f"[{time.time() - t0:7.1f}s]", *m, file=sys.stderr, flush=True)
+    n_eval = max(2, a.programmes // 4)
+    data = {"train": dataset("train", a.programmes, a.seconds, a.seed, a.cache, log),
+            "val": dataset("val", n_eval, a.seconds, a.seed, a.cache, log),
+            "test": dataset("test", n_eval, a.seconds, a.seed, a.cache, log)}
+    est = fit(data["train"]["x"], data["train"]["y"], a.hidden, a.seed)
+    labels = est.steps[-1][1].classes_
+    metrics = {k: scores(presence_of(est.predict_proba(d["x"]), labels), d["y"], d["music"])
+               for k, d in data.items()}
+    log(json.dumps(metrics))
+    path = export(est, a.out / "presence.onnx")
+    diff = parity(est, path, data["test"]["x"][:2000])
+    c = card(a, est, path, data, {"per_step_accuracy": metrics}, round(diff, 8), t0, argv)
+    c.seal(path)
+    c.write(path)
+    log(f"wrote {path} (parity {diff:.2e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
