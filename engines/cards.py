@@ -75,10 +75,11 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-#: the model a source gets when none is named (``--speech-model`` / ``--music-model``): music is the
-#: musicnn head (best measured on unseen artists, docs/RESULTS.md); the previous default, the log-mel
-#: CNN, stays shipped as ``music.onnx`` (``--music-model engines/models/music.onnx``)
-DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music_musicnn.onnx"}
+#: the model a source gets when none is named (``--speech-model`` / ``--music-model``). Music stays the
+#: log-mel CNN: the musicnn head (``music_musicnn.onnx``) scores far better on unseen 4Q artists but worse
+#: across corpora (EMOPIA, VGMIDI) and replays at ~27x real time, under issue 23's 50x budget
+#: (docs/MODELS.md); it ships by path, ``--music-model engines/models/music_musicnn.onnx``
+DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music.onnx"}
 
 
 def default_model_path(source: str) -> Path:

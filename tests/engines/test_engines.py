@@ -105,11 +105,12 @@ def test_shipped_models_have_complete_cards_and_run(stem, source):
     assert (MODELS_DIR / f"{stem}.onnx").stat().st_size < 4 * 1024 * 1024
 
 
-def test_the_default_music_model_is_the_musicnn_head_and_the_cnn_stays_by_path():
+def test_the_default_music_model_is_the_cnn_and_the_musicnn_head_ships_by_path():
     from engines.cards import DEFAULT_MODELS, default_model_path
 
-    m = load_model(None, "music", backend="onnxruntime")
-    assert default_model_path("music").name == DEFAULT_MODELS["music"] == "music_musicnn.onnx"
+    assert default_model_path("music").name == DEFAULT_MODELS["music"] == "music.onnx"
+    assert tuple(load_model(None, "music", backend="onnxruntime").input_names) == ("features",)
+    m = load_model(MODELS_DIR / "music_musicnn.onnx", "music", backend="onnxruntime")
     assert tuple(m.input_names) == ("musicnn",) and m.card["id"].startswith("emotrack-music-musicnn")
     folds = m.card["metrics"]["4q_10fold"]          # every candidate on the 4Q artist-grouped 10-fold
     cv = folds[m.card["metrics"]["selected"]]
@@ -117,8 +118,6 @@ def test_the_default_music_model_is_the_musicnn_head_and_the_cnn_stays_by_path()
     assert cv["pooled"]["macro_f1"] >= 0.74 and cv["fold_macro_f1_mean"] > 0.73
     assert "ece" in cv["calibration_clip"]
     assert "ISC" in m.card["licence"] and "Million Song Dataset" in m.card["licence"]
-    cnn = load_model(MODELS_DIR / "music.onnx", "music", backend="onnxruntime")
-    assert tuple(cnn.input_names) == ("features",)
 
 
 def test_shipped_cards_record_the_input_versions_the_streamer_computes():
