@@ -555,6 +555,9 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
     live_in = tmp / "side_live.ogg"
     _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
     trees = {"before": base, "after": REPO}
+    for tree in trees.values():  # bytecode for both (as an installed emotrack has), so neither compiles per run
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tree / "streamer"), str(tree / "engines")],
+                       capture_output=True)
     runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "live": []} for k in trees}
     for r in range(reps):
         for name, tree in trees.items():
