@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sp_fft
 
 #: the one sample rate of the stream, the models and the features (Hz)
 SAMPLE_RATE = 16000
@@ -42,13 +43,9 @@ def frames(x: np.ndarray, length: int, hop: int) -> np.ndarray:
 
 
 def rfft_frames(fr: np.ndarray, window: np.ndarray, n_fft: int | None = None) -> np.ndarray:
-    """Spectra of windowed frames [shape=(n, n_fft // 2 + 1)]; float32 frames give complex64.
-
-    numpy's FFT (in float64, rounded to complex64 for float32 frames): ``scipy.fft`` costs a
-    command ~0.15 s of imports (it loads scipy.special); its float32 FFT rounded differently, by
-    ~1e-7 of each bin (see docs/BENCHMARKS.md, tests/streamer/test_loudness.py)."""
-    spec = np.fft.rfft(fr * window, n=n_fft, axis=-1)
-    return spec.astype(np.complex64, copy=False) if np.result_type(fr, window) == np.float32 else spec
+    """Spectra of windowed frames [shape=(n, n_fft // 2 + 1)] (scipy's FFT; float32 frames give
+    complex64)."""
+    return sp_fft.rfft(fr * window, n=n_fft, axis=-1)
 
 
 def magnitude_stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:

@@ -91,25 +91,3 @@ def test_mfcc_is_the_orthonormal_dct_of_the_log_mel(rng):
     with pytest.raises(ParameterError):
         F.dct_matrix(64, 65)
 
-
-def test_numpy_frame_fft_is_scipy_float32_fft_to_rounding(rng):
-    """The frame FFT is numpy's (float64, rounded to complex64; scipy.fft's import cost start-up):
-    the log-mel input differs from the former float32 scipy.fft by float32 rounding only."""
-    from scipy import fft as sp_fft
-
-    from streamer import dsp
-
-    x = np.concatenate([tone(220, 2.0, amp=0.3), (rng.standard_normal(SR) * 0.01).astype(np.float32),
-                        np.zeros(SR // 2, np.float32)])
-    p = F.DEFAULT_PARAMS
-    fr = F.frames_of(x, p)
-    spec = dsp.rfft_frames(fr, dsp.hann(p.win_length), p.n_fft)
-    ref = sp_fft.rfft(fr * dsp.hann(p.win_length), n=p.n_fft, axis=-1)
-    assert spec.dtype == ref.dtype == np.complex64
-    np.testing.assert_allclose(spec, ref, rtol=0, atol=1e-5 * float(np.abs(ref).max()))
-    ours = F.extract(x)
-    mel = np.abs(ref) @ F.mel_filterbank(p).T
-    former = F.assemble((20.0 * np.log10(np.maximum(mel, F._raw_floor(p)))).astype(np.float32), F.window_gain_db(x), p)
-    d = np.abs(ours - former)
-    # in dB: the largest in near-silent bins, where float32 rounding is a larger share of the energy
-    assert d.max() < 0.01 and d.mean() < 1e-4
