@@ -151,9 +151,10 @@ def _wait_rss(proc: subprocess.Popen, tick: Optional[Callable[[], None]] = None)
         peak = max(peak, _vm_hwm_mb(proc.pid))  # read before reaping: the zombie has no mm
         if tick is not None:
             tick()
-        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.cpu_s = usage.ru_utime + usage.ru_stime  # the child's CPU time, for load-robust figures
             return proc.returncode, peak
         time.sleep(0.01)
 
@@ -186,7 +187,7 @@ def run_replay(inputs: list[Path], tmp: Path, audio_s: float, separator: str = "
     ends = [json.loads(ln) for ln in out.read_text().splitlines() if '"event":"end"' in ln]
     rtf_in = [e["realtime_factor"] for e in ends if e.get("realtime_factor")]
     return {"wall_s": wall, "rtf_wall": audio_s / wall, "rtf_in_process": min(rtf_in) if rtf_in else float("nan"),
-            "peak_rss_mb": rss}
+            "peak_rss_mb": rss, "cpu_s": proc.cpu_s, "rtf_cpu": audio_s / max(proc.cpu_s, 1e-9)}
 
 
 def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0, tree: Path = REPO) -> dict:
@@ -504,21 +505,32 @@ def materialise(ref: str, dest: Path) -> str:
     return full
 
 
-def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> float:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> tuple[float, float]:
     """Seconds from launching ``emotrack replay`` to its first emotion message (start-up, plus the
-    first window's fill processed at replay speed)."""
+    first window's fill processed at replay speed), and the CPU seconds it had used by then (the
+    figure a loaded machine moves least)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(_cli("replay", str(audio), "--no-pub", "-q", "--backend", "onnxruntime", "--out", "-"),
                             env=_env(tree), cwd=str(tmp), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    first = float("nan")
+    first = cpu = float("nan")
     for line in proc.stdout:
         if b'"topic":"emotion.' in line:
             first = time.monotonic() - t0
+            cpu = _cpu_s(proc.pid)
             break
     proc.kill()
     proc.wait()
     proc.stdout.close()
-    return first
+    return first, cpu
 
 
 def stage_shares(audio: Path, tmp: Path, separator: str, tree: Path = REPO) -> dict:
@@ -558,13 +570,15 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
     for tree in trees.values():  # bytecode for both (as an installed emotrack has), so neither compiles per run
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tree / "streamer"), str(tree / "engines")],
                        capture_output=True)
-    runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "live": []} for k in trees}
+    runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "startup_cpu": [], "live": []} for k in trees}
     for r in range(reps):
         for name, tree in trees.items():
             log(f"side by side: {name} run {r + 1}/{reps}")
             runs[name]["replay"].append(run_replay([prog], tmp, audio_s, tree=tree))
             runs[name]["replay_builtin"].append(run_replay([prog], tmp, audio_s, "builtin", tree=tree))
-            runs[name]["startup"].append(run_startup(prog, tmp, tree))
+            first, cpu = run_startup(prog, tmp, tree)
+            runs[name]["startup"].append(first)
+            runs[name]["startup_cpu"].append(cpu)
             runs[name]["live"].append(run_live(live_in, tmp, tree=tree))
     res: dict = {"baseline_ref": ref, "baseline_commit": full, "programme": f"{minutes:g} min: examples/heldout_mix.ogg "
                  "looped with ffmpeg, 16 kHz mono WAV", "live_input_seconds": live_s}
@@ -572,7 +586,8 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
         rr = runs[name]
         log(f"side by side: {name}, profiled replays")
         res[name] = {"replay": _collect(rr["replay"]), "replay_builtin": _collect(rr["replay_builtin"]),
-                     "startup_s": summary(rr["startup"]), "live": _collect(rr["live"]),
+                     "startup_s": summary(rr["startup"]), "startup_cpu_s": summary(rr["startup_cpu"]),
+                     "live": _collect(rr["live"]),
                      "stage_share_pct": {"default": stage_shares(prog, tmp, "none", tree),
                                          "builtin": stage_shares(prog, tmp, "builtin", tree)}}
     a, b = res["after"], res["before"]
@@ -580,7 +595,11 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
         "replay_rtf_wall": round(a["replay"]["rtf_wall"]["median"] / b["replay"]["rtf_wall"]["median"], 2),
         "replay_builtin_rtf_wall": round(a["replay_builtin"]["rtf_wall"]["median"]
                                          / b["replay_builtin"]["rtf_wall"]["median"], 2),
-        "startup_s": round(a["startup_s"]["median"] / b["startup_s"]["median"], 2)}
+        "replay_rtf_cpu": round(a["replay"]["rtf_cpu"]["median"] / b["replay"]["rtf_cpu"]["median"], 2),
+        "replay_builtin_rtf_cpu": round(a["replay_builtin"]["rtf_cpu"]["median"]
+                                        / b["replay_builtin"]["rtf_cpu"]["median"], 2),
+        "startup_s": round(a["startup_s"]["median"] / b["startup_s"]["median"], 2),
+        "startup_cpu_s": round(a["startup_cpu_s"]["median"] / b["startup_cpu_s"]["median"], 2)}
     res["goal"] = {
         "replay_builtin_rtf_wall / 100x": round(a["replay_builtin"]["rtf_wall"]["median"]
                                                 / GOALS["replay_builtin_rtf_wall_min"], 2),
@@ -595,10 +614,15 @@ def side_by_side_table(sb: dict) -> str:
     rows = [("", "before", "after")]
     for key, label in (("replay", "replay RTF wall, default"), ("replay_builtin", "replay RTF wall, --separator builtin")):
         rows.append((label, f(sb["before"][key]["rtf_wall"], "x"), f(sb["after"][key]["rtf_wall"], "x")))
+    for key, label in (("replay", "replay RTF per CPU second, default"),
+                       ("replay_builtin", "replay RTF per CPU second, builtin")):
+        rows.append((label, f(sb["before"][key]["rtf_cpu"], "x"), f(sb["after"][key]["rtf_cpu"], "x")))
     for key, label in (("replay", "replay RTF in process, default"),
                        ("replay_builtin", "replay RTF in process, builtin")):
         rows.append((label, f(sb["before"][key]["rtf_in_process"], "x"), f(sb["after"][key]["rtf_in_process"], "x")))
     rows.append(("start-up (launch to first message)", f(sb["before"]["startup_s"], " s"), f(sb["after"]["startup_s"], " s")))
+    rows.append(("start-up, CPU seconds to first message", f(sb["before"]["startup_cpu_s"], " s"),
+                 f(sb["after"]["startup_cpu_s"], " s")))
     rows.append(("peak RSS, builtin replay", f(sb["before"]["replay_builtin"]["peak_rss_mb"], " MB"),
                  f(sb["after"]["replay_builtin"]["peak_rss_mb"], " MB")))
     for k in ("hop_p50_ms", "hop_p99_ms"):
