@@ -482,7 +482,8 @@ def cum(suffix, name):
 total = cum("streamer/cli.py", "main")
 run = cum("streamer/pipeline.py", "run")
 print(json.dumps({"total": total, "pipeline": run, "separation": cum("streamer/pipeline.py", "_stems"),
-                  "features": cum("streamer/pipeline.py", "inputs"), "inference": cum("engines/runtime.py", "predict"),
+                  "features": cum("streamer/pipeline.py", "inputs") + cum("streamer/inputs.py", "written"),
+                  "inference": cum("engines/runtime.py", "predict"),
                   "publish": cum("streamer/pipeline.py", "publish"), "decode": cum("streamer/sources.py", "blocks")}))
 """
 
@@ -535,7 +536,8 @@ def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> tuple[float, float
 
 def stage_shares(audio: Path, tmp: Path, separator: str, tree: Path = REPO) -> dict:
     """One replay under cProfile: each stage's share of the profiled wall time (start-up: all
-    before the pipeline runs; decode, separation, features, inference, publish; other: the rest of
+    before the pipeline runs; decode, separation, features (per window, and per stream as blocks
+    are written: log-mel frames, K-weighted energies), inference, publish; other: the rest of
     the loop).  cProfile slows Python-heavy stages most: shares, not absolute times."""
     out = tmp / "profiled.jsonl"
     cp = subprocess.run([sys.executable, "-c", _STAGES_CHILD, "replay", str(audio), "--no-pub", "-q", "--backend",
