@@ -20,8 +20,9 @@ energy of each ``grid`` samples; a window on that grid takes its 400 ms block
 energies from there.  The filter of a window starts from rest at the window's
 first sample (as :func:`integrated_loudness` of the window alone): only the
 first ``len(k_weighting_ir)`` samples of a window see the difference, so the
-blocks that touch them are recomputed from the window's own samples.  The
-result is the per-window value, at a tenth of its cost.
+energies of the grid cells that hold them are recomputed from the window's own
+samples.  The result is the per-window value (to float64 rounding) at about a
+fifth of its former cost, and no window filters more than its first 2048 samples.
 """
 
 from __future__ import annotations
@@ -236,21 +237,17 @@ class KWeightedStream:
         last = (start + int(starts[-1]) + self.block + g - 1) // g
         if c0 < self.done - self.cap or last > self.done:
             return None
-        # the first blocks, whose samples the filter sees from rest within the window: recomputed
-        head_blocks = int(np.searchsorted(starts, self.h.size - 1, side="right"))
-        head = min(n, int(starts[head_blocks - 1]) + self.block) if head_blocks else 0
-        ms = np.empty(starts.size, np.float64)
-        if head_blocks:
-            zh = k_weight(samples[:head], self.fs)
-            csum = np.concatenate(([0.0], np.cumsum(zh * zh)))
-            s = starts[:head_blocks]
-            ms[:head_blocks] = csum[s + self.block] - csum[s]
-        if head_blocks < starts.size:
-            k0 = c0 % self.cap
-            ncell = (int(starts[-1]) + self.block) // g
-            ce = np.concatenate(([0.0], np.cumsum(self._e[k0:k0 + ncell])))
-            s = starts[head_blocks:] // g
-            ms[head_blocks:] = ce[s + self.block // g] - ce[s]
+        # the cells of the window's first len(h) - 1 samples, where a filter started at the window
+        # (from rest) differs from the stream's: their energies recomputed from the window's samples
+        k0 = c0 % self.cap
+        ncell = (int(starts[-1]) + self.block) // g
+        cells = self._e[k0:k0 + ncell].copy()
+        nh = min(ncell, -(-(self.h.size - 1) // g))
+        zh = k_weight(samples[:nh * g], self.fs).reshape(nh, g)
+        cells[:nh] = np.einsum("ij,ij->i", zh, zh)
+        ce = np.concatenate(([0.0], np.cumsum(cells)))
+        s = starts // g
+        ms = ce[s + self.block // g] - ce[s]
         return gated_loudness(ms / self.block)
 
 
