@@ -99,6 +99,7 @@ def _ir_spectrum(fs: float, nfft: int) -> np.ndarray:
     return np.fft.rfft(k_weighting_ir(fs), nfft)
 
 
+@lru_cache(maxsize=256)
 def _smooth_size(n: int) -> int:
     """The smallest 2^a 3^b 5^c >= n (a size the FFT handles fast)."""
     best = 1 << max(0, int(n - 1).bit_length())
