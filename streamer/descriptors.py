@@ -45,6 +45,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sp_fft
 
 from . import dsp
 from .features import DEFAULT_PARAMS, delta, frame_log_mel, frames_of, loudness_normalise, mfcc_from_logmel
@@ -104,8 +105,6 @@ def pitch_track(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     w, rw = _f0_window_acf()
     fw = fr * w
     fw = fw - fw.mean(1, keepdims=True) * w
-    from scipy import fft as sp_fft  # lazily: its import costs a command ~0.15 s
-
     spec = sp_fft.rfft(fw, 2 * F0_FRAME, axis=1)
     r = sp_fft.irfft(spec.real ** 2 + spec.imag ** 2, axis=1)[:, :F0_FRAME]
     e = r[:, 0].copy()

@@ -25,7 +25,7 @@ from . import descriptors, music_descriptors, musicnn
 from .errors import ModelError, ParameterError
 from .features import (DEFAULT_PARAMS, FEATURE_VERSION, FeatureParams, LogMelStream, extract,
                        loudness_gain_db, loudness_normalise)
-from .loudness import KWeightedStream, stream_grid
+from .loudness import STEP_S, KWeightedStream, stream_grid
 from .window import RingBuffer, Window, WindowStream
 
 __all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_versions", "input_shape",
@@ -143,7 +143,7 @@ class InputWindowStream(WindowStream):
         #: per-stem K-weighted energies (R128 loudness of every window from one filtering of the stream)
         self.loudness = {}
         if params:
-            step = int(round(0.1 * params.sample_rate))
+            step = int(round(STEP_S * params.sample_rate))
             for stem in self.rings:
                 hops = [w.hop for s, w in self.windowers.values() if s == stem]
                 self.loudness[stem] = KWeightedStream(self.capacity, params.sample_rate, stream_grid(step, hops))
