@@ -6,7 +6,7 @@ queue from their own thread, so a slow step here shows up as counted drops, neve
 as a blocked capture; publishing never blocks (see :mod:`streamer.publish`).
 Windows completed by one block are batched per model; a replay (``replay_batch``)
 takes each window's inputs and presence when it completes but runs a model once
-for 16 waiting windows (same messages, same order: tested), a live stream every hop.
+for 8 waiting windows (same messages, same order: tested), a live stream every hop.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ class Progress:
 
 
 #: windows per model per inference call in replay (a live stream infers every hop at once)
-REPLAY_BATCH = 16
+REPLAY_BATCH = 8
 
 
 def run_pipeline(args, source) -> int:
