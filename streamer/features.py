@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -81,8 +82,13 @@ def mel_filterbank(params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
 
 def window_gain_db(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> float:
     """R128 gain of one window: to ``target_lufs``, clipped; 0 dB for silence."""
-    return normalisation_gain_db(integrated_loudness(x, params.sample_rate), params.target_lufs,
-                                 params.min_gain_db, params.max_gain_db)
+    return loudness_gain_db(integrated_loudness(x, params.sample_rate), params)
+
+
+def loudness_gain_db(lufs: float, params: FeatureParams = DEFAULT_PARAMS) -> float:
+    """The gain of a window whose integrated loudness is ``lufs`` (e.g. from a stream's
+    :class:`streamer.loudness.KWeightedStream`)."""
+    return normalisation_gain_db(lufs, params.target_lufs, params.min_gain_db, params.max_gain_db)
 
 
 def loudness_normalise(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -233,7 +239,11 @@ class LogMelStream:
         k0 = start // p.hop_length
         return k0 >= self.done - self.cap and k0 + n_frames <= self.done
 
-    def window_features(self, samples: np.ndarray, start: int, n_frames: int) -> np.ndarray:
-        """Features of the window ``samples`` that starts at stream sample ``start``."""
+    def window_features(self, samples: np.ndarray, start: int, n_frames: int,
+                        gain_db: Optional[float] = None) -> np.ndarray:
+        """Features of the window ``samples`` that starts at stream sample ``start``; ``gain_db``:
+        its R128 gain when already known (else :func:`window_gain_db` of ``samples``)."""
         k0 = (start // self.params.hop_length) % self.cap
-        return assemble(self._buf[k0:k0 + n_frames], window_gain_db(samples, self.params), self.params)
+        if gain_db is None:
+            gain_db = window_gain_db(samples, self.params)
+        return assemble(self._buf[k0:k0 + n_frames], gain_db, self.params)

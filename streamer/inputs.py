@@ -24,7 +24,8 @@ import numpy as np
 from . import descriptors, music_descriptors, musicnn
 from .errors import ModelError, ParameterError
 from .features import (DEFAULT_PARAMS, FEATURE_VERSION, FeatureParams, LogMelStream, extract,
-                       loudness_normalise)
+                       loudness_gain_db, loudness_normalise)
+from .loudness import STEP_S, KWeightedStream, stream_grid
 from .window import RingBuffer, Window, WindowStream
 
 __all__ = ["INPUT_KINDS", "INPUT_VERSIONS", "InputWindowStream", "check_input_versions", "input_shape",
@@ -139,6 +140,13 @@ class InputWindowStream(WindowStream):
         super().__init__(specs, block_max)
         #: per-stem log-mel frames, computed once (when feature params are given)
         self.mels = {stem: LogMelStream(self.capacity, params) for stem in self.rings} if params else {}
+        #: per-stem K-weighted energies (R128 loudness of every window from one filtering of the stream)
+        self.loudness = {}
+        if params:
+            step = int(round(STEP_S * params.sample_rate))
+            for stem in self.rings:
+                hops = [w.hop for s, w in self.windowers.values() if s == stem]
+                self.loudness[stem] = KWeightedStream(self.capacity, params.sample_rate, stream_grid(step, hops))
         self.params = params
         #: per-stem musicnn patch embeddings (streamer.musicnn), made when a model first asks for them
         self.patches: dict = {}
@@ -151,6 +159,17 @@ class InputWindowStream(WindowStream):
             self.mels[stem].update(ring)
             for f in self.frame_listeners.get(stem, ()):
                 f(self.mels[stem])
+        if stem in self.loudness:
+            self.loudness[stem].update(ring)
+
+    def gain_db(self, w: Window) -> Optional[float]:
+        """R128 gain of window ``w`` from the stream's K-weighted energies, or None when they do
+        not cover it (a padded tail, a window off the grid)."""
+        kw = self.loudness.get(self.windowers[w.key][0])
+        if kw is None or w.end - w.start != w.samples.size:
+            return None
+        lufs = kw.window_loudness(w.samples, w.start)
+        return None if lufs is None else loudness_gain_db(lufs, self.params)
 
     def features(self, w: Window) -> np.ndarray:
         """Model input of window ``w``: cached frames when on the frame grid, else computed."""
@@ -158,7 +177,7 @@ class InputWindowStream(WindowStream):
         mel = self.mels.get(stem)
         n = self.params.n_frames(w.samples.size)
         if mel is not None and w.end - w.start == w.samples.size and mel.covers(w.start, n):
-            return mel.window_features(w.samples, w.start, n)
+            return mel.window_features(w.samples, w.start, n, self.gain_db(w))
         return extract(w.samples, self.params)
 
     def inputs(self, w: Window, names) -> dict[str, np.ndarray]:

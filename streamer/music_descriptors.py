@@ -45,10 +45,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from . import dsp
 from .features import DEFAULT_PARAMS, loudness_normalise
+
+
+def median_filter(*args, **kw):
+    """``scipy.ndimage.median_filter``, imported when first used (not on a stream's start-up path)."""
+    from scipy.ndimage import median_filter as mf
+
+    return mf(*args, **kw)
 
 #: bump when the definition changes (invalidates the caches)
 MUSIC_DESCRIPTOR_VERSION = 1

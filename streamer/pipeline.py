@@ -4,7 +4,9 @@ inference -> publish.
 One loop, driven by the source's blocks.  Live sources put blocks in a bounded
 queue from their own thread, so a slow step here shows up as counted drops, never
 as a blocked capture; publishing never blocks (see :mod:`streamer.publish`).
-Windows completed by one block are batched per model.
+Windows completed by one block are batched per model; a replay (``replay_batch``)
+takes each window's inputs and presence when it completes but runs a model once
+for 8 waiting windows (same messages, same order: tested), a live stream every hop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ from .sources import SAMPLE_RATE, Source
 from .window import Window, WindowPlan
 
 QUADRANT_INDEX = {q: i for i, q in enumerate(QUADRANTS)}
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Where a completed window lay (its samples are gone once the ring moves on)."""
+
+    key: str
+    start: int
+    end: int
 
 
 def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> None:
@@ -93,13 +104,16 @@ class Pipeline:
                  hops_s: Optional[dict] = None, heartbeat_s: float = 1.0,
                  block_max_s: float = 4.0, params: F.FeatureParams = F.DEFAULT_PARAMS,
                  progress: Optional[Callable[[float], None]] = None,
-                 activity_from_separator: bool = True, smooth_s=None):
+                 activity_from_separator: bool = True, smooth_s=None, replay_batch: int = 1):
         if not models:
             raise EmotrackError("no model to run")
         self.models = models
         self.pub = publisher
         self.sep = separator
         self.activity_from_separator = activity_from_separator
+        #: windows per model per inference call when replaying (live sources: 1, every hop at once)
+        self.replay_batch = max(1, int(replay_batch))
+        self._pending: list = []
         self.params = params
         self.heartbeat_s = heartbeat_s
         self.progress = progress
@@ -138,14 +152,31 @@ class Pipeline:
         return self.sep.process(block)
 
     def _process(self, wins: list[Window]) -> None:
-        by_source: dict[str, list[Window]] = {}
-        for w in wins:
-            by_source.setdefault(w.key, []).append(w)
-        for src, ws in by_source.items():
-            model = self.models[src]
-            out = model.predict(stack_inputs([self.inputs(w) for w in ws]))
-            for i, w in enumerate(ws):
-                self.publish(src, w, out, i)
+        """Infer and publish ``wins`` now (per hop: live), or, with ``replay_batch`` > 1, take their
+        inputs and presence now and defer inference until a model has that many windows waiting
+        (:meth:`_drain`): fewer, larger runtime calls; the messages are the same, in the same order."""
+        for w in wins:  # inputs and activity now: the windows are views valid until the next write
+            self._pending.append((_Done(w.key, w.start, w.end), self.inputs(w), self._activity(w)))
+        counts: dict[str, int] = {}
+        for w, _, _ in self._pending:
+            counts[w.key] = counts.get(w.key, 0) + 1
+        if max(counts.values(), default=0) >= self.replay_batch:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Infer every pending window (one call per model) and publish them in completion order."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        by_source: dict[str, list[int]] = {}
+        for i, (w, _, _) in enumerate(pending):
+            by_source.setdefault(w.key, []).append(i)
+        outs, row = {}, {}
+        for src, idx in by_source.items():
+            outs[src] = self.models[src].predict(stack_inputs([pending[i][1] for i in idx]))
+            row.update({i: r for r, i in enumerate(idx)})
+        for i, (w, _, act) in enumerate(pending):
+            self.publish(w.key, w, outs[w.key], row[i], act)
 
     def inputs(self, w: Window) -> dict[str, np.ndarray]:
         """The inputs of window ``w`` that its model takes, adapted to the stream where its
@@ -158,21 +189,28 @@ class Pipeline:
             x = self.streams[w.key].adapt_inputs(x, update=ad.wants_update(act))
         return x
 
-    def publish(self, src: str, w: Window, out: dict[str, np.ndarray], i: int) -> None:
-        """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
-
-        ``activity`` comes from the separator's presence estimate where it has one (the
-        presence detector beside the mix by default: :mod:`streamer.presence`), else from the
-        emotion model's activity head."""
-        fields = summarise(out, i)
-        presence = None
+    def _activity(self, w: Window) -> tuple[Optional[float], Optional[float]]:
+        """The separator's presence over window ``w`` and over the hop at its centre (None, None
+        without one), read when the window completes."""
+        act = presence = None
         if self.activity_from_separator:
+            src = w.key
             act = self.sep.activity(src, w.start, w.end)
-            if act is not None:
-                fields["activity"] = float(np.clip(act, 0.0, 1.0))
             if src in self.trackers:  # presence over the hop at the window's centre: 'tracked.present'
                 c, h = (w.start + w.end) // 2, int(round(self.hops_s[src] * SAMPLE_RATE)) // 2
                 presence = self.sep.activity(src, c - h, c + h, done=w.end)
+        return act, presence
+
+    def publish(self, src: str, w, out: dict[str, np.ndarray], i: int, activity=None) -> None:
+        """Publish window ``w`` of source ``src`` from row ``i`` of a batch's outputs.
+
+        ``activity`` comes from the separator's presence estimate where it has one (the
+        presence detector beside the mix by default: :mod:`streamer.presence`; ``activity``:
+        :meth:`_activity` when the window completed), else from the emotion model's activity head."""
+        fields = summarise(out, i)
+        act, presence = activity if activity is not None else self._activity(w)
+        if act is not None:
+            fields["activity"] = float(np.clip(act, 0.0, 1.0))
         if src in self.trackers:
             fields["tracked"] = self.trackers[src].update(
                 valence=fields["valence"], arousal=fields["arousal"], probs=fields["probs"], activity=fields["activity"],
@@ -194,6 +232,8 @@ class Pipeline:
         """Process ``source`` to its end (or until ``stop`` is set)."""
         st = self.stats
         t0 = time.monotonic()
+        if source.live:
+            self.replay_batch = 1
         next_beat = t0 + self.heartbeat_s
         self.publish_start(source)
         error: Optional[BaseException] = None
@@ -220,6 +260,7 @@ class Pipeline:
         finally:
             # Whatever happened, what was captured is processed and published.
             try:
+                self._drain()
                 tail = self.sep.flush()
                 if not self.sep.identity and tail["speech"].size:
                     for wins in self.windows.push(tail):
@@ -227,6 +268,7 @@ class Pipeline:
                 rest = self.windows.flush()
                 if rest:
                     self._process(rest)
+                self._drain()
             finally:
                 self.publish_end(source, t0)
         if error is not None:

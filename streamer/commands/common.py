@@ -236,6 +236,10 @@ class Progress:
         sys.stderr.write("\n")
 
 
+#: windows per model per inference call in replay (a live stream infers every hop at once)
+REPLAY_BATCH = 8
+
+
 def run_pipeline(args, source) -> int:
     """One source through the pipeline to the publisher, until its end or a signal (replay, stream);
     with ``--segments FILE`` the passages are written at the end (also after an interruption)."""
@@ -258,7 +262,8 @@ def run_pipeline(args, source) -> int:
         if not args.quiet and sys.stderr.isatty() and not source.live:
             progress = Progress(f"replay {source.name}", getattr(source, "duration", None))
         pipe = Pipeline(models, publisher, separator, hops_s=hops(args), heartbeat_s=args.heartbeat,
-                        progress=progress, block_max_s=0.1 if source.live else 4.0, smooth_s=smooth_s)
+                        progress=progress, block_max_s=0.1 if source.live else 4.0, smooth_s=smooth_s,
+                        replay_batch=REPLAY_BATCH)
         with stop_on_signals(stop, [source]):
             stats = pipe.run(source, stop=stop)
     finally:

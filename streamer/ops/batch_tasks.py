@@ -255,13 +255,13 @@ def run_chunk(task: ChunkTask, cfg: RunConfig, samples: Optional[np.ndarray] = N
                             heartbeat_s=1e9, block_max_s=4.0)
             publish_window = pipe.publish
 
-            def publish(source, w, out, i):
+            def publish(source, w, out, i, activity=None):
                 wr = pipe.windows.windowers[source][1]
                 if not task.last and (task.start + w.start >= task.own_end or w.start % wr.hop
                                       or w.end - w.start != wr.length):
                     return  # the next chunk's window, or this chunk's artificial tail
                 rec.position = (task.start + w.start, task.start + w.end)
-                publish_window(source, w, out, i)
+                publish_window(source, w, out, i, activity)
 
             pipe.publish = publish
             pipe.run(src)

@@ -54,6 +54,14 @@ def add_parser(sub) -> None:
                         "(docs/BENCHMARKS.md)")
     b.add_argument("--live-seconds", type=float, default=20.0, metavar="S",
                    help="length of the paced input for live latency and start-up (default: 20)")
+    b.add_argument("--baseline", nargs="?", const=BASELINE_REF, default=None, metavar="REF",
+                   help="also run the same replays, start-up and live commands on git REF of this checkout "
+                        f"(default {BASELINE_REF}: before issue 27), interleaved with this tree's, and print them "
+                        "side by side with each stage's share of wall time")
+    b.add_argument("--side-by-side-only", action="store_true",
+                   help="with --baseline: only the side-by-side section (no stages, Spleeter or scaling)")
+    b.add_argument("--programme-minutes", type=float, default=5.0, metavar="M",
+                   help="length of the looped programme of the side-by-side replays (default: 5)")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -117,8 +125,8 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamer.cli", *args]
 
 
-def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _env(tree: Path = REPO) -> dict:
+    return dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def _vm_hwm_mb(pid: int) -> float:
@@ -143,9 +151,10 @@ def _wait_rss(proc: subprocess.Popen, tick: Optional[Callable[[], None]] = None)
         peak = max(peak, _vm_hwm_mb(proc.pid))  # read before reaping: the zombie has no mm
         if tick is not None:
             tick()
-        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.cpu_s = usage.ru_utime + usage.ru_stime  # the child's CPU time, for load-robust figures
             return proc.returncode, peak
         time.sleep(0.01)
 
@@ -161,13 +170,14 @@ def _end_status(out: Path) -> dict:
 
 
 def run_replay(inputs: list[Path], tmp: Path, audio_s: float, separator: str = "none",
-               extra: tuple = ()) -> dict:
-    """One ``emotrack replay INPUT... --no-pub`` run: wall, RTFs, peak RSS."""
+               extra: tuple = (), tree: Path = REPO) -> dict:
+    """One ``emotrack replay INPUT... --no-pub`` run: wall, RTFs, peak RSS (``tree``: the
+    emotrack checkout to run, e.g. a ``--baseline`` one)."""
     out = tmp / "replay.jsonl"
     t0 = time.monotonic()
     proc = subprocess.Popen(_cli("replay", *map(str, inputs), "--no-pub", "-q", "--backend", "onnxruntime",
                                  "--out", str(out), "--heartbeat", "5", "--separator", separator, *extra),
-                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+                            env=_env(tree), cwd=str(tmp), stderr=subprocess.PIPE)
     rc, rss = _wait_rss(proc)
     wall = time.monotonic() - t0
     err = proc.stderr.read().decode(errors="replace")
@@ -177,10 +187,10 @@ def run_replay(inputs: list[Path], tmp: Path, audio_s: float, separator: str = "
     ends = [json.loads(ln) for ln in out.read_text().splitlines() if '"event":"end"' in ln]
     rtf_in = [e["realtime_factor"] for e in ends if e.get("realtime_factor")]
     return {"wall_s": wall, "rtf_wall": audio_s / wall, "rtf_in_process": min(rtf_in) if rtf_in else float("nan"),
-            "peak_rss_mb": rss}
+            "peak_rss_mb": rss, "cpu_s": proc.cpu_s, "rtf_cpu": audio_s / max(proc.cpu_s, 1e-9)}
 
 
-def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0) -> dict:
+def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0, tree: Path = REPO) -> dict:
     """One ``emotrack stream --input FILE --no-pub`` run (paced at real time)."""
     out = tmp / "live.jsonl"
     if out.exists():
@@ -188,7 +198,7 @@ def run_live(path: Path, tmp: Path, window_fill_s: float = 3.0) -> dict:
     t0 = time.monotonic()
     proc = subprocess.Popen(_cli("stream", "--input", str(path), "--no-pub", "-q", "--backend", "onnxruntime",
                                  "--out", str(out), "--heartbeat", "5"),
-                            env=_env(), cwd=str(tmp), stderr=subprocess.PIPE)
+                            env=_env(tree), cwd=str(tmp), stderr=subprocess.PIPE)
     first = [None]
 
     def tick() -> None:
@@ -449,6 +459,190 @@ def bench_spleeter(audio: Path, audio_s: float, reps: int, tmp: Path, log: Calla
                            "build excluded as in Spleeter's own figure) over Spleeter's own separation alone"}
 
 
+# ----------------------------------------------------------------------------- before / after
+
+#: the commit issue 27 started from: ``--baseline`` without a REF measures it beside this tree
+BASELINE_REF = "16c1e62"
+#: issue 27's goals on 2 CPU cores
+GOALS = {"replay_builtin_rtf_wall_min": 100.0, "startup_s_max": 0.4}
+
+_STAGES_CHILD = r"""
+import cProfile, json, pstats, sys
+from streamer.cli import main
+pr = cProfile.Profile()
+pr.enable()
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+pr.disable()
+st = pstats.Stats(pr).stats
+def cum(suffix, name):
+    return sum(v[3] for k, v in st.items() if k[0].replace("\\", "/").endswith(suffix) and k[2] == name)
+total = cum("streamer/cli.py", "main")
+run = cum("streamer/pipeline.py", "run")
+print(json.dumps({"total": total, "pipeline": run, "separation": cum("streamer/pipeline.py", "_stems"),
+                  "features": cum("streamer/pipeline.py", "inputs") + cum("streamer/inputs.py", "written"),
+                  "inference": cum("engines/runtime.py", "predict"),
+                  "publish": cum("streamer/pipeline.py", "publish"), "decode": cum("streamer/sources.py", "blocks")}))
+"""
+
+
+def materialise(ref: str, dest: Path) -> str:
+    """Write the files of git ``ref`` of this checkout under ``dest`` (git archive); its full hash."""
+    import io
+    import tarfile
+
+    try:
+        full = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        data = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", full],
+                              capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(f"--baseline {ref}: not a commit of this git checkout ({exc})") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        tf.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tf.extractall(dest)
+    return full
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> tuple[float, float]:
+    """Seconds from launching ``emotrack replay`` to its first emotion message (start-up, plus the
+    first window's fill processed at replay speed), and the CPU seconds it had used by then (the
+    figure a loaded machine moves least)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(_cli("replay", str(audio), "--no-pub", "-q", "--backend", "onnxruntime", "--out", "-"),
+                            env=_env(tree), cwd=str(tmp), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    first = cpu = float("nan")
+    for line in proc.stdout:
+        if b'"topic":"emotion.' in line:
+            first = time.monotonic() - t0
+            cpu = _cpu_s(proc.pid)
+            break
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    return first, cpu
+
+
+def stage_shares(audio: Path, tmp: Path, separator: str, tree: Path = REPO) -> dict:
+    """One replay under cProfile: each stage's share of the profiled wall time (start-up: all
+    before the pipeline runs; decode, separation, features (per window, and per stream as blocks
+    are written: log-mel frames, K-weighted energies), inference, publish; other: the rest of
+    the loop).  cProfile slows Python-heavy stages most: shares, not absolute times."""
+    out = tmp / "profiled.jsonl"
+    cp = subprocess.run([sys.executable, "-c", _STAGES_CHILD, "replay", str(audio), "--no-pub", "-q", "--backend",
+                         "onnxruntime", "--out", str(out), "--separator", separator],
+                        env=_env(tree), cwd=str(tmp), capture_output=True, text=True)
+    try:
+        t = json.loads(cp.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"profiled replay failed: {cp.stderr.strip()[-300:]}") from None
+    parts = {"startup": t["total"] - t["pipeline"]}
+    parts.update({k: t[k] for k in ("decode", "separation", "features", "inference", "publish")})
+    parts["other"] = max(0.0, t["pipeline"] - sum(t[k] for k in ("decode", "separation", "features", "inference",
+                                                                  "publish")))
+    total = max(t["total"], 1e-9)
+    return {k: round(100.0 * v / total, 1) for k, v in parts.items()}
+
+
+def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: Path,
+                       log: Callable[[str], None]) -> dict:
+    """The same commands on git ``ref`` (materialised under ``tmp``) and on this tree, interleaved
+    run by run so that both see the same machine load."""
+    base = tmp / "baseline"
+    full = materialise(ref, base)
+    prog = tmp / f"programme{minutes:g}min.wav"
+    audio_s = minutes * 60.0
+    loops = math.ceil(audio_s / 90.0)
+    _ffmpeg("-stream_loop", str(loops), "-i", str(EXAMPLE), "-t", f"{audio_s:g}", "-ar", str(SAMPLE_RATE),
+            "-ac", "1", str(prog))
+    live_in = tmp / "side_live.ogg"
+    _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
+    trees = {"before": base, "after": REPO}
+    for tree in trees.values():  # bytecode for both (as an installed emotrack has), so neither compiles per run
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tree / "streamer"), str(tree / "engines")],
+                       capture_output=True)
+    runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "startup_cpu": [], "live": []} for k in trees}
+    for r in range(reps):
+        for name, tree in trees.items():
+            log(f"side by side: {name} run {r + 1}/{reps}")
+            runs[name]["replay"].append(run_replay([prog], tmp, audio_s, tree=tree))
+            runs[name]["replay_builtin"].append(run_replay([prog], tmp, audio_s, "builtin", tree=tree))
+            first, cpu = run_startup(prog, tmp, tree)
+            runs[name]["startup"].append(first)
+            runs[name]["startup_cpu"].append(cpu)
+            runs[name]["live"].append(run_live(live_in, tmp, tree=tree))
+    res: dict = {"baseline_ref": ref, "baseline_commit": full, "programme": f"{minutes:g} min: examples/heldout_mix.ogg "
+                 "looped with ffmpeg, 16 kHz mono WAV", "live_input_seconds": live_s}
+    for name, tree in trees.items():
+        rr = runs[name]
+        log(f"side by side: {name}, profiled replays")
+        res[name] = {"replay": _collect(rr["replay"]), "replay_builtin": _collect(rr["replay_builtin"]),
+                     "startup_s": summary(rr["startup"]), "startup_cpu_s": summary(rr["startup_cpu"]),
+                     "live": _collect(rr["live"]),
+                     "stage_share_pct": {"default": stage_shares(prog, tmp, "none", tree),
+                                         "builtin": stage_shares(prog, tmp, "builtin", tree)}}
+    a, b = res["after"], res["before"]
+    res["ratios_after_over_before"] = {
+        "replay_rtf_wall": round(a["replay"]["rtf_wall"]["median"] / b["replay"]["rtf_wall"]["median"], 2),
+        "replay_builtin_rtf_wall": round(a["replay_builtin"]["rtf_wall"]["median"]
+                                         / b["replay_builtin"]["rtf_wall"]["median"], 2),
+        "replay_rtf_cpu": round(a["replay"]["rtf_cpu"]["median"] / b["replay"]["rtf_cpu"]["median"], 2),
+        "replay_builtin_rtf_cpu": round(a["replay_builtin"]["rtf_cpu"]["median"]
+                                        / b["replay_builtin"]["rtf_cpu"]["median"], 2),
+        "startup_s": round(a["startup_s"]["median"] / b["startup_s"]["median"], 2),
+        "startup_cpu_s": round(a["startup_cpu_s"]["median"] / b["startup_cpu_s"]["median"], 2)}
+    res["goal"] = {
+        "replay_builtin_rtf_wall / 100x": round(a["replay_builtin"]["rtf_wall"]["median"]
+                                                / GOALS["replay_builtin_rtf_wall_min"], 2),
+        "startup_s / 0.4 s": round(a["startup_s"]["median"] / GOALS["startup_s_max"], 2)}
+    res["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
+def side_by_side_table(sb: dict) -> str:
+    def f(s: dict, unit: str = "") -> str:
+        return f"{s['median']:.4g}{unit}"
+    rows = [("", "before", "after")]
+    for key, label in (("replay", "replay RTF wall, default"), ("replay_builtin", "replay RTF wall, --separator builtin")):
+        rows.append((label, f(sb["before"][key]["rtf_wall"], "x"), f(sb["after"][key]["rtf_wall"], "x")))
+    for key, label in (("replay", "replay RTF per CPU second, default"),
+                       ("replay_builtin", "replay RTF per CPU second, builtin")):
+        rows.append((label, f(sb["before"][key]["rtf_cpu"], "x"), f(sb["after"][key]["rtf_cpu"], "x")))
+    for key, label in (("replay", "replay RTF in process, default"),
+                       ("replay_builtin", "replay RTF in process, builtin")):
+        rows.append((label, f(sb["before"][key]["rtf_in_process"], "x"), f(sb["after"][key]["rtf_in_process"], "x")))
+    rows.append(("start-up (launch to first message)", f(sb["before"]["startup_s"], " s"), f(sb["after"]["startup_s"], " s")))
+    rows.append(("start-up, CPU seconds to first message", f(sb["before"]["startup_cpu_s"], " s"),
+                 f(sb["after"]["startup_cpu_s"], " s")))
+    rows.append(("peak RSS, builtin replay", f(sb["before"]["replay_builtin"]["peak_rss_mb"], " MB"),
+                 f(sb["after"]["replay_builtin"]["peak_rss_mb"], " MB")))
+    for k in ("hop_p50_ms", "hop_p99_ms"):
+        rows.append((f"live {k[4:7]} per hop", f(sb["before"]["live"][k], " ms"), f(sb["after"]["live"][k], " ms")))
+    for mode in ("default", "builtin"):
+        for name in ("before", "after"):
+            sh = sb[name]["stage_share_pct"][mode]
+            rows.append((f"share of wall, {mode}, {name}", ", ".join(f"{k} {v:g}%" for k, v in sh.items()), ""))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows if r[2])
+    lines = [f"{a.ljust(w0)}  {b.ljust(w1)}  {c}".rstrip() for a, b, c in rows]
+    lines.append(f"after/before: {sb['ratios_after_over_before']}")
+    lines.append(f"goal ratios (>= 1 for RTF, <= 1 for start-up): {sb['goal']}")
+    lines.append(f"baseline {sb['baseline_ref']} ({sb['baseline_commit'][:10]}); programme {sb['programme']}; "
+                 f"load average at the end {sb['load_average_end']}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- main
 
 def _targets(res: dict) -> dict:
@@ -486,6 +680,15 @@ def _targets(res: dict) -> dict:
         out["live hop p99 < 50 ms"] = {"value": v, "met": v < TARGETS["hop_p99_ms_max"]}
         v = lv["first_message_minus_fill_s"]["median"]
         out["first message < 3 s + window fill"] = {"value": v, "met": v < TARGETS["first_message_s_max"]}
+    sb = res.get("side_by_side")
+    if sb:
+        v = sb["after"]["replay_builtin"]["rtf_wall"]["median"]
+        out[f"replay {sb['programme'].split(':')[0]}, builtin separator, RTF wall >= 100x (issue 27)"] = {
+            "value": v, "met": v >= GOALS["replay_builtin_rtf_wall_min"]}
+        v = sb["after"]["startup_s"]["median"]
+        out["start-up (launch to first message) <= 0.4 s (issue 27)"] = {"value": v, "met": v <= GOALS["startup_s_max"]}
+        v, w = sb["after"]["live"]["hop_p99_ms"]["median"], sb["before"]["live"]["hop_p99_ms"]["median"]
+        out["live hop p99 not worse than before (+10 %)"] = {"value": v, "met": v <= 1.1 * w}
     rss = [r["peak_rss_mb"]["max"] for r in [rp, rb, lv] if r]
     rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_length", {}).values()]
     rss += [v["peak_rss_mb"]["max"] for v in res.get("scaling_streams", {}).values()]
@@ -648,43 +851,56 @@ def run(args) -> int:
         sf.write(str(gen_wav), generated_audio(gen_s), 44100, subtype="PCM_16")
         res["generated_audio"] = f"{gen_s:g} s seeded noise + tones, 44.1 kHz stereo PCM16"
 
-        log("stages")
-        res["stages"] = bench_stages(audio, gen_wav, audio_s, gen_s, reps, tmp)
+        baseline = getattr(args, "baseline", None)
+        only = bool(baseline) and getattr(args, "side_by_side_only", False)
+        if baseline:
+            res["command"] += f" --baseline {baseline}" + (" --side-by-side-only" if only else "")
+            log(f"side by side with {baseline}")
+            res["side_by_side"] = bench_side_by_side(baseline, 0.5 if smoke else args.programme_minutes, reps,
+                                                     6.0 if smoke else min(args.live_seconds, 90.0), tmp, log)
+        if not only:
+            log("stages")
+            res["stages"] = bench_stages(audio, gen_wav, audio_s, gen_s, reps, tmp)
 
-        if smoke or args.no_tf:
-            res["tensorflow_vs_onnxruntime"] = {"skipped": "--smoke" if smoke else "--no-tf"}
-        else:
-            log("TensorFlow vs ONNX Runtime (in a child process: TensorFlow stays out of this one)")
-            code = ("import json,sys,pathlib; from training.bench_tf import bench_tf; "
-                    f"print(json.dumps(bench_tf({reps}, pathlib.Path({str(tmp)!r}))))")
-            cp = subprocess.run([sys.executable, "-c", code], env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"),
-                                capture_output=True, text=True, cwd=str(REPO))
-            try:
-                res["tensorflow_vs_onnxruntime"] = json.loads(cp.stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                res["tensorflow_vs_onnxruntime"] = {"skipped": "failed: " + cp.stderr.strip()[-300:]}
+            if smoke or args.no_tf:
+                res["tensorflow_vs_onnxruntime"] = {"skipped": "--smoke" if smoke else "--no-tf"}
+            else:
+                log("TensorFlow vs ONNX Runtime (in a child process: TensorFlow stays out of this one)")
+                code = ("import json,sys,pathlib; from training.bench_tf import bench_tf; "
+                        f"print(json.dumps(bench_tf({reps}, pathlib.Path({str(tmp)!r}))))")
+                cp = subprocess.run([sys.executable, "-c", code], env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"),
+                                    capture_output=True, text=True, cwd=str(REPO))
+                try:
+                    res["tensorflow_vs_onnxruntime"] = json.loads(cp.stdout.strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    res["tensorflow_vs_onnxruntime"] = {"skipped": "failed: " + cp.stderr.strip()[-300:]}
 
-        log("pipeline replay")
-        pipe: dict = {"replay": _collect([run_replay([audio], tmp, audio_s) for _ in range(reps)])}
-        log("pipeline replay, builtin separator")
-        pipe["replay_builtin"] = _collect([run_replay([audio], tmp, audio_s, "builtin") for _ in range(reps)])
-        res["spleeter"] = ({"skipped": "--smoke"} if smoke
-                           else {"skipped": "--no-spleeter"} if getattr(args, "no_spleeter", False)
-                           else bench_spleeter(audio, audio_s, reps, tmp, log))
-        live_s = min(audio_s, args.live_seconds if not smoke else 6.0)
-        live_in = tmp / "live.ogg"
-        _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
-        log(f"pipeline live ({live_s:g} s paced input x {reps})")
-        pipe["live"] = _collect([run_live(live_in, tmp) for _ in range(reps)])
-        pipe["live"]["input_seconds"] = live_s
-        res["pipeline"] = pipe
+            log("pipeline replay")
+            pipe: dict = {"replay": _collect([run_replay([audio], tmp, audio_s) for _ in range(reps)])}
+            log("pipeline replay, builtin separator")
+            pipe["replay_builtin"] = _collect([run_replay([audio], tmp, audio_s, "builtin") for _ in range(reps)])
+            res["spleeter"] = ({"skipped": "--smoke"} if smoke
+                               else {"skipped": "--no-spleeter"} if getattr(args, "no_spleeter", False)
+                               else bench_spleeter(audio, audio_s, reps, tmp, log))
+            live_s = min(audio_s, args.live_seconds if not smoke else 6.0)
+            live_in = tmp / "live.ogg"
+            _ffmpeg("-i", str(EXAMPLE), "-t", f"{live_s:g}", "-c:a", "libopus", str(live_in))
+            log(f"pipeline live ({live_s:g} s paced input x {reps})")
+            pipe["live"] = _collect([run_live(live_in, tmp) for _ in range(reps)])
+            pipe["live"]["input_seconds"] = live_s
+            res["pipeline"] = pipe
 
-        if not smoke:
-            res.update(bench_scaling(audio, audio_s, bool(args.quick), reps, tmp, log))
+            if not smoke:
+                res.update(bench_scaling(audio, audio_s, bool(args.quick), reps, tmp, log))
         res["targets"] = _targets(res)
+    except RuntimeError as exc:
+        print(f"emotrack: bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = table(res)
+    text = table(res) if "stages" in res else ""
+    if "side_by_side" in res:
+        text = (text + "\n\n" if text else "") + side_by_side_table(res["side_by_side"])
     print(text)
     if getattr(args, "markdown", None):
         write_markdown(Path(args.markdown), res, text)

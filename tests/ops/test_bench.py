@@ -74,3 +74,31 @@ def test_bench_smoke_json(tmp_path):
             assert v >= 0, path
     for name, t in res["targets"].items():
         assert isinstance(t["met"], bool) and math.isfinite(t["value"]), name
+
+
+def test_bench_side_by_side_smoke(tmp_path):
+    """--baseline REF runs the same commands on a materialised commit and on this tree: both sides
+    have every figure, and the ratios are the ones printed."""
+    out = tmp_path / "bench.json"
+    cp = subprocess.run([sys.executable, "-m", "streamer.cli", "bench", "--smoke", "--baseline", "HEAD",
+                         "--side-by-side-only", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True,
+                        timeout=400)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    sb = json.loads(out.read_text())["side_by_side"]
+    assert len(sb["baseline_commit"]) == 40
+    for side in ("before", "after"):
+        s = sb[side]
+        for key in ("replay", "replay_builtin"):
+            assert s[key]["rtf_wall"]["median"] > 0 and s[key]["peak_rss_mb"]["median"] > 0
+        assert s["startup_s"]["median"] > 0 and s["live"]["hop_p99_ms"]["median"] > 0
+        for mode in ("default", "builtin"):
+            shares = s["stage_share_pct"][mode]
+            assert set(shares) == {"startup", "decode", "separation", "features", "inference", "publish", "other"}
+            assert 90.0 <= sum(shares.values()) <= 100.5 and shares["inference"] > 0
+    r = sb["ratios_after_over_before"]["replay_builtin_rtf_wall"]
+    assert r == round(sb["after"]["replay_builtin"]["rtf_wall"]["median"]
+                      / sb["before"]["replay_builtin"]["rtf_wall"]["median"], 2)
+    assert "after/before" in cp.stdout and "goal ratios" in cp.stdout
+    bad = subprocess.run([sys.executable, "-m", "streamer.cli", "bench", "--smoke", "--baseline", "no-such-ref",
+                          "--side-by-side-only"], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not a commit" in bad.stderr and "Traceback" not in bad.stderr

@@ -90,3 +90,4 @@ def test_mfcc_is_the_orthonormal_dct_of_the_log_mel(rng):
     np.testing.assert_allclose(c[:, 0], m.mean(axis=1) * np.sqrt(64), rtol=1e-4)
     with pytest.raises(ParameterError):
         F.dct_matrix(64, 65)
+
