@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_clients import audio, free_pair, interrupt, replay, start_viewer
+from test_clients import REPO, audio, free_pair, interrupt, replay, start_viewer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists()
@@ -96,13 +96,20 @@ def test_dashboard_in_headless_chromium(tmp_path, tiny_models, browser):
 
 def test_dashboard_draws_tracked_and_raw_curves(tmp_path, tiny_models, browser):
     """With tracked fields in the messages (the default --smooth), each timeline draws the tracked
-    curve strongly and the raw window values faintly, and the header shows the confidence."""
+    curve strongly and the raw window values faintly, and the header shows the confidence. The input
+    holds real speech (the example's first 30 s), since the tracked curve is as opaque as the presence
+    detector says the source is present (a tone is not speech)."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(REPO / "examples" / "heldout_mix.ogg"), dtype="float32", frames=30 * 16000)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, x, sr)
     ep = free_pair()
     view, url = start_viewer(ep)
     try:
         browser.get(url)
         wait_js(browser, DATASET, lambda v: v[3] in ("waiting", "disconnected"), what="page connected to viewer")
-        ref = replay(tiny_models, audio(tmp_path / "a.wav", 30), ep, tmp_path / "ref.jsonl", "--name", "news")
+        ref = replay(tiny_models, wav, ep, tmp_path / "ref.jsonl", "--name", "news")
         n_speech = sum('"emotion.speech"' in ln for ln in ref)
         assert n_speech and all('"tracked"' in ln for ln in ref if '"emotion.' in ln)
         state = ("const d = document.body.dataset; return [Number(d.speechTrackedPoints), Number(d.speechRawCurves), "
