@@ -15,7 +15,7 @@ tracker is its forward filter (posterior ``pi`` over the four quadrants).
 * **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
   stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
   (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
-  ``tau`` is ``--smooth`` (default per source: speech 0.75 s, music 3 s).  ``dt`` is
+  ``tau`` is ``--smooth`` (default per source: speech 0.75 s, music 5 s).  ``dt`` is
   the time since the last window that moved the state, absences included (below).
 * **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
   models' quadrant head; a window without them uses its VA head as independent
@@ -72,8 +72,8 @@ METHOD = "sticky-quadrant-hmm-v2"  # v2: absences count as elapsed time (v1: the
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
 #: Re-chosen with absence time and ``ACTIVITY_OFF`` 0.1 on make_mix training and validation
-#: programmes (never the held-out ones): speech 1 -> 0.75 s, music kept.
-DEFAULT_SMOOTH_S = {"speech": 0.75, "music": 3.0}
+#: programmes (never the held-out ones): speech 1 -> 0.75 s, music 3 -> 5 s.
+DEFAULT_SMOOTH_S = {"speech": 0.75, "music": 5.0}
 #: ``present``: presence at or above this (no hysteresis: a 0.4 off-threshold was measured worse).
 PRESENT_ON = 0.5
 PRESENT_OFF = 0.5
@@ -211,12 +211,14 @@ def parse_smooth(text: str):
         raise ParameterError(f"--smooth {text!r}: give seconds (0 turns tracking off) or speech=S,music=S") from None
 
 
-def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None) -> list[dict]:
+def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None,
+                   activity_off: float = ACTIVITY_OFF) -> list[dict]:
     """Tracked state of a recorded run: ``bodies`` are emotion messages (one stream, any
     sources, in order); returns a copy of each with ``tracked`` computed afresh at
     ``tau_s`` (for re-smoothing a recording offline, e.g. ``emotrack segments --smooth``).
     ``windows``: ``{source: (window_s, hop_s)}``; by default each source's first message's
-    window length and the step between its first two messages."""
+    window length and the step between its first two messages.  ``activity_off``: the gate's
+    off threshold (for sweeps: training/experiments/track_tune.py)."""
     out, trackers, by_src = [], {}, {}
     bodies = list(bodies)
     for b in bodies:
@@ -227,7 +229,8 @@ def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = 
         else:
             win = bs[0]["t_end"] - bs[0]["t_start"]
             hop = bs[1]["t_end"] - bs[0]["t_end"] if len(bs) > 1 else win
-        trackers[src] = Tracker(smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3))
+        trackers[src] = Tracker(smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3),
+                                activity_off=activity_off)
     for b in bodies:
         old = b.get("tracked")
         pres = None if old is None else (1.0 if old["present"] else 0.0)  # as recorded (it saw the presence)
