@@ -57,9 +57,28 @@ def test_silence_does_not_move_the_state():
     quiet = feed(tr, "Q4", 20.0, 300, activity=0.1, p=0.95)
     assert all(q.valence == st.valence and q.arousal == st.arousal and q.quadrant == "Q2" for q in quiet)
     assert tr.state()[0] == state[0] and quiet[-1].present is False
-    # the first active window after the pause is treated as one hop later, not 300 s later
+    # the pause's time is spent when the source returns: the old state is forgotten (memory of
+    # exp(-300 / 8)), so the returning window's own evidence decides, and it is less sure than
+    # 20 windows of agreement were
     nxt = feed(tr, "Q2", 320.0, 1)[-1]
-    assert nxt.quadrant == "Q2" and nxt.confidence >= st.confidence - 1e-9
+    assert nxt.quadrant == "Q2" and nxt.confidence < st.confidence
+
+
+@pytest.mark.parametrize("tau", [0.75, 3.0, 8.0])
+def test_source_returning_after_a_pause_is_reacquired(tau):
+    """A source that comes back after a pause of several tau with a new emotion is followed from
+    its first windows (the chain's prediction over the unobserved pause); after a pause much
+    shorter than tau the state is still sticky."""
+    long_tr, short_tr = Tracker(tau, window_s=WIN, hop_s=HOP), Tracker(tau, window_s=WIN, hop_s=HOP)
+    for tr in (long_tr, short_tr):
+        feed(tr, "Q3", 0.0, 60)
+    feed(long_tr, "Q3", 60.0, int(5 * tau) + 1, activity=0.05)     # away for > 5 tau
+    back = feed(long_tr, "Q1", 61.0 + int(5 * tau), int(tau) + 1, p=0.6)
+    assert back[0].quadrant == "Q1"                                  # re-acquired at once
+    assert back[-1].quadrant == "Q1"
+    # without the pause, where tau spans several hops, the same weak window does not flip the state
+    cont = feed(short_tr, "Q1", 60.0, 1, p=0.6)[-1]
+    assert cont.quadrant == ("Q3" if tau >= 3 * HOP else "Q1")
 
 
 def test_unknown_before_first_active_window_and_presence():
