@@ -1,6 +1,13 @@
 """Write docs/MODELS.md from the model cards in engines/models.
 
-    python -m training.reports.models [--models engines/models] [--out docs/MODELS.md]
+    python -m training.reports.models --preamble training/reports/models_preamble.md [--models engines/models]
+        [--notes training/reports/model_notes] [--out docs/MODELS.md]
+
+One section per shipped card (every ``*.json`` beside an ONNX file), the defaults of
+:data:`engines.cards.DEFAULT_MODELS` first, then the other emotion models, then the other models (presence
+detector, front ends, separator).  A field a card lacks (``speed``, ``activity``, a training history...) drops
+its line, never the page.  Prose that no card holds lives in the preamble and in ``<notes>/<stem>.md``, appended
+to that model's section.  ``tests/training/test_models_report.py`` checks that docs/MODELS.md is this output.
 """
 
 from __future__ import annotations
@@ -11,7 +18,112 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from engines.cards import DEFAULT_MODELS
 from streamer.taxonomy import QUADRANTS
+
+NOTES_DIR = Path(__file__).with_name("model_notes")
+
+
+def heading(card: dict, stem: str, kind: str = "model") -> str:
+    """``## <source> model (the default | by path ...): `<id>```."""
+    src = card.get("source", stem)
+    if src in ("speech", "music") and kind == "model":
+        how = (" (the default)" if DEFAULT_MODELS.get(src) == f"{stem}.onnx"
+               else f" (alternative, by path `--{src}-model engines/models/{stem}.onnx`)")
+        return f"## {src} model{how}: `{card.get('id', stem)}`"
+    return f"## {kind}: `{card.get('id', stem)}`"
+
+
+def files_line(card: dict, stem: str) -> str:
+    size = f"{card['onnx_bytes']} bytes, " if "onnx_bytes" in card else ""
+    sha = f"sha256 `{card['onnx_sha256'][:16]}...`" if "onnx_sha256" in card else "no sha256"
+    return (f"- files: `engines/models/{card.get('onnx', stem + '.onnx')}` ({size}{sha}), "
+            f"card `engines/models/{stem}.json`")
+
+
+def _shape(io: dict) -> str:
+    lab = f" ({', '.join(map(str, io['labels']))})" if io.get("labels") and len(io["labels"]) <= 8 else ""
+    return f"`{io.get('name', '?')}` {io.get('shape', '')}{lab}"
+
+
+def speed_lines(card: dict) -> list[str]:
+    """A line per timed forward pass the card holds (any ``*forward_pass`` entry of ``speed``)."""
+    sp = card.get("speed")
+    if not isinstance(sp, dict):
+        return []
+    out = []
+    for k, v in sp.items():
+        if k.endswith("forward_pass") and isinstance(v, dict) and "median_ms" in v:
+            what = k[:-len("forward_pass")].replace("_", " ").strip() or "model"
+            out.append(f"- {'' if what == 'model' else what + ' '}forward pass (onnxruntime CPU, "
+                       f"{v.get('threads', 1)} thread, batch {v.get('batch', 1)}): median {v['median_ms']} ms"
+                       + (f", p90 {v['p90_ms']} ms" if "p90_ms" in v else ""))
+    diffs = [f"{k.replace('_onnx_', ' vs ONNX ').replace('_', ' ').replace('keras', 'Keras')} {v:.2g}"
+             for k, v in sp.items() if k.endswith("max_abs_diff") and isinstance(v, (int, float))]
+    if diffs and out:
+        out[-1] += "; " + "; ".join(diffs)
+    elif diffs:
+        out.append("- parity: " + "; ".join(diffs))
+    return out
+
+
+def notes(stem: str, notes_dir: Optional[Path]) -> list[str]:
+    """The hand-written notes of a model (``<notes_dir>/<stem>.md``), if any."""
+    p = notes_dir / f"{stem}.md" if notes_dir else None
+    return [p.read_text().rstrip(), ""] if p and p.exists() else []
+
+
+def generic_section(card: dict, stem: str) -> list[str]:
+    """Section of a card with no dedicated renderer: every line whose field the card has."""
+    td, tr = card.get("training_data"), card.get("training")
+    kind = ("presence detector" if "presence" in {o.get("name") for o in card.get("outputs", [])}
+            else "front end" if card.get("kind") == "front_end" else "model")
+    lines = [heading(card, stem, kind), "", files_line(card, stem)]
+    if "task" in card:
+        lines.append(f"- task: {card['task']}")
+    if "window_s" in card:
+        lines.append(f"- window {card['window_s']:g} s" + (f", hop {card['hop_s']:g} s" if "hop_s" in card else "")
+                     + (f", latency {card['latency_s']:g} s" if "latency_s" in card else ""))
+    if card.get("inputs"):
+        lines.append("- inputs: " + ", ".join(_shape(i) for i in card["inputs"])
+                     + (f" (input versions {json.dumps(card['input_versions'])})" if "input_versions" in card else ""))
+    if card.get("outputs"):
+        lines.append("- outputs: " + ", ".join(_shape(o) for o in card["outputs"]))
+    if "architecture" in card:
+        lines.append(f"- architecture: {card['architecture']}"
+                     + (f"; {card['parameters']} parameters" if "parameters" in card else ""))
+    if card.get("onnx_op_types"):
+        lines.append(f"- ONNX ops (opset {card.get('onnx_opset', '?')}): {', '.join(card['onnx_op_types'])}")
+    lines += speed_lines(card)
+    if isinstance(card.get("parity"), dict):
+        lines.append("- parity: " + "; ".join(f"{k.replace('_', ' ')} {v:.2g}" for k, v in card["parity"].items()
+                                               if isinstance(v, (int, float))))
+    if isinstance(tr, dict):
+        bits = [f"{tr['minutes']} min on CPU" if "minutes" in tr else "", f"seed {tr['seed']}" if "seed" in tr else "",
+                f"parity max abs diff {tr['parity_max_abs_diff']:.2g}" if "parity_max_abs_diff" in tr else "",
+                f"command `{tr['command']}`" if "command" in tr else ""]
+        lines.append("- training: " + "; ".join(b for b in bits if b))
+    if isinstance(td, dict):
+        lines.append("- data: " + "; ".join(f"{k.replace('_', ' ')} {v if isinstance(v, str) else json.dumps(v)}"
+                                           for k, v in td.items()))
+    if "licence" in card:
+        lines.append(f"- licence: {card['licence']}")
+    if "command" in card:
+        lines.append(f"- command: `{card['command']}`")
+    if isinstance(card.get("protocol"), str):
+        lines += ["", f"Protocol: {card['protocol']}."]
+    lines.append("")
+    psa = card.get("metrics", {}).get("per_step_accuracy") if isinstance(card.get("metrics"), dict) else None
+    if isinstance(psa, dict):
+        srcs = sorted({s for split in psa.values() for s in split})
+        subsets = sorted({k for split in psa.values() for s in split.values() for k in s if k != "accuracy"})
+        lines += ["| split | " + " | ".join(f"{s} presence accuracy (all / " + " / ".join(subsets) + ")"
+                                             for s in srcs) + " |", "|---" * (1 + len(srcs)) + "|"]
+        for split, r in psa.items():
+            lines.append(f"| {split} | " + " | ".join(
+                " / ".join(_pct(r.get(s, {}).get(k)) for k in ["accuracy", *subsets]) for s in srcs) + " |")
+        lines.append("")
+    return lines
 
 
 def _pct(x) -> str:
@@ -50,25 +162,20 @@ def confusions(named: dict) -> list[str]:
     return out
 
 
-def section(card: dict) -> list[str]:
-    """The markdown section of one card."""
-    sp = card["speed"]["forward_pass"]
+def section(card: dict, stem: str) -> list[str]:
+    """The markdown section of an emotion model trained by training.train / training.recipe."""
     td = card["training_data"]
     recipe = card.get("recipe")  # cards of recipe runs (training.recipe) have the resolved recipe
     fresh = not recipe or recipe["train"].get("resample_windows", True)
     inputs = ", ".join(f"`{i['name']}` {i['shape']}" for i in card["inputs"])
     mixing = card["protocol"].get("mixing") or (f"mode {td['mixing']['mode']}, other source from "
                                                 f"{', '.join(td['mixing']['others'])}" if "mixing" in td else "-")
-    default = Path(card["onnx"]).stem == card["source"]
-    lines = [f"## {card['source']} model{'' if default else ' (alternative)'}: `{card['id']}`", "",
-             f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
-             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{Path(card['onnx']).stem}.json`",
+    lines = [heading(card, stem), "", files_line(card, stem),
              f"- window {card['window_s']:g} s, hop {card['hop_s']:g} s, input {inputs}, outputs `quadrant` "
              f"(Q1..Q4 softmax), `va` (tanh), `activity` (sigmoid)",
              f"- architecture: {card['architecture']}",
              f"- ONNX ops: {', '.join(card['onnx_op_types'])}",
-             f"- forward pass (onnxruntime CPU, 1 thread, batch 1): median {sp['median_ms']} ms, "
-             f"p90 {sp['p90_ms']} ms; Keras vs ONNX max abs diff {card['speed']['keras_onnx_max_abs_diff']:.2g}",
+             *speed_lines(card),
              f"- training: {td['epochs_run']} epochs of {td['windows_per_epoch']} "
              + ("freshly mixed windows" if fresh else "mixed windows, drawn once and reused every epoch")
              + f" (best epoch {td['best_epoch']} by validation macro-F1), {card['training_seconds']:.0f} s "
@@ -90,11 +197,13 @@ def section(card: dict) -> list[str]:
         lines += ["### Cross-corpus (never trained on)", ""] + metric_table(cc) + [""]
     if "note" in card.get("cross_corpus", {}):
         lines += [f"Cross-corpus: {card['cross_corpus']['note']}", ""]
-    act = card["activity"]
-    lines += ["### Activity head", "",
-              f"Mean activity: with {card['source']} {act['with_target_source']:.3f}; other source only "
-              f"{act['other_source_only']:.3f}; near-silence {act['near_silence_-80dBFS_noise']:.3f}. "
-              f"({act['protocol']})", "", "### Confusion matrices", ""]
+    act = card.get("activity")
+    if isinstance(act, dict) and "with_target_source" in act:
+        lines += ["### Activity head", "",
+                  f"Mean activity: with {card['source']} {act['with_target_source']:.3f}; other source only "
+                  f"{act['other_source_only']:.3f}; near-silence {act['near_silence_-80dBFS_noise']:.3f}. "
+                  f"({act.get('protocol', '')})", ""]
+    lines += ["### Confusion matrices", ""]
     lines += confusions({**card["metrics"], **cc})
     lines += ["### Training history", "", "| epoch | train loss | val loss | val macro-F1 |",
               "|---|---|---|---|"]
@@ -103,41 +212,102 @@ def section(card: dict) -> list[str]:
     return lines + [""]
 
 
-def separator_section(card: dict) -> list[str]:
-    """The markdown section of the built-in separator's card."""
-    tr, td, m = card["training"], card["training_data"], card["metrics"]
-    st = card["stft"]
-    lines = [f"## separator: `{card['id']}`", "",
-             f"- files: `engines/models/{card['onnx']}` ({card['onnx_bytes']} bytes, sha256 "
-             f"`{card['onnx_sha256'][:16]}...`), card `engines/models/{Path(card['onnx']).stem}.json`",
-             f"- task: {card['task']}",
-             f"- STFT: {st['sample_rate']} Hz, {st['n_fft']}-point frames every {st['hop']} samples "
-             f"(sqrt-Hann); {st['context']} frames of context each side, chunks of {st['chunk']} frames; "
-             f"latency {(st['chunk'] + st['context']) * st['hop'] + st['n_fft'] - st['hop']} samples "
-             f"({((st['chunk'] + st['context']) * st['hop'] + st['n_fft'] - st['hop']) / st['sample_rate']:.3f} s)",
-             f"- architecture: {card['architecture']}",
-             f"- training: {tr['epochs_run']} epochs, best validation loss {tr['best_val_loss']}, "
-             f"{tr['minutes']} min on 2 CPU cores, seed {tr['seed']}; Keras vs ONNX max abs diff "
-             f"{tr['parity_max_abs_diff']:.2g}; command `{tr['command']}`",
-             f"- data: speech {td['speech']}; music {td['music']}; {td['mixing']}",
-             f"- licence: {card['licence']}", "",
-             f"Protocol: {card['protocol']}.", "",
-             "| speech-to-music ratio | SI-SDR improvement, speech (mean / median) | music (mean / median) |",
-             "|---|---|---|"]
-    for k, v in m["test"].items():
-        if isinstance(v, dict) and "speech" in v and isinstance(v["speech"], dict):
+def separator_section(card: dict, stem: str = "separator") -> list[str]:
+    """The markdown section of the built-in separator's card (a line per field the card has)."""
+    tr, td, m = card.get("training", {}), card.get("training_data", {}), card.get("metrics", {})
+    st = card.get("stft")
+    lines = [f"## separator: `{card.get('id', stem)}`", "", files_line(card, stem)]
+    if "task" in card:
+        lines.append(f"- task: {card['task']}")
+    if st:
+        lat = (st["chunk"] + st["context"]) * st["hop"] + st["n_fft"] - st["hop"]
+        lines.append(f"- STFT: {st['sample_rate']} Hz, {st['n_fft']}-point frames every {st['hop']} samples "
+                     f"(sqrt-Hann); {st['context']} frames of context each side, chunks of {st['chunk']} frames; "
+                     f"latency {lat} samples ({lat / st['sample_rate']:.3f} s)")
+    if "architecture" in card:
+        lines.append(f"- architecture: {card['architecture']}")
+    if tr:
+        lines.append(f"- training: {tr.get('epochs_run')} epochs, best validation loss {tr.get('best_val_loss')}, "
+                     f"{tr.get('minutes')} min on 2 CPU cores, seed {tr.get('seed')}"
+                     + (f"; Keras vs ONNX max abs diff {tr['parity_max_abs_diff']:.2g}" if "parity_max_abs_diff" in tr
+                        else "") + (f"; command `{tr['command']}`" if "command" in tr else ""))
+    if td:
+        lines.append(f"- data: speech {td.get('speech')}; music {td.get('music')}; {td.get('mixing')}")
+    if "licence" in card:
+        lines.append(f"- licence: {card['licence']}")
+    lines.append("")
+    if "protocol" in card:
+        lines += [f"Protocol: {card['protocol']}.", ""]
+    test = m.get("test", {}) if isinstance(m, dict) else {}
+    rows = [(k, v) for k, v in test.items() if isinstance(v, dict) and isinstance(v.get("speech"), dict)]
+    if rows:
+        lines += ["| speech-to-music ratio | SI-SDR improvement, speech (mean / median) | music (mean / median) |",
+                  "|---|---|---|"]
+        for k, v in rows:
             lines.append(f"| {k} | {v['speech']['si_sdr_improvement_db_mean']:+.2f} / "
                          f"{v['speech']['si_sdr_improvement_db_median']:+.2f} dB | "
                          f"{v['music']['si_sdr_improvement_db_mean']:+.2f} / "
                          f"{v['music']['si_sdr_improvement_db_median']:+.2f} dB |")
-    pa = m["test"].get("presence_frame_accuracy", {})
-    lines += ["", f"{m['test'].get('mixtures_per_ratio')} mixtures of {m['test'].get('seconds')} s per ratio. "
-              f"Presence, frame accuracy at 0.5 on the same mixtures: speech {_pct(pa.get('speech'))}, "
-              f"music {_pct(pa.get('music'))}. Speed (streaming, 1 s blocks, 1 thread): "
-              f"{m['speed']['realtime_factor']}x real time.", "",
-              "### Training history", "", "| epoch | loss | val loss |", "|---|---|---|"]
-    lines += [f"| {h['epoch']} | {h['loss']} | {h['val_loss']} |" for h in tr["history"]]
-    return lines + [""]
+        lines.append("")
+    pa, rtf = test.get("presence_frame_accuracy"), (m.get("speed") or {}).get("realtime_factor")
+    said = ([f"{test.get('mixtures_per_ratio')} mixtures of {test.get('seconds')} s per ratio."] if rows else []) \
+        + ([f"Presence, frame accuracy at 0.5 on the same mixtures: speech {_pct(pa.get('speech'))}, "
+            f"music {_pct(pa.get('music'))}."] if isinstance(pa, dict) else []) \
+        + ([f"Speed (streaming, 1 s blocks, 1 thread): {rtf}x real time."] if rtf is not None else [])
+    if said:
+        lines += [" ".join(said), ""]
+    if tr.get("history"):
+        lines += ["### Training history", "", "| epoch | loss | val loss |", "|---|---|---|"]
+        lines += [f"| {h['epoch']} | {h['loss']} | {h['val_loss']} |" for h in tr["history"]] + [""]
+    return lines
+
+
+def load_card(p: Path) -> Optional[dict]:
+    """The card as a dict, or None (with a one-line message) when it is not a JSON object."""
+    try:
+        card = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        card = e
+    if not isinstance(card, dict):
+        print(f"skipped {p}: not a JSON object ({card})", file=sys.stderr)
+        return None
+    return card
+
+
+def ordered_cards(models: Path) -> list[tuple[str, dict]]:
+    """(stem, card) of every readable card with its ONNX file beside it: the defaults, the other emotion
+    models, the other models (presence detector...), front ends, the separator."""
+    defaults = [Path(f).stem for f in DEFAULT_MODELS.values()]
+
+    def rank(item: tuple[str, dict]):
+        stem, card = item
+        if stem in defaults:
+            return (0, defaults.index(stem), stem)
+        if stem == "separator" or "stft" in card:
+            return (4, 0, stem)
+        if card.get("kind") == "front_end":
+            return (3, 0, stem)
+        if card.get("source") in ("speech", "music"):
+            return (1, 0, stem)
+        return (2, 0, stem)
+    cards = [(p.stem, load_card(p)) for p in models.glob("*.json") if p.with_suffix(".onnx").exists()]
+    return sorted(((stem, c) for stem, c in cards if c is not None), key=rank)
+
+
+def card_lines(card: dict, stem: str) -> list[str]:
+    """The section of one card, by the renderer its fields call for."""
+    try:
+        if stem == "separator" or "stft" in card:
+            return separator_section(card, stem)
+        if "system" in card:  # a scikit-learn model exported with skl2onnx (training.speech_model)
+            from ..speech_model import card_section
+            return [heading(card, stem)] + card_section(card)[1:]
+        if isinstance(card.get("training_data"), dict) and "history" in card["training_data"] \
+                and isinstance(card.get("metrics"), dict) and isinstance(card.get("protocol"), dict):
+            return section(card, stem)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        pass  # a card without a field its dedicated renderer needs: the lines of the fields it has
+    return generic_section(card, stem)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -146,23 +316,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--models", default="engines/models")
     ap.add_argument("--out", default="docs/MODELS.md")
     ap.add_argument("--preamble", default=None, help="markdown file inserted after the title")
+    ap.add_argument("--notes", type=Path, default=NOTES_DIR, help="folder of <stem>.md notes per model")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     lines = ["# emotrack models", ""]
     if a.preamble:
         lines += [Path(a.preamble).read_text().rstrip(), ""]
-    # the defaults first, then any other emotion model shipped beside them (e.g. music_dnn)
-    cards = sorted(Path(a.models).glob("*.json"), key=lambda p: ({"speech": 0, "music": 1}.get(p.stem, 2), p.stem))
-    for p in cards:
-        if p.stem != "separator":
-            card = json.loads(p.read_text())
-            if "system" in card:  # a scikit-learn model exported with skl2onnx (training.speech_model)
-                from .speech_model import card_section
-                lines += card_section(card)
-            else:
-                lines += section(card)
-    p = Path(a.models) / "separator.json"
-    if p.exists():
-        lines += separator_section(json.loads(p.read_text()))
+    for stem, card in ordered_cards(Path(a.models)):
+        lines += card_lines(card, stem) + notes(stem, a.notes)
     Path(a.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
     return 0
