@@ -101,12 +101,11 @@ def probe_batch(n: int = 6, seed: int = 0) -> np.ndarray:
 
 def parity(path: Path, sess, x, emb, tags, batch: "np.ndarray | None" = None) -> float:
     """Max abs difference TensorFlow vs onnxruntime on ``batch``; raises if >= :data:`PARITY_TOL`."""
-    import onnxruntime as ort
+    from engines.backends.onnxruntime import ort_session
 
     batch = probe_batch() if batch is None else batch
     want = sess.run([emb, tags], {x: batch})
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        ["embedding", "tags"], {"mel": batch})
+    got = ort_session(path, providers=["CPUExecutionProvider"]).run(["embedding", "tags"], {"mel": batch})
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(want, got))
     if not diff < PARITY_TOL:
         raise RuntimeError(f"TensorFlow vs onnxruntime parity failed: max abs diff {diff:.3g} >= {PARITY_TOL}")

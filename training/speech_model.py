@@ -194,9 +194,9 @@ def calibrate_cnn(onnx_path: Path, log=print) -> dict:
 
 
 def onnx_outputs(path: Path, X: np.ndarray, input: str = INPUT) -> dict:
-    import onnxruntime as ort
+    from engines.backends.onnxruntime import ort_session
 
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    s = ort_session(path, providers=["CPUExecutionProvider"])
     return dict(zip(["quadrant", "va", "activity"], s.run(["quadrant", "va", "activity"],
                                                          {input: np.asarray(X, np.float32)})))
 
