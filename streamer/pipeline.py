@@ -141,8 +141,8 @@ class Pipeline:
         self.stats = RunStats()
         # -- tracking (streamer.tracking): a causal filter per source adds "tracked" to every message
         self.trackers = {} if not smooth_s else {
-            src: tracking.Tracker(tracking.smooth_for(smooth_s, src), window_s=float(m.card["window_s"]),
-                                  hop_s=self.hops_s[src])
+            src: tracking.make_tracker(src, tracking.smooth_for(smooth_s, src), window_s=float(m.card["window_s"]),
+                                       hop_s=self.hops_s[src])
             for src, m in models.items()}
 
     def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
@@ -279,7 +279,8 @@ class Pipeline:
         extra = {"adaptation": {s: {"method": adapt.METHOD, "input": a.input, "prior_n": a.prior_n}
                                 for s, a in self.adaptation.items()}} if self.adaptation else {}
         if self.trackers:
-            extra["tracking"] = {"method": tracking.METHOD, "smooth_s": {s: t.tau for s, t in self.trackers.items()}}
+            extra["tracking"] = {"method": tracking.METHOD, "smooth_s": {s: t.tau for s, t in self.trackers.items()},
+                                 "params": {s: t.params() for s, t in self.trackers.items()}}
         self.pub.status("start", models={s: m.id for s, m in self.models.items()}, **extra,
                         backend={s: m.backend.description for s, m in self.models.items()},
                         separator=self.sep.name, live=source.live,

@@ -19,14 +19,25 @@ tracker is its forward filter (posterior ``pi`` over the four quadrants).
   the time since the last window that moved the state, absences included (below).
 * **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
   models' quadrant head; a window without them uses its VA head as independent
-  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]`` and
-  weighted by the activity gate below: ``L = probs ** w``.  (Consecutive windows
-  overlap; tempering their likelihoods by ``hop / window`` was measured too and
-  followed changes more slowly at no gain: docs/TRACKING.md.)
+  signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]``,
+  tempered and weighted by the activity gate below: ``L = probs ** (temper * w)``.
+  Consecutive windows overlap (a 3 s speech window every 1 s shares two thirds of
+  its audio with the one before), so they are not independent evidence: ``temper``
+  (default 0.5 for both sources, v3) counts each window as half a window.
 * **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
 
-The tracked quadrant is the most probable one, ``confidence`` its posterior
-probability (0.25: no idea, 1: certain).  Tracked valence and arousal are the
+The tracked (published) quadrant is the most probable one, with **hysteresis inside a
+passage** (v3): the published quadrant ``s`` gives way to the most probable one ``b``
+only when ``pi[b] >= pi[s] + margin * stay``, where ``stay`` is this window's
+P(no jump), and only when the source was ``present`` at the previous window; at
+the first window of a passage (after the source was absent) and after a long
+absence (``stay`` near 0) the published quadrant is the posterior's argmax.  This
+removes flips between near-tied quadrants inside an utterance or a piece without
+holding the old quadrant into the next one (``margin``: speech 0.25, music 0.1;
+a margin that also applied across pauses held the previous clip into the next one
+and lost F1: docs/TRACKING.md).  ``confidence`` is the posterior probability of the
+published quadrant (0.25: no idea, 1: certain; below 0.25 only while hysteresis
+holds a quadrant that the evidence has started to leave).  Tracked valence and arousal are the
 posterior means of the signs, ``P(valence >= 0) - P(valence < 0)`` (the meaning
 of the raw VA head, which is trained on quadrant sign targets, given every
 window so far), projected onto the tracked quadrant: a mean on the other side of
@@ -36,7 +47,7 @@ quadrant always equals ``taxonomy.quadrant_of(tracked valence, tracked arousal)`
 Gating by activity
 ------------------
 A window's weight ``w = clip((activity - off) / (on - off), 0, 1)`` (``off`` 0.1,
-``on`` 0.5) scales its evidence (``k * w``).  A window with activity at or below
+``on`` 0.5) scales its evidence (``temper * w``).  A window with activity at or below
 ``off`` (silence, or the other source alone) leaves the state exactly as it was:
 silence does not move the state, and the curve holds its last value through pauses.
 The time of an absence is not lost, though: the share ``dt * (1 - w)`` of each
@@ -67,7 +78,9 @@ from . import taxonomy
 from .errors import ParameterError
 
 #: Names the filter in the ``start`` status (``tracking.method``).
-METHOD = "sticky-quadrant-hmm-v2"  # v2: absences count as elapsed time (v1: the state stood still)
+#: v3: tempered emissions and hysteresis of the published quadrant inside a passage (DEFAULT_PARAMS);
+#: v2: absences count as elapsed time (v1: the state stood still).
+METHOD = "sticky-quadrant-hmm-v3"
 #: Default time constants of the tracked curves per source (seconds): ``--smooth``.  Chosen on
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
@@ -82,6 +95,12 @@ PRESENT_OFF = 0.5
 #: often between 0.1 and 0.25, and such windows carry the new clip's evidence.)
 ACTIVITY_OFF = 0.1
 ACTIVITY_ON = 0.5
+#: The filter's other settings per source (keyword arguments of :class:`Tracker`): the gate's
+#: off-threshold, the emission power ``temper`` and the hysteresis ``margin`` of the published
+#: quadrant.  v3, chosen with training/experiments/track_tune.py on make_mix training and
+#: validation programmes only (docs/TRACKING.md); v2 was temper 1, margin 0.
+DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.25},
+                  "music": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.1}}
 #: Evidence of one window is kept inside (EPS, 1 - EPS): no window is ever certain.
 EPS = 0.02
 
@@ -105,26 +124,39 @@ class Tracker:
     """Forward filter of one source's quadrant (two sticky sign chains), gated by activity.
 
     ``tau_s``: time constant in seconds (``--smooth``); ``window_s`` and ``hop_s``: the
-    source's analysis windows (``hop_s`` is the first window's elapsed time).  Feed windows
-    in stream order with :meth:`update`.  The whole state is ``(p_valence, p_arousal,
-    present, last_t, held)``; :meth:`state` / :meth:`restore` hand it out and back.
+    source's analysis windows (``hop_s`` is the first window's elapsed time); ``temper``: the
+    emission power; ``margin``: the hysteresis of the published quadrant (module doc; the
+    defaults here are the plain filter, :func:`make_tracker` gives a source's defaults).  Feed windows
+    in stream order with :meth:`update`.  The whole state is ``(pi, present, last_t, held,
+    shown)``; :meth:`state` / :meth:`restore` hand it out and back.
     """
 
     def __init__(self, tau_s: float, *, window_s: float, hop_s: float,
-                 activity_off: float = ACTIVITY_OFF, activity_on: float = ACTIVITY_ON):
+                 activity_off: float = ACTIVITY_OFF, activity_on: float = ACTIVITY_ON,
+                 temper: float = 1.0, margin: float = 0.0):
         if not (isinstance(tau_s, (int, float)) and math.isfinite(tau_s) and tau_s > 0):
             raise ParameterError(f"smooth={tau_s!r} must be a positive number of seconds")
         if window_s <= 0 or hop_s <= 0:
             raise ParameterError(f"window_s={window_s!r} and hop_s={hop_s!r} must be > 0")
         if not 0 <= activity_off < activity_on <= 1:
             raise ParameterError(f"activity_off={activity_off!r} must be below activity_on={activity_on!r}, both in [0, 1]")
+        if not (math.isfinite(temper) and temper > 0):
+            raise ParameterError(f"temper={temper!r} must be a positive number")
+        if not 0 <= margin < 1:
+            raise ParameterError(f"margin={margin!r} must be in [0, 1)")
         self.tau = float(tau_s)
+        self.temper, self.margin = float(temper), float(margin)
+        self.shown: Optional[int] = None  # index of the published quadrant; None before the first evidence
         self.hop = float(hop_s)
         self.off, self.on = float(activity_off), float(activity_on)
         self.pi = [0.25] * 4         # P(Q1..Q4): the forward filter's posterior
         self.present = False
         self.last_t: Optional[float] = None
         self.held = 0.0              # elapsed seconds not yet spent on a transition (absences)
+
+    def params(self) -> dict:
+        """The filter's settings other than ``tau`` (as :data:`DEFAULT_PARAMS` names them)."""
+        return {"activity_off": self.off, "temper": self.temper, "margin": self.margin}
 
     def weight(self, activity: float) -> float:
         """How much a window of this activity counts (0: not at all, 1: fully)."""
@@ -138,6 +170,7 @@ class Tracker:
         dt = self.hop if self.last_t is None else max(0.0, float(t_end) - self.last_t)
         self.last_t = float(t_end)
         pres = activity if presence is None else presence
+        was_present = self.present
         if pres >= PRESENT_ON:
             self.present = True
         elif pres < PRESENT_OFF:
@@ -147,7 +180,7 @@ class Tracker:
         if w > 0.0:
             stay = math.exp(-(dt * w + self.held) / self.tau)   # P(no jump); a jump lands on any quadrant
             self.held = 0.0
-            k = w
+            k = w * self.temper
             if probs is not None:
                 ev = [float(probs[q]) for q in taxonomy.QUADRANTS]
             else:  # from the VA head: independent signs
@@ -159,14 +192,21 @@ class Tracker:
                 post.append(prior * min(1.0 - EPS, max(EPS, e)) ** k)
             total = sum(post)
             self.pi = [x / total for x in post]
+            # hysteresis on the published quadrant, inside a passage only: scaled by the chain's own
+            # P(no jump), none when the source was not present at the previous window, and never
+            # holding a quadrant below 1/4 (confidence keeps its range, 0.25..1)
+            best = max(range(4), key=lambda i: self.pi[i])
+            need = self.margin * stay if was_present else 0.0
+            if self.shown is None or self.pi[best] >= self.pi[self.shown] + need or self.pi[self.shown] < 0.25:
+                self.shown = best
         return self.current()
 
     def current(self) -> TrackedState:
         pi = self.pi
-        best = max(range(4), key=lambda i: pi[i])
+        best = max(range(4), key=lambda i: pi[i]) if self.shown is None else self.shown
         q = taxonomy.QUADRANTS[best]
         sv, sa = taxonomy.QUADRANT_SIGNS[q]
-        # posterior means of the signs, projected onto the most probable quadrant (a mean on the
+        # posterior means of the signs, projected onto the published quadrant (a mean on the
         # other side of an axis is put on its zero line, on the quadrant's side), rounded as on
         # the wire: the published quadrant is always quadrant_of(published valence, arousal)
         v = round(pi[0] + pi[3] - pi[1] - pi[2], 4)
@@ -176,12 +216,13 @@ class Tracker:
         return TrackedState(valence=v + 0.0, arousal=a + 0.0, quadrant=q, confidence=pi[best], present=self.present)
 
     def state(self) -> tuple:
-        return (tuple(self.pi), self.present, self.last_t, self.held)
+        return (tuple(self.pi), self.present, self.last_t, self.held, self.shown)
 
     def restore(self, state: tuple) -> None:
         self.pi = [float(x) for x in state[0]]
         self.present, self.last_t = bool(state[1]), state[2]
         self.held = float(state[3]) if len(state) > 3 else 0.0
+        self.shown = state[4] if len(state) > 4 else None
 
 
 def smooth_for(tau_s, source: str) -> float:
@@ -211,14 +252,24 @@ def parse_smooth(text: str):
         raise ParameterError(f"--smooth {text!r}: give seconds (0 turns tracking off) or speech=S,music=S") from None
 
 
+def make_tracker(source: str, tau_s: float, *, window_s: float, hop_s: float,
+                 params: Optional[dict] = None) -> Tracker:
+    """The tracker of ``source`` with its default settings (:data:`DEFAULT_PARAMS`), updated by
+    ``params`` (keyword arguments of :class:`Tracker`)."""
+    kw = dict(DEFAULT_PARAMS.get(source, {}))
+    kw.update(params or {})
+    return Tracker(tau_s, window_s=window_s, hop_s=hop_s, **kw)
+
+
 def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = None,
-                   activity_off: float = ACTIVITY_OFF) -> list[dict]:
+                   params: Optional[dict] = None) -> list[dict]:
     """Tracked state of a recorded run: ``bodies`` are emotion messages (one stream, any
     sources, in order); returns a copy of each with ``tracked`` computed afresh at
     ``tau_s`` (for re-smoothing a recording offline, e.g. ``emotrack segments --smooth``).
     ``windows``: ``{source: (window_s, hop_s)}``; by default each source's first message's
-    window length and the step between its first two messages.  ``activity_off``: the gate's
-    off threshold (for sweeps: training/experiments/track_tune.py)."""
+    window length and the step between its first two messages.  ``params``: ``{source: {name:
+    value}}``, settings of the filter other than the defaults (for sweeps:
+    training/experiments/track_tune.py)."""
     out, trackers, by_src = [], {}, {}
     bodies = list(bodies)
     for b in bodies:
@@ -229,8 +280,8 @@ def track_messages(bodies, tau_s=DEFAULT_SMOOTH_S, *, windows: Optional[dict] = 
         else:
             win = bs[0]["t_end"] - bs[0]["t_start"]
             hop = bs[1]["t_end"] - bs[0]["t_end"] if len(bs) > 1 else win
-        trackers[src] = Tracker(smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3),
-                                activity_off=activity_off)
+        trackers[src] = make_tracker(src, smooth_for(tau_s, src), window_s=max(win, 1e-3), hop_s=max(hop, 1e-3),
+                                     params=(params or {}).get(src))
     for b in bodies:
         old = b.get("tracked")
         pres = None if old is None else (1.0 if old["present"] else 0.0)  # as recorded (it saw the presence)

@@ -78,12 +78,13 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 def add_tracking_options(p: argparse.ArgumentParser) -> None:
     """--smooth (the tracked curves' time constants) and --activity (where activity comes from)."""
-    from ..tracking import DEFAULT_SMOOTH_S
+    from ..tracking import DEFAULT_SMOOTH_S, METHOD
 
     default = ",".join(f"{k}={v:g}" for k, v in DEFAULT_SMOOTH_S.items())
     p.add_argument("--smooth", default=default, metavar="S",
                    help="time constant in s of the tracked curves (the 'tracked' field of every message: a causal "
-                        "filter gated by activity, no added latency): S for both sources or speech=S,music=S; "
+                        f"filter, {METHOD}, gated by activity, with hysteresis of the tracked quadrant inside a "
+                        "passage, no added latency): S for both sources or speech=S,music=S; "
                         f"0 turns tracking off (default: {default})")
     p.add_argument("--activity", choices=("detector", "separator", "model"), default="detector",
                    help="where 'activity' comes from: the presence detector on the mix, which tells speech from "

@@ -102,7 +102,7 @@ def test_replay_defaults_track_and_write_segments(tiny_models, tmp_path, rng):
     import soundfile as sf
 
     from conftest import SR, tone
-    from streamer import schema, taxonomy
+    from streamer import schema, taxonomy, tracking
 
     x = np.concatenate([tone(220, 6.0, amp=0.2), np.zeros(6 * SR, np.float32), tone(330, 8.0, amp=0.2)])
     x = x + (rng.standard_normal(x.size) * 0.003).astype(np.float32)
@@ -113,6 +113,8 @@ def test_replay_defaults_track_and_write_segments(tiny_models, tmp_path, rng):
     emo = [r for r in rows if r["topic"].startswith("emotion.")]
     start = next(r for r in rows if r.get("event") == "start")
     assert start["tracking"]["smooth_s"] == {"speech": 0.75, "music": 5.0}
+    assert start["tracking"]["method"] == tracking.METHOD
+    assert start["tracking"]["params"] == tracking.DEFAULT_PARAMS
     for r in emo:
         schema.validate(r.pop("topic"), r)
         tr = r["tracked"]

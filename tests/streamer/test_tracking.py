@@ -6,9 +6,17 @@ import pytest
 
 from streamer import taxonomy
 from streamer.errors import ParameterError
-from streamer.tracking import Tracker, track_messages
+from streamer.tracking import DEFAULT_PARAMS, Tracker, make_tracker, track_messages
 
 HOP, WIN = 1.0, 3.0
+#: The plain filter (no tempering, no hysteresis) and each source's defaults (tempered, with hysteresis).
+KINDS = ["plain"] + sorted(DEFAULT_PARAMS)
+
+
+def make(tau, kind="plain"):
+    if kind == "plain":
+        return Tracker(tau, window_s=WIN, hop_s=HOP)
+    return make_tracker(kind, tau, window_s=WIN, hop_s=HOP)
 
 
 def probs_of(q, p=0.7):
@@ -26,9 +34,10 @@ def feed(tr, q, t, n, activity=0.9, p=0.7):
     return states
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("tau", [4.0, 8.0, 16.0])
-def test_step_change_followed_within_time_constant(tau):
-    tr = Tracker(tau, window_s=WIN, hop_s=HOP)
+def test_step_change_followed_within_time_constant(tau, kind):
+    tr = make(tau, kind)
     before = feed(tr, "Q3", 0.0, 60)
     assert before[-1].quadrant == "Q3" and before[-1].confidence > 0.5
     after = feed(tr, "Q1", 60.0, int(tau) + 1)
@@ -36,21 +45,23 @@ def test_step_change_followed_within_time_constant(tau):
     assert 1 <= k + 1 <= tau / HOP          # followed within tau, but not at the first window (sticky)
     assert after[-1].quadrant == "Q1"
     # a longer time constant follows no faster
-    fast = Tracker(tau / 4, window_s=WIN, hop_s=HOP)
+    fast = make(tau / 4, kind)
     feed(fast, "Q3", 0.0, 60)
     k_fast = next(i for i, s in enumerate(feed(fast, "Q1", 60.0, 40)) if s.quadrant == "Q1")
     assert k_fast <= k
 
 
-def test_single_outlier_does_not_flip_state():
-    tr = Tracker(8.0, window_s=WIN, hop_s=HOP)
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_outlier_does_not_flip_state(kind):
+    tr = make(8.0, kind)
     feed(tr, "Q2", 0.0, 30)
     s = feed(tr, "Q4", 30.0, 1, p=0.5)[-1]  # one window that leans elsewhere
     assert s.quadrant == "Q2"
 
 
-def test_silence_does_not_move_the_state():
-    tr = Tracker(8.0, window_s=WIN, hop_s=HOP)
+@pytest.mark.parametrize("kind", KINDS)
+def test_silence_does_not_move_the_state(kind):
+    tr = make(8.0, kind)
     st = feed(tr, "Q2", 0.0, 20)[-1]
     state = tr.state()
     # a long pause whose windows say Q4 with low activity: nothing changes, however long
@@ -64,12 +75,13 @@ def test_silence_does_not_move_the_state():
     assert nxt.quadrant == "Q2" and nxt.confidence < st.confidence
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("tau", [0.75, 3.0, 8.0])
-def test_source_returning_after_a_pause_is_reacquired(tau):
+def test_source_returning_after_a_pause_is_reacquired(tau, kind):
     """A source that comes back after a pause of several tau with a new emotion is followed from
     its first windows (the chain's prediction over the unobserved pause); after a pause much
     shorter than tau the state is still sticky."""
-    long_tr, short_tr = Tracker(tau, window_s=WIN, hop_s=HOP), Tracker(tau, window_s=WIN, hop_s=HOP)
+    long_tr, short_tr = make(tau, kind), make(tau, kind)
     for tr in (long_tr, short_tr):
         feed(tr, "Q3", 0.0, 60)
     feed(long_tr, "Q3", 60.0, int(5 * tau) + 1, activity=0.05)     # away for > 5 tau
@@ -92,19 +104,78 @@ def test_unknown_before_first_active_window_and_presence():
     assert s.present
 
 
-def test_tracked_quadrant_follows_the_taxonomy_rule(rng):
-    tr = Tracker(3.0, window_s=WIN, hop_s=HOP)
+@pytest.mark.parametrize("kind", KINDS)
+def test_tracked_quadrant_follows_the_taxonomy_rule(rng, kind):
+    tr = make(3.0, kind)
     for i in range(2000):
         p = rng.dirichlet([0.5] * 4)
         s = tr.update(valence=float(rng.uniform(-1, 1)), arousal=float(rng.uniform(-1, 1)),
                       probs=dict(zip(taxonomy.QUADRANTS, p)), activity=float(rng.uniform(0, 1)), t_end=float(i))
         d = s.to_dict()
         assert d["quadrant"] == taxonomy.quadrant_of(d["valence"], d["arousal"])
-        assert 0.25 - 1e-9 <= d["confidence"] <= 1.0 and -1 <= d["valence"] <= 1
+        assert -1 <= d["valence"] <= 1 and -1 <= d["arousal"] <= 1
+        # confidence: the posterior probability of the published quadrant, never below 1/4 (hysteresis
+        # does not hold a quadrant below that)
+        pi = tr.state()[0]
+        assert d["confidence"] == round(pi[taxonomy.QUADRANTS.index(d["quadrant"])], 4)
+        assert 0.25 - 1e-9 <= d["confidence"] <= 1.0
+
+
+@pytest.mark.parametrize("kind", sorted(DEFAULT_PARAMS))
+def test_hysteresis_inside_a_passage_only(rng, kind):
+    """The published quadrant leaves for the most probable one b only when pi[b] exceeds the published
+    one's by margin * P(no jump) (or the published one falls below 1/4) while the source stays
+    present; at the first window after the source was absent it is the argmax of the posterior."""
+    tau, margin = 3.0, DEFAULT_PARAMS[kind]["margin"]
+    assert margin > 0
+    tr = make(tau, kind)
+    held = switched_at_return = 0
+    prev_q, prev_present = None, False
+    for i in range(3000):
+        present = bool(rng.uniform() < 0.9)  # whole windows present or away, so the gate weight is 0 or 1
+        p = rng.dirichlet([2.0] * 4)
+        s = tr.update(valence=0.0, arousal=0.0, probs=dict(zip(taxonomy.QUADRANTS, p)),
+                      activity=0.9 if present else 0.05, presence=1.0 if present else 0.0, t_end=float(i))
+        pi = tr.state()[0]
+        best = max(range(4), key=lambda k: pi[k])
+        shown = taxonomy.QUADRANTS.index(s.quadrant)
+        if not present:          # an absent window leaves everything as it was
+            assert s.quadrant == prev_q or prev_q is None
+        elif not prev_present:   # first window of a passage: no hysteresis
+            assert shown == best
+            switched_at_return += prev_q is not None and s.quadrant != prev_q
+        else:                    # inside a passage (one hop since the last window: stay = exp(-1 / tau))
+            need = margin * math.exp(-1.0 / tau)
+            if shown != best:
+                held += 1
+                assert pi[best] < pi[shown] + need and pi[shown] >= 0.25
+            if prev_q is not None and s.quadrant != prev_q:
+                old = pi[taxonomy.QUADRANTS.index(prev_q)]
+                assert pi[shown] >= old + need - 1e-12 or old < 0.25
+        prev_q, prev_present = s.quadrant, present
+    assert held > 0 and switched_at_return > 0     # both branches were exercised
+
+
+@pytest.mark.parametrize("kind", sorted(DEFAULT_PARAMS))
+def test_hysteresis_cuts_flips_between_near_tied_quadrants(kind):
+    """Windows that lean alternately to two quadrants, barely: the plain filter flips with them, the
+    defaults hold one (fewer changes) and still follow a clear change."""
+    flips = {}
+    for k in ("plain", kind):
+        tr = make(0.75, k)
+        qs = []
+        for i in range(40):
+            p = {"Q1": 0.36, "Q2": 0.32, "Q3": 0.16, "Q4": 0.16} if i % 2 else \
+                {"Q1": 0.32, "Q2": 0.36, "Q3": 0.16, "Q4": 0.16}
+            qs.append(tr.update(valence=0.0, arousal=0.5, probs=p, activity=0.9, t_end=float(i)).quadrant)
+        flips[k] = sum(a != b for a, b in zip(qs, qs[1:]))
+        after = feed(tr, "Q3", 40.0, 3, p=0.8)
+        assert after[-1].quadrant == "Q3"
+    assert flips[kind] < flips["plain"] / 4 and flips["plain"] >= 30
 
 
 def test_offline_retracking_equals_streaming():
-    tr = Tracker(8.0, window_s=WIN, hop_s=HOP)
+    tr = make(8.0, "speech")   # the source's defaults, as track_messages uses
     bodies = []
     for i, q in enumerate(["Q1"] * 10 + ["Q3"] * 15):
         b = {"source": "speech", "t_start": float(i), "t_end": i + WIN, "valence": 0.1, "arousal": -0.2,
