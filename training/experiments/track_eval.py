@@ -30,7 +30,9 @@ programme, per source:
 centre (``--align centre``, how the report plots windows), or the latest
 message published by the end of the second (``--align live``, what a live
 monitor shows).  ``--smooth`` lists extra time constants, re-tracked offline from
-the same messages (streamer.tracking.track_messages: the same filter).
+the same messages (streamer.tracking.track_messages: the same filter); ``plain``
+in the summary re-tracks them with the plain filter at the default time constants
+(no tempering, no hysteresis: the filter before v3, ``sticky-quadrant-hmm-v2``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Optional
 import numpy as np
 
 from streamer import taxonomy
-from streamer.tracking import DEFAULT_SMOOTH_S, track_messages
+from streamer.tracking import DEFAULT_PARAMS, DEFAULT_SMOOTH_S, track_messages
 
 Q = taxonomy.QUADRANTS
 
@@ -196,13 +198,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results JSON here")
     a = ap.parse_args(argv)
     extra = [float(x) for x in a.smooth.split(",") if x.strip()]
-    per, sweep, sep_act, model_act = {}, {}, {}, {}
+    per, sweep, sep_act, model_act, plain = {}, {}, {}, {}, {}
+    v2 = {src: {"temper": 1.0, "margin": 0.0} for src in DEFAULT_PARAMS}
     for prog in a.programmes:
         truth = json.loads(Path(prog + ".truth.json").read_text())
         bodies = replay(prog)
         n = int(np.floor(max(b["t_end"] for b in bodies)))
         per[prog] = score(bodies, truth, n, a.align)
         per[prog]["music_corpus"] = truth.get("music_corpus", "4q")
+        plain[prog] = score(track_messages(bodies, params=v2), truth, n, a.align)
         for tau in extra:
             sweep.setdefault(tau, []).append(score(track_messages(bodies, tau), truth, n, a.align))
         sep_act[prog] = score(replay(prog, activity="separator"), truth, n, a.align)
@@ -214,10 +218,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         progs = [p for p, r in per.items() if kind == "all" or r["music_corpus"] == kind]
         summary[kind] = {"programmes": len(progs),
                          "default": _mean([{s: per[p][s] for s in ("speech", "music")} for p in progs]),
+                         "plain": _mean([plain[p] for p in progs]),
                          "activity_separator": _mean([sep_act[p] for p in progs]),
                          "activity_model": _mean([model_act[p] for p in progs])}
     summary["sweep_all"] = {str(t): _mean(v) for t, v in sweep.items()}
-    res = {"align": a.align, "smooth_default": DEFAULT_SMOOTH_S, "summary": summary,
+    res = {"align": a.align, "smooth_default": DEFAULT_SMOOTH_S, "params_default": DEFAULT_PARAMS, "summary": summary,
            "programmes": {Path(p).name: r for p, r in per.items()}}
     text = json.dumps(res, indent=1)
     if a.out:
