@@ -121,7 +121,7 @@ class TrackedState:
 
 
 class Tracker:
-    """Forward filter of one source's quadrant (two sticky sign chains), gated by activity.
+    """Forward filter of one source's quadrant (a sticky chain over Q1..Q4), gated by activity.
 
     ``tau_s``: time constant in seconds (``--smooth``); ``window_s`` and ``hop_s``: the
     source's analysis windows (``hop_s`` is the first window's elapsed time); ``temper``: the
