@@ -191,3 +191,16 @@ def test_offline_retracking_equals_streaming():
 def test_bad_time_constant(bad):
     with pytest.raises(ParameterError, match="smooth"):
         Tracker(bad, window_s=WIN, hop_s=HOP)
+
+
+@pytest.mark.parametrize("bad", [{"temper": 0}, {"temper": -1.0}, {"temper": math.nan}, {"margin": -0.1},
+                                 {"margin": 1.0}])
+def test_bad_filter_settings(bad):
+    with pytest.raises(ParameterError, match=next(iter(bad))):
+        make_tracker("speech", 1.0, window_s=WIN, hop_s=HOP, params=bad)
+
+
+def test_source_defaults_and_overrides():
+    tr = make_tracker("music", 5.0, window_s=10.0, hop_s=2.0, params={"margin": 0.0})
+    assert tr.params() == dict(DEFAULT_PARAMS["music"], margin=0.0)
+    assert make_tracker("speech", 0.75, window_s=WIN, hop_s=HOP).params() == DEFAULT_PARAMS["speech"]
