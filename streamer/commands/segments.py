@@ -12,7 +12,7 @@ from ..segments import Collector, format_of, read_results, segments_of, write
 
 
 def add_parser(sub) -> None:
-    from ..tracking import DEFAULT_SMOOTH_S
+    from ..tracking import DEFAULT_SMOOTH_S, METHOD
 
     p = sub.add_parser("segments", help="passages of speech and music with their emotion (CSV, TextGrid, Audacity)",
                        description="Cut INPUT into contiguous passages of speech and of music, each with start, end, "
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
                    help="write segments here: .csv, .TextGrid (Praat) or .txt (Audacity labels); repeat for "
                         "several (default: CSV on stdout)")
     p.add_argument("--smooth", default=None, metavar="S",
-                   help="re-track at this time constant: S or speech=S,music=S (default: the tracked fields in "
+                   help=f"re-track ({METHOD}) at this time constant: S or speech=S,music=S (default: the tracked fields in "
                         "INPUT, else " + ",".join(f"{k}={v:g}" for k, v in DEFAULT_SMOOTH_S.items()) + ")")
     p.add_argument("--min-duration", type=float, default=0.0, metavar="S", help="drop shorter segments (default: 0)")
 
