@@ -5,8 +5,9 @@ One loop, driven by the source's blocks.  Live sources put blocks in a bounded
 queue from their own thread, so a slow step here shows up as counted drops, never
 as a blocked capture; publishing never blocks (see :mod:`streamer.publish`).
 Windows completed by one block are batched per model; a replay (``replay_batch``)
-takes each window's inputs and presence when it completes but runs a model once
-for 8 waiting windows (same messages, same order: tested), a live stream every hop.
+takes each window's inputs when it completes but runs a model once for 8 waiting
+windows and asks their presence then, bounded by what had been computed when each
+completed (same messages, same order: tested), a live stream every hop.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class _Done:
     key: str
     start: int
     end: int
+    fed: Optional[int] = None   # mix samples the separator had received (None: all, after its flush)
 
 
 def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> None:
@@ -114,6 +116,7 @@ class Pipeline:
         #: windows per model per inference call when replaying (live sources: 1, every hop at once)
         self.replay_batch = max(1, int(replay_batch))
         self._pending: list = []
+        self._fed: Optional[int] = 0   # mix samples given to the separator (None once it is flushed)
         self.params = params
         self.heartbeat_s = heartbeat_s
         self.progress = progress
@@ -146,6 +149,8 @@ class Pipeline:
             for src, m in models.items()}
 
     def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        if self._fed is not None:
+            self._fed += int(block.size)
         if self.sep.identity:
             self.sep.process(block)  # a separator running beside for its presence only sees the mix too
             return {"mix": block}
@@ -155,8 +160,11 @@ class Pipeline:
         """Infer and publish ``wins`` now (per hop: live), or, with ``replay_batch`` > 1, take their
         inputs and presence now and defer inference until a model has that many windows waiting
         (:meth:`_drain`): fewer, larger runtime calls; the messages are the same, in the same order."""
-        for w in wins:  # inputs and activity now: the windows are views valid until the next write
-            self._pending.append((_Done(w.key, w.start, w.end), self.inputs(w), self._activity(w)))
+        for w in wins:  # inputs now: the windows are views valid until the next write
+            # activity (presence up to the window's end, however late it is asked) now when live,
+            # when the batch runs in replay: the presence estimate then also runs many steps at once
+            act = self._activity(w) if self.replay_batch == 1 else None
+            self._pending.append((_Done(w.key, w.start, w.end, self._fed), self.inputs(w), act))
         counts: dict[str, int] = {}
         for w, _, _ in self._pending:
             counts[w.key] = counts.get(w.key, 0) + 1
@@ -176,7 +184,7 @@ class Pipeline:
             outs[src] = self.models[src].predict(stack_inputs([pending[i][1] for i in idx]))
             row.update({i: r for r, i in enumerate(idx)})
         for i, (w, _, act) in enumerate(pending):
-            self.publish(w.key, w, outs[w.key], row[i], act)
+            self.publish(w.key, w, outs[w.key], row[i], act)  # act None: publish asks _activity(w)
 
     def inputs(self, w: Window) -> dict[str, np.ndarray]:
         """The inputs of window ``w`` that its model takes, adapted to the stream where its
@@ -194,11 +202,11 @@ class Pipeline:
         without one), read when the window completes."""
         act = presence = None
         if self.activity_from_separator:
-            src = w.key
-            act = self.sep.activity(src, w.start, w.end)
+            src, fed = w.key, getattr(w, "fed", None)
+            act = self.sep.activity(src, w.start, w.end, fed=fed)
             if src in self.trackers:  # presence over the hop at the window's centre: 'tracked.present'
                 c, h = (w.start + w.end) // 2, int(round(self.hops_s[src] * SAMPLE_RATE)) // 2
-                presence = self.sep.activity(src, c - h, c + h, done=w.end)
+                presence = self.sep.activity(src, c - h, c + h, done=w.end, fed=fed)
         return act, presence
 
     def publish(self, src: str, w, out: dict[str, np.ndarray], i: int, activity=None) -> None:
@@ -261,6 +269,7 @@ class Pipeline:
             # Whatever happened, what was captured is processed and published.
             try:
                 self._drain()
+                self._fed = None
                 tail = self.sep.flush()
                 if not self.sep.identity and tail["speech"].size:
                     for wins in self.windows.push(tail):

@@ -261,8 +261,14 @@ class PresenceDetector:
         self._mel = None
         self.reset()
 
+    #: samples :meth:`process` holds before computing their frames and steps (else they wait until
+    #: :meth:`activity` asks): steps computed many at a time cost far less than a few per block
+    HOLD_SAMPLES = 8 * DEFAULT_PARAMS.sample_rate
+
     def reset(self) -> None:
         self.feats.reset()
+        self._held: list[np.ndarray] = []   # samples given to process, not yet framed
+        self._n_held = 0
         self._probs = np.zeros((0, 2), np.float32)
         self._p0 = 0      # step index of self._probs[0]
         self._f = np.zeros((0, n_features()), np.float32)   # step features from step self._f0 on
@@ -300,14 +306,23 @@ class PresenceDetector:
         return written
 
     def _pull(self) -> None:
-        """Steps of every frame ``follow``'s frame cache holds that this detector has not read."""
+        """Steps of every frame ``follow``'s frame cache holds, or of the samples :meth:`process`
+        holds, that this detector has not read."""
         m, k0 = self._mel, self.feats.frames_done
         if m is not None and m.done > k0:
             self._add(self.feats.push_frames(m.frames(k0, m.done)))
+        if self._held:
+            held = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+            self._held, self._n_held = [], 0
+            self._add(self.feats.push(held))
 
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
-        if self._mel is None:
-            self._add(self.feats.push(block))
+        if self._mel is None:  # held until asked for (or HOLD_SAMPLES): the same steps, fewer calls
+            block = np.array(block, np.float32).reshape(-1)
+            self._held.append(block)
+            self._n_held += block.size
+            if self._n_held >= self.HOLD_SAMPLES:
+                self._pull()
         else:
             self.feats.n_in += int(np.asarray(block).size)
         empty = np.zeros(0, np.float32)

@@ -22,11 +22,14 @@ class Separator:
         """Samples still held at end of stream (none for stateless separators)."""
         return {s: np.zeros(0, np.float32) for s in STEMS}
 
-    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None,
+                 fed: Optional[int] = None) -> Optional[float]:
         """Presence (0..1) of ``stem`` in output samples ``[start, end)``, or None when this
         separator does not estimate it (the emotion model's activity head is used then).
         ``done``: the output samples handed out so far when it is asked (default ``end``), which a
-        presence estimate running beside the stems with its own latency needs (see :class:`Beside`)."""
+        presence estimate running beside the stems with its own latency needs (see :class:`Beside`);
+        ``fed``: the input samples it had received by then (default: all so far), for a window whose
+        activity is asked later than it completed (a replay's batches)."""
         return None
 
     def close(self) -> None:
@@ -42,8 +45,9 @@ class Beside(Separator):
     A window is complete once its stems are, ``separator.latency_samples`` after its end on the mix;
     the presence estimate needs ``presence.latency_samples`` after a point.  ``activity`` of
     ``[start, end)`` asked when ``done`` output samples are out (default ``end``) uses the presence up
-    to ``done + separator latency - presence latency`` (the part computed by then, however the input
-    was cut into blocks), so it adds no latency and live and replayed runs agree."""
+    to ``done + separator latency - presence latency`` and no later than the presence computed from the
+    ``fed`` input samples received by then (the separator hands out its stems up to its latency before
+    that bound), so it adds no latency, and asked later (``fed`` given) it is what it was then."""
 
     def __init__(self, separator: Separator, presence):
         self.inner = separator
@@ -60,8 +64,11 @@ class Beside(Separator):
         self.presence.flush()
         return self.inner.flush()
 
-    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None,
+                 fed: Optional[int] = None) -> Optional[float]:
         ready = (end if done is None else done) + self.inner.latency_samples - self.presence.latency_samples
+        if fed is not None:  # steps centred up to fed - latency had been computed from fed samples
+            ready = min(ready, fed - self.presence.latency_samples + 1)
         return self.presence.activity(stem, start, max(start + 1, min(end, ready)))
 
     def close(self) -> None:
@@ -100,7 +107,8 @@ class NoneSeparator(Separator):
             self.presence.flush()
         return super().flush()
 
-    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None,
+                 fed: Optional[int] = None) -> Optional[float]:
         if self.presence is None:
             return None
         ready = (end if done is None else done) - self.presence.latency_samples

@@ -159,7 +159,8 @@ class BuiltinSeparator(Separator):
         self._analyse(limit=need)
         return self._run(final=True)
 
-    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None,
+                 fed: Optional[int] = None) -> Optional[float]:
         p = self.p
         if not self._presence:
             return None

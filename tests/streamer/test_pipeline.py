@@ -154,21 +154,30 @@ def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, 
     assert len({m["quadrant"] for m in msgs} | {round(m["valence"], 3) for m in msgs}) > 2  # windows differ
 
 
-@pytest.mark.parametrize("separated", [False, True])
+@pytest.mark.parametrize("separated", [False, True, "detector"])
 def test_replay_batches_equal_per_hop_processing(tmp_path, separated):
-    """Replay defers inference until 16 windows per model wait (one runtime call for them): the
-    messages equal per-hop processing (batch 1), field for field and in the same order, with the
-    shipped models, the built-in separator (or its presence beside the mix) and tracking."""
+    """Replay defers inference and the windows' activity until 16 windows per model wait (one runtime
+    call for them, the presence estimate many steps at once): the messages equal per-hop processing
+    (batch 1), field for field and in the same order, with the shipped models, the built-in separator
+    (or its presence beside the mix, or the presence detector beside it, which per hop computes its
+    steps at every block as it did before holding them) and tracking."""
     from engines.cards import MODELS_DIR
-    from streamer.separation import BuiltinSeparator, NoneSeparator
+    from streamer.presence import PresenceDetector
+    from streamer.separation import Beside, BuiltinSeparator, NoneSeparator
     from streamer.sources import open_source
 
     with open_source(str(ROOT / "examples" / "heldout_mix.ogg")) as src:
         x = np.concatenate(list(src.blocks()))[:45 * SR]
     runs = []
     for batch in (1, 16):
-        sep = (BuiltinSeparator(backend="onnxruntime") if separated
-               else NoneSeparator(presence=BuiltinSeparator(backend="onnxruntime", presence_only=True)))
+        if separated == "detector":
+            det = PresenceDetector(backend="onnxruntime")
+            if batch == 1:
+                det.HOLD_SAMPLES = 1   # steps at every block
+            sep = Beside(BuiltinSeparator(backend="onnxruntime"), det)
+        else:
+            sep = (BuiltinSeparator(backend="onnxruntime") if separated
+                   else NoneSeparator(presence=BuiltinSeparator(backend="onnxruntime", presence_only=True)))
         out = tmp_path / f"b{batch}.jsonl"
         pub = Publisher("t", None, str(out))
         models = _models({s: MODELS_DIR / f"{s}.onnx" for s in ("speech", "music")})
