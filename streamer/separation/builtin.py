@@ -138,6 +138,7 @@ class BuiltinSeparator(Separator):
         self._emitted = 0              # output samples handed out
         self._presence: list[np.ndarray] = []   # per synthesised frame: [speech, music]
         self._presence0 = 0            # frame index of _presence[0]
+        self._n_presence = 0           # frames held in _presence
 
     # -- stream ---------------------------------------------------------------------------
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
@@ -253,12 +254,13 @@ class BuiltinSeparator(Separator):
 
     def _add_presence(self, pres: np.ndarray) -> None:
         self._presence.append(pres.astype(np.float32))
-        total = sum(a.shape[0] for a in self._presence)
-        if total > 2 * self._history:
+        self._n_presence += pres.shape[0]
+        if self._n_presence > 2 * self._history:
             allp = np.concatenate(self._presence)
             cut = allp.shape[0] - self._history
             self._presence = [allp[cut:]]
             self._presence0 += cut
+            self._n_presence = self._history
 
     def close(self) -> None:
         self.backend.close()
