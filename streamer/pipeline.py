@@ -23,7 +23,7 @@ from . import adapt, features as F, taxonomy, tracking
 from .errors import EmotrackError, ModelError
 from .inputs import InputWindowStream, check_input_versions, input_shape, stack_inputs
 from .schema import QUADRANTS
-from .separation import Separator
+from .separation import Ahead, Beside, Separator
 from .sources import SAMPLE_RATE, Source
 from .window import Window, WindowPlan
 
@@ -148,9 +148,12 @@ class Pipeline:
                                   hop_s=self.hops_s[src])
             for src, m in models.items()}
 
-    def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
+    def _stems(self, block: np.ndarray, stems: Optional[dict] = None) -> dict[str, np.ndarray]:
+        """The stems of the next block of the mix (``stems``: computed already, by :class:`Ahead`)."""
         if self._fed is not None:
             self._fed += int(block.size)
+        if stems is not None:
+            return stems
         if self.sep.identity:
             self.sep.process(block)  # a separator running beside for its presence only sees the mix too
             return {"mix": block}
@@ -242,21 +245,20 @@ class Pipeline:
         t0 = time.monotonic()
         if source.live:
             self.replay_batch = 1
-        next_beat = t0 + self.heartbeat_s
+        self._next_beat = t0 + self.heartbeat_s
         self.publish_start(source)
         error: Optional[BaseException] = None
+        # a replay runs a separator beside a presence estimate on a second thread, blocks ahead
+        ahead = (Ahead(self.sep) if self.replay_batch > 1 and isinstance(self.sep, Beside) and not self.sep.identity
+                 else None)
         try:
             for block in source.blocks():
-                for wins in self.windows.push(self._stems(block)):
-                    self._process(wins)
-                    if source.live and source.last_arrival is not None:
-                        st.hop_latency_ms.append((time.monotonic() - source.last_arrival) * 1000.0)
-                now = time.monotonic()
-                if self.progress is not None:
-                    self.progress(self.windows.total / SAMPLE_RATE)
-                if now >= next_beat:
-                    self.pub.status("heartbeat", counters=self.counters(source))
-                    next_beat = now + self.heartbeat_s
+                if ahead is None:
+                    self._consume(self._stems(block), source)
+                else:
+                    ahead.submit(block)
+                    if ahead.full:
+                        self._consume(self._stems(*ahead.take()), source)
                 if stop is not None and stop.is_set():
                     st.reason = "interrupted"
                     break
@@ -268,6 +270,15 @@ class Pipeline:
         finally:
             # Whatever happened, what was captured is processed and published.
             try:
+                if ahead is not None:
+                    try:
+                        while len(ahead) and not ahead.failed:
+                            self._consume(self._stems(*ahead.take()), source)
+                    except EmotrackError as exc:
+                        if error is None:
+                            error, st.reason = exc, f"error: {exc}"
+                    finally:
+                        ahead.close()
                 self._drain()
                 self._fed = None
                 tail = self.sep.flush()
@@ -283,6 +294,19 @@ class Pipeline:
         if error is not None:
             raise error
         return st
+
+    def _consume(self, stems: dict[str, np.ndarray], source: Source) -> None:
+        """Windows, inference and publication of a block's stems; progress and heartbeats."""
+        for wins in self.windows.push(stems):
+            self._process(wins)
+            if source.live and source.last_arrival is not None:
+                self.stats.hop_latency_ms.append((time.monotonic() - source.last_arrival) * 1000.0)
+        now = time.monotonic()
+        if self.progress is not None:
+            self.progress(self.windows.total / SAMPLE_RATE)
+        if now >= self._next_beat:
+            self.pub.status("heartbeat", counters=self.counters(source))
+            self._next_beat = now + self.heartbeat_s
 
     def publish_start(self, source: Source) -> None:
         extra = {"adaptation": {s: {"method": adapt.METHOD, "input": a.input, "prior_n": a.prior_n}

@@ -78,6 +78,52 @@ class Beside(Separator):
             self.inner.close()
 
 
+class Ahead:
+    """The stems of a :class:`Beside`'s separator computed on a second thread, up to ``depth`` blocks
+    ahead of the caller (a replay: the separator's work runs on the other core, beside the windows',
+    features' and models' work).  :meth:`submit` blocks in stream order, :meth:`take` the oldest one's
+    stems; the presence estimate sees each block as it is taken, as :meth:`Beside.process` would
+    show it, so stems, presence and messages are those of processing block by block (tested)."""
+
+    def __init__(self, sep: Beside, depth: int = 8):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sep, self.depth = sep, int(depth)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="emotrack-separator")
+        self._queue: deque = deque()
+        #: True once the separator failed: the blocks after the one it failed on are not taken
+        self.failed = False
+
+    def submit(self, block: np.ndarray) -> None:
+        self._queue.append((block, self._pool.submit(self.sep.inner.process, block)))
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) > self.depth
+
+    def take(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The oldest block submitted and its stems (waits for them); its error if the separator failed."""
+        block, fut = self._queue.popleft()
+        try:
+            stems = fut.result()
+        except BaseException:
+            self.failed = True
+            raise
+        self.sep.presence.process(block)
+        return block, stems
+
+    def close(self) -> None:
+        """Stop the thread once the block it works on is done; blocks not taken are dropped."""
+        for _, fut in self._queue:
+            fut.cancel()
+        self._queue.clear()
+        self._pool.shutdown(wait=True)
+
+
 class NoneSeparator(Separator):
     """No separation: both stems are the mix.
 
