@@ -82,8 +82,10 @@ class Ahead:
     """The stems of a :class:`Beside`'s separator computed on a second thread, up to ``depth`` blocks
     ahead of the caller (a replay: the separator's work runs on the other core, beside the windows',
     features' and models' work).  :meth:`submit` blocks in stream order, :meth:`take` the oldest one's
-    stems; the presence estimate sees each block as it is taken, as :meth:`Beside.process` would
-    show it, so stems, presence and messages are those of processing block by block (tested)."""
+    stems.  A presence estimate that is ``thread_safe`` sees each block on that thread too (the
+    windows' activity is bounded by the samples fed when they completed: :meth:`Beside.activity`),
+    another one as the block is taken; stems, presence and messages are those of processing block by
+    block (tested)."""
 
     def __init__(self, sep: Beside, depth: int = 8):
         from collections import deque
@@ -94,9 +96,15 @@ class Ahead:
         self._queue: deque = deque()
         #: True once the separator failed: the blocks after the one it failed on are not taken
         self.failed = False
+        self._presence_here = bool(getattr(sep.presence, "thread_safe", False))
+
+    def _separate(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        if self._presence_here:
+            self.sep.presence.process(block)
+        return self.sep.inner.process(block)
 
     def submit(self, block: np.ndarray) -> None:
-        self._queue.append((block, self._pool.submit(self.sep.inner.process, block)))
+        self._queue.append((block, self._pool.submit(self._separate, block)))
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -113,7 +121,8 @@ class Ahead:
         except BaseException:
             self.failed = True
             raise
-        self.sep.presence.process(block)
+        if not self._presence_here:
+            self.sep.presence.process(block)
         return block, stems
 
     def close(self) -> None:
