@@ -28,6 +28,8 @@ from .sources import SAMPLE_RATE, Source
 from .window import Window, WindowPlan
 
 QUADRANT_INDEX = {q: i for i, q in enumerate(QUADRANTS)}
+#: how far (samples of the mix) a replay's separator thread may run ahead of the windows
+AHEAD_SAMPLES = 8 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,10 @@ class Pipeline:
             self.hops_s[src] = plan.hop_s
             stem = "mix" if separator.identity else src
             specs[src] = (stem, plan.length, plan.hop)
-        self.windows = InputWindowStream(specs, self.block_max, params)
+        # a replay may run the separator (and what the windows derive from its stems) ahead: see run
+        self._can_run_ahead = isinstance(separator, Beside) and not separator.identity
+        self.windows = InputWindowStream(specs, self.block_max, params,
+                                         lead_samples=2 * AHEAD_SAMPLES if self._can_run_ahead else 0)
         # a presence detector beside the mix reads the mix's log-mel frames from the frame cache
         # (streamer.presence): each frame is computed once
         follow = getattr(getattr(separator, "presence", None), "follow", None)
@@ -248,13 +253,22 @@ class Pipeline:
         self._next_beat = t0 + self.heartbeat_s
         self.publish_start(source)
         error: Optional[BaseException] = None
-        # a replay runs a separator beside a presence estimate on a second thread, blocks ahead
-        ahead = (Ahead(self.sep) if self.replay_batch > 1 and isinstance(self.sep, Beside) and not self.sep.identity
-                 else None)
+        # a replay runs a separator beside a presence estimate on a second thread, blocks ahead, with
+        # the presence and what the windows derive from the stems (log-mel frames, K-weighted energies)
+        ahead = None
+        if self.replay_batch > 1 and self._can_run_ahead:
+            ahead = Ahead(self.sep, max_samples=AHEAD_SAMPLES, derive=self.windows.derive)
+            self.windows.derive_elsewhere = True
         try:
             for block in source.blocks():
                 if ahead is None:
                     self._consume(self._stems(block), source)
+                elif block.size > AHEAD_SAMPLES:   # too long to run ahead: after the others, here
+                    while len(ahead):
+                        self._consume(self._stems(*ahead.take()), source)
+                    stems = self._stems(block)
+                    self.windows.derive(stems)
+                    self._consume(stems, source)
                 else:
                     ahead.submit(block)
                     if ahead.full:
@@ -279,6 +293,7 @@ class Pipeline:
                             error, st.reason = exc, f"error: {exc}"
                     finally:
                         ahead.close()
+                        self.windows.derive_elsewhere = False
                 self._drain()
                 self._fed = None
                 tail = self.sep.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -82,40 +82,59 @@ class Ahead:
     """The stems of a :class:`Beside`'s separator computed on a second thread, up to ``depth`` blocks
     ahead of the caller (a replay: the separator's work runs on the other core, beside the windows',
     features' and models' work).  :meth:`submit` blocks in stream order, :meth:`take` the oldest one's
-    stems.  A presence estimate that is ``thread_safe`` sees each block on that thread too (the
-    windows' activity is bounded by the samples fed when they completed: :meth:`Beside.activity`),
-    another one as the block is taken; stems, presence and messages are those of processing block by
-    block (tested)."""
+    stems.  ``derive``: run on that thread with each block's stems (the windows' log-mel frames and
+    K-weighted energies: :meth:`streamer.inputs.InputWindowStream.derive`).  The presence estimate
+    sees each block as it is taken, or, with ``presence_on_thread`` and a ``thread_safe`` one, on
+    that thread (the windows' activity is bounded by the samples fed when they completed:
+    :meth:`Beside.activity`).  Stems, presence and messages are those of processing block by block
+    (tested).  ``depth`` blocks or ``max_samples`` samples are submitted and not taken, at most."""
 
-    def __init__(self, sep: Beside, depth: int = 8):
+    def __init__(self, sep: Beside, depth: int = 8, max_samples: Optional[int] = None,
+                 derive: Optional[Callable[[dict], None]] = None, presence_on_thread: bool = False):
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         self.sep, self.depth = sep, int(depth)
+        #: samples submitted and not taken, at most (:attr:`full`)
+        self.max_samples = max_samples
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="emotrack-separator")
         self._queue: deque = deque()
+        self._samples = 0
         #: True once the separator failed: the blocks after the one it failed on are not taken
         self.failed = False
-        self._presence_here = bool(getattr(sep.presence, "thread_safe", False))
+        self._stopped = False     # on the thread: a block failed, the later ones are left alone
+        self._presence_here = presence_on_thread and bool(getattr(sep.presence, "thread_safe", False))
+        self._derive = derive
 
-    def _separate(self, block: np.ndarray) -> dict[str, np.ndarray]:
-        if self._presence_here:
-            self.sep.presence.process(block)
-        return self.sep.inner.process(block)
+    def _separate(self, block: np.ndarray) -> Optional[dict[str, np.ndarray]]:
+        if self._stopped:
+            return None
+        try:
+            if self._presence_here:
+                self.sep.presence.process(block)
+            stems = self.sep.inner.process(block)
+            if self._derive is not None:   # what the windows derive from the stems, on this thread too
+                self._derive(stems)
+            return stems
+        except BaseException:
+            self._stopped = True
+            raise
 
     def submit(self, block: np.ndarray) -> None:
         self._queue.append((block, self._pool.submit(self._separate, block)))
+        self._samples += int(block.size)
 
     def __len__(self) -> int:
         return len(self._queue)
 
     @property
     def full(self) -> bool:
-        return len(self._queue) > self.depth
+        return len(self._queue) > self.depth or (self.max_samples is not None and self._samples > self.max_samples)
 
     def take(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The oldest block submitted and its stems (waits for them); its error if the separator failed."""
         block, fut = self._queue.popleft()
+        self._samples -= int(block.size)
         try:
             stems = fut.result()
         except BaseException:

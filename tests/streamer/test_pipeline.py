@@ -165,6 +165,17 @@ def test_a_separator_running_ahead_keeps_what_was_produced(tiny_models, tmp_path
     # 14 blocks (7 s) separated: the windows complete by then, the tail flushed after the error
     assert 0 < len(failed) < len(runs["ahead"][0]) and failed[:3] == runs["ahead"][0][:3]
     assert not [t for t in threading.enumerate() if t.name.startswith("emotrack-separator")]
+    # a block longer than the separator may run ahead (12 s > 8 s) is separated on the caller's thread
+    whole = []
+    for batch in (1, 8):
+        out = tmp_path / f"whole{batch}.jsonl"
+        pub = Publisher("t", None, str(out))
+        Pipeline(_models(tiny_models), pub, Beside(BuiltinSeparator(backend="onnxruntime"), PresenceDetector()),
+                 replay_batch=batch).run(ArraySource(x, block_size=x.size))
+        pub.close()
+        whole.append([{k: v for k, v in json.loads(ln).items() if k != "wall_time"}
+                      for ln in out.read_text().splitlines() if '"emotion.' in ln])
+    assert whole[0] == whole[1] and len(whole[0]) >= 10
 
 
 def test_stop_event_ends_cleanly(tiny_models, tmp_path, rng):
