@@ -138,7 +138,7 @@ class Pipeline:
             stem = "mix" if separator.identity else src
             specs[src] = (stem, plan.length, plan.hop)
         # a replay may run the separator (and what the windows derive from its stems) ahead: see run
-        self._can_run_ahead = isinstance(separator, Beside) and not separator.identity
+        self._can_run_ahead = isinstance(separator, Beside) and getattr(separator.inner, "runs_ahead", False)
         self.windows = InputWindowStream(specs, self.block_max, params,
                                          lead_samples=2 * AHEAD_SAMPLES if self._can_run_ahead else 0)
         # a presence detector beside the mix reads the mix's log-mel frames from the frame cache

@@ -90,6 +90,8 @@ class BuiltinSeparator(Separator):
     """The shipped mask network (ONNX), streamed in fixed chunks of STFT frames."""
 
     name = "builtin"
+    #: a replay may run it on its own thread ahead of the windows (:class:`streamer.separation.Ahead`)
+    runs_ahead = True
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
                  threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0,
