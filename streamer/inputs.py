@@ -169,11 +169,11 @@ class InputWindowStream(WindowStream):
         written in the pieces :meth:`push` writes, and the caches are derived from it as
         :meth:`written` would, so they hold the same numbers.  For a thread running the separator
         ahead of the windows (:class:`streamer.separation.Ahead`), at most ``lead_samples`` ahead."""
-        if self._shadow is None:
-            self._shadow = {stem: RingBuffer(self.capacity) for stem in self.rings}
+        if self._shadow is None:   # the caches read the newest piece and a frame before it, no more
+            self._shadow = {stem: RingBuffer(min(self.capacity, self._piece + 4096)) for stem in self.rings}
             for stem, ring in self._shadow.items():   # the copies start where the rings are
                 r = self.rings[stem]
-                held = min(r.total, r.capacity)
+                held = min(r.total, ring.capacity)
                 ring.total = r.total - held
                 if held:
                     ring.write(r.view(r.total - held, held))
