@@ -207,7 +207,8 @@ class Pipeline:
 
     def _activity(self, w: Window) -> tuple[Optional[float], Optional[float]]:
         """The separator's presence over window ``w`` and over the hop at its centre (None, None
-        without one), read when the window completes."""
+        without one), as it was when the window completed: asked then (live), or later in a replay's
+        batch with the mix samples fed by then (``w.fed``), which bound the presence it reads."""
         act = presence = None
         if self.activity_from_separator:
             src, fed = w.key, getattr(w, "fed", None)
