@@ -131,12 +131,21 @@ def delta(m: np.ndarray, width: int = 9) -> np.ndarray:
     if width < 3 or width % 2 == 0:
         raise ParameterError(f"delta width={width} must be an odd integer >= 3")
     n = width // 2
-    padded = np.pad(m, [(n, n)] + [(0, 0)] * (m.ndim - 1), mode="edge")
     t = m.shape[0]
-    out = np.zeros_like(m)
-    for k in range(1, n + 1):
-        out += k * (padded[n + k:n + k + t] - padded[n - k:n - k + t])
-    return out / (2.0 * sum(k * k for k in range(1, n + 1)))
+    if t == 0:
+        return np.zeros_like(m)
+    padded = np.empty((t + 2 * n,) + m.shape[1:], m.dtype)   # edges replicated (np.pad "edge")
+    padded[n:n + t] = m
+    padded[:n] = m[0]
+    padded[n + t:] = m[-1]
+    out = padded[n + 1:n + 1 + t] - padded[n - 1:n - 1 + t]    # k = 1
+    tmp = np.empty_like(out)
+    for k in range(2, n + 1):      # the same arithmetic as out += k * (a - b), without temporaries
+        np.subtract(padded[n + k:n + k + t], padded[n - k:n - k + t], out=tmp)
+        tmp *= k
+        out += tmp
+    out /= 2.0 * sum(k * k for k in range(1, n + 1))
+    return out
 
 
 def assemble(raw_log_mel: np.ndarray, gain_db: float,
@@ -150,8 +159,11 @@ def assemble(raw_log_mel: np.ndarray, gain_db: float,
     floor = np.float32(20.0 * np.log10(params.amin))
     m = np.maximum(raw_log_mel + np.float32(gain_db), floor)
     d1 = delta(m, params.delta_width)
-    d2 = delta(d1, params.delta_width)
-    return np.stack([m, d1, d2], axis=-1).astype(np.float32, copy=False)
+    out = np.empty(m.shape + (3,), np.float32)
+    out[..., 0] = m
+    out[..., 1] = d1
+    out[..., 2] = delta(d1, params.delta_width)
+    return out
 
 
 def extract(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> np.ndarray:
@@ -219,10 +231,13 @@ class LogMelStream:
         span = ring.view(start, (last - first) * p.hop_length + p.win_length)
         frames = dsp.frames(span, p.win_length, p.hop_length)
         lm = frame_log_mel(frames, p)
-        for i, k in enumerate(range(first, last + 1)):
-            j = k % self.cap
-            self._buf[j] = lm[i]
-            self._buf[j + self.cap] = lm[i]
+        j = first % self.cap            # frame k at k % cap and k % cap + cap (n <= cap frames)
+        a = min(lm.shape[0], self.cap - j)
+        self._buf[j:j + a] = lm[:a]
+        self._buf[j + self.cap:j + self.cap + a] = lm[:a]
+        if a < lm.shape[0]:            # wrapped: the rest from slot 0
+            self._buf[:lm.shape[0] - a] = lm[a:]
+            self._buf[self.cap:self.cap + lm.shape[0] - a] = lm[a:]
         self.done = last + 1
 
     def frames(self, k0: int, k1: int) -> np.ndarray:

@@ -136,17 +136,22 @@ class InputWindowStream(WindowStream):
     with the log-mel frames of every stem computed once per stream (:class:`LogMelStream`)."""
 
     def __init__(self, specs: dict[str, tuple[str, int, int]], block_max: int,
-                 params: Optional[FeatureParams] = None):
+                 params: Optional[FeatureParams] = None, lead_samples: int = 0):
         super().__init__(specs, block_max)
+        # the caches hold ``lead_samples`` more than the rings: what :meth:`derive` may run ahead
+        cache = self.capacity + max(0, int(lead_samples))
         #: per-stem log-mel frames, computed once (when feature params are given)
-        self.mels = {stem: LogMelStream(self.capacity, params) for stem in self.rings} if params else {}
+        self.mels = {stem: LogMelStream(cache, params) for stem in self.rings} if params else {}
         #: per-stem K-weighted energies (R128 loudness of every window from one filtering of the stream)
         self.loudness = {}
         if params:
             step = int(round(STEP_S * params.sample_rate))
             for stem in self.rings:
                 hops = [w.hop for s, w in self.windowers.values() if s == stem]
-                self.loudness[stem] = KWeightedStream(self.capacity, params.sample_rate, stream_grid(step, hops))
+                self.loudness[stem] = KWeightedStream(cache, params.sample_rate, stream_grid(step, hops))
+        #: True while :meth:`derive` (on another thread) fills the caches instead of :meth:`written`
+        self.derive_elsewhere = False
+        self._shadow: Optional[dict] = None
         self.params = params
         #: per-stem musicnn patch embeddings (streamer.musicnn), made when a model first asks for them
         self.patches: dict = {}
@@ -155,6 +160,30 @@ class InputWindowStream(WindowStream):
         self.frame_listeners: dict = {}
 
     def written(self, stem: str, ring: RingBuffer) -> None:
+        if not self.derive_elsewhere:
+            self._derive(stem, ring)
+
+    def derive(self, stems: dict[str, np.ndarray]) -> None:
+        """Fill the caches (log-mel frames, K-weighted energies) with the stems' next block, ahead of
+        :meth:`push` (which then only writes the rings: ``derive_elsewhere``): a copy of each ring is
+        written in the pieces :meth:`push` writes, and the caches are derived from it as
+        :meth:`written` would, so they hold the same numbers.  For a thread running the separator
+        ahead of the windows (:class:`streamer.separation.Ahead`), at most ``lead_samples`` ahead."""
+        if self._shadow is None:   # the caches read the newest piece and a frame before it, no more
+            self._shadow = {stem: RingBuffer(min(self.capacity, self._piece + 4096)) for stem in self.rings}
+            for stem, ring in self._shadow.items():   # the copies start where the rings are
+                r = self.rings[stem]
+                held = min(r.total, ring.capacity)
+                ring.total = r.total - held
+                if held:
+                    ring.write(r.view(r.total - held, held))
+        n = next(iter(stems.values())).shape[0]
+        for i in range(0, n, self._piece):
+            for stem, ring in self._shadow.items():
+                ring.write(stems[stem][i:i + self._piece])
+                self._derive(stem, ring)
+
+    def _derive(self, stem: str, ring: RingBuffer) -> None:
         if stem in self.mels:
             self.mels[stem].update(ring)
             for f in self.frame_listeners.get(stem, ()):

@@ -5,8 +5,9 @@ One loop, driven by the source's blocks.  Live sources put blocks in a bounded
 queue from their own thread, so a slow step here shows up as counted drops, never
 as a blocked capture; publishing never blocks (see :mod:`streamer.publish`).
 Windows completed by one block are batched per model; a replay (``replay_batch``)
-takes each window's inputs and presence when it completes but runs a model once
-for 8 waiting windows (same messages, same order: tested), a live stream every hop.
+takes each window's inputs when it completes but runs a model once for 8 waiting
+windows and asks their presence then, bounded by what had been computed when each
+completed (same messages, same order: tested), a live stream every hop.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from . import adapt, features as F, taxonomy, tracking
 from .errors import EmotrackError, ModelError
 from .inputs import InputWindowStream, check_input_versions, input_shape, stack_inputs
 from .schema import QUADRANTS
-from .separation import Separator
+from .separation import Ahead, Beside, Separator
 from .sources import SAMPLE_RATE, Source
 from .window import Window, WindowPlan
 
 QUADRANT_INDEX = {q: i for i, q in enumerate(QUADRANTS)}
+#: how far (samples of the mix) a replay's separator thread may run ahead of the windows
+AHEAD_SAMPLES = 8 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class _Done:
     key: str
     start: int
     end: int
+    fed: Optional[int] = None   # mix samples the separator had received (None: all, after its flush)
 
 
 def check_model_features(model, params: F.FeatureParams = F.DEFAULT_PARAMS) -> None:
@@ -114,6 +118,7 @@ class Pipeline:
         #: windows per model per inference call when replaying (live sources: 1, every hop at once)
         self.replay_batch = max(1, int(replay_batch))
         self._pending: list = []
+        self._fed: Optional[int] = 0   # mix samples given to the separator (None once it is flushed)
         self.params = params
         self.heartbeat_s = heartbeat_s
         self.progress = progress
@@ -132,7 +137,10 @@ class Pipeline:
             self.hops_s[src] = plan.hop_s
             stem = "mix" if separator.identity else src
             specs[src] = (stem, plan.length, plan.hop)
-        self.windows = InputWindowStream(specs, self.block_max, params)
+        # a replay may run the separator (and what the windows derive from its stems) ahead: see run
+        self._can_run_ahead = isinstance(separator, Beside) and getattr(separator.inner, "runs_ahead", False)
+        self.windows = InputWindowStream(specs, self.block_max, params,
+                                         lead_samples=2 * AHEAD_SAMPLES if self._can_run_ahead else 0)
         # a presence detector beside the mix reads the mix's log-mel frames from the frame cache
         # (streamer.presence): each frame is computed once
         follow = getattr(getattr(separator, "presence", None), "follow", None)
@@ -145,7 +153,12 @@ class Pipeline:
                                        hop_s=self.hops_s[src])
             for src, m in models.items()}
 
-    def _stems(self, block: np.ndarray) -> dict[str, np.ndarray]:
+    def _stems(self, block: np.ndarray, stems: Optional[dict] = None) -> dict[str, np.ndarray]:
+        """The stems of the next block of the mix (``stems``: computed already, by :class:`Ahead`)."""
+        if self._fed is not None:
+            self._fed += int(block.size)
+        if stems is not None:
+            return stems
         if self.sep.identity:
             self.sep.process(block)  # a separator running beside for its presence only sees the mix too
             return {"mix": block}
@@ -155,8 +168,11 @@ class Pipeline:
         """Infer and publish ``wins`` now (per hop: live), or, with ``replay_batch`` > 1, take their
         inputs and presence now and defer inference until a model has that many windows waiting
         (:meth:`_drain`): fewer, larger runtime calls; the messages are the same, in the same order."""
-        for w in wins:  # inputs and activity now: the windows are views valid until the next write
-            self._pending.append((_Done(w.key, w.start, w.end), self.inputs(w), self._activity(w)))
+        for w in wins:  # inputs now: the windows are views valid until the next write
+            # activity (presence up to the window's end, however late it is asked) now when live,
+            # when the batch runs in replay: the presence estimate then also runs many steps at once
+            act = self._activity(w) if self.replay_batch == 1 else None
+            self._pending.append((_Done(w.key, w.start, w.end, self._fed), self.inputs(w), act))
         counts: dict[str, int] = {}
         for w, _, _ in self._pending:
             counts[w.key] = counts.get(w.key, 0) + 1
@@ -176,7 +192,7 @@ class Pipeline:
             outs[src] = self.models[src].predict(stack_inputs([pending[i][1] for i in idx]))
             row.update({i: r for r, i in enumerate(idx)})
         for i, (w, _, act) in enumerate(pending):
-            self.publish(w.key, w, outs[w.key], row[i], act)
+            self.publish(w.key, w, outs[w.key], row[i], act)  # act None: publish asks _activity(w)
 
     def inputs(self, w: Window) -> dict[str, np.ndarray]:
         """The inputs of window ``w`` that its model takes, adapted to the stream where its
@@ -191,14 +207,15 @@ class Pipeline:
 
     def _activity(self, w: Window) -> tuple[Optional[float], Optional[float]]:
         """The separator's presence over window ``w`` and over the hop at its centre (None, None
-        without one), read when the window completes."""
+        without one), as it was when the window completed: asked then (live), or later in a replay's
+        batch with the mix samples fed by then (``w.fed``), which bound the presence it reads."""
         act = presence = None
         if self.activity_from_separator:
-            src = w.key
-            act = self.sep.activity(src, w.start, w.end)
+            src, fed = w.key, getattr(w, "fed", None)
+            act = self.sep.activity(src, w.start, w.end, fed=fed)
             if src in self.trackers:  # presence over the hop at the window's centre: 'tracked.present'
                 c, h = (w.start + w.end) // 2, int(round(self.hops_s[src] * SAMPLE_RATE)) // 2
-                presence = self.sep.activity(src, c - h, c + h, done=w.end)
+                presence = self.sep.activity(src, c - h, c + h, done=w.end, fed=fed)
         return act, presence
 
     def publish(self, src: str, w, out: dict[str, np.ndarray], i: int, activity=None) -> None:
@@ -234,21 +251,29 @@ class Pipeline:
         t0 = time.monotonic()
         if source.live:
             self.replay_batch = 1
-        next_beat = t0 + self.heartbeat_s
+        self._next_beat = t0 + self.heartbeat_s
         self.publish_start(source)
         error: Optional[BaseException] = None
+        # a replay runs a separator beside a presence estimate on a second thread, blocks ahead, with
+        # the presence and what the windows derive from the stems (log-mel frames, K-weighted energies)
+        ahead = None
+        if self.replay_batch > 1 and self._can_run_ahead:
+            ahead = Ahead(self.sep, max_samples=AHEAD_SAMPLES, derive=self.windows.derive)
+            self.windows.derive_elsewhere = True
         try:
             for block in source.blocks():
-                for wins in self.windows.push(self._stems(block)):
-                    self._process(wins)
-                    if source.live and source.last_arrival is not None:
-                        st.hop_latency_ms.append((time.monotonic() - source.last_arrival) * 1000.0)
-                now = time.monotonic()
-                if self.progress is not None:
-                    self.progress(self.windows.total / SAMPLE_RATE)
-                if now >= next_beat:
-                    self.pub.status("heartbeat", counters=self.counters(source))
-                    next_beat = now + self.heartbeat_s
+                if ahead is None:
+                    self._consume(self._stems(block), source)
+                elif block.size > AHEAD_SAMPLES:   # too long to run ahead: after the others, here
+                    while len(ahead):
+                        self._consume(self._stems(*ahead.take()), source)
+                    stems = self._stems(block)
+                    self.windows.derive(stems)
+                    self._consume(stems, source)
+                else:
+                    ahead.submit(block)
+                    if ahead.full:
+                        self._consume(self._stems(*ahead.take()), source)
                 if stop is not None and stop.is_set():
                     st.reason = "interrupted"
                     break
@@ -260,7 +285,18 @@ class Pipeline:
         finally:
             # Whatever happened, what was captured is processed and published.
             try:
+                if ahead is not None:
+                    try:
+                        while len(ahead) and not ahead.failed:
+                            self._consume(self._stems(*ahead.take()), source)
+                    except EmotrackError as exc:
+                        if error is None:
+                            error, st.reason = exc, f"error: {exc}"
+                    finally:
+                        ahead.close()
+                        self.windows.derive_elsewhere = False
                 self._drain()
+                self._fed = None
                 tail = self.sep.flush()
                 if not self.sep.identity and tail["speech"].size:
                     for wins in self.windows.push(tail):
@@ -274,6 +310,19 @@ class Pipeline:
         if error is not None:
             raise error
         return st
+
+    def _consume(self, stems: dict[str, np.ndarray], source: Source) -> None:
+        """Windows, inference and publication of a block's stems; progress and heartbeats."""
+        for wins in self.windows.push(stems):
+            self._process(wins)
+            if source.live and source.last_arrival is not None:
+                self.stats.hop_latency_ms.append((time.monotonic() - source.last_arrival) * 1000.0)
+        now = time.monotonic()
+        if self.progress is not None:
+            self.progress(self.windows.total / SAMPLE_RATE)
+        if now >= self._next_beat:
+            self.pub.status("heartbeat", counters=self.counters(source))
+            self._next_beat = now + self.heartbeat_s
 
     def publish_start(self, source: Source) -> None:
         extra = {"adaptation": {s: {"method": adapt.METHOD, "input": a.input, "prior_n": a.prior_n}

@@ -32,6 +32,7 @@ runs beside the mix as :class:`streamer.separation.NoneSeparator`'s ``presence``
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -236,6 +237,9 @@ class PresenceDetector:
 
     name = "presence"
     identity = False
+    #: process, activity, flush may be called from different threads (one lock): a replay feeds it on
+    #: the separator's thread (:class:`streamer.separation.Ahead`) while windows ask for activity
+    thread_safe = True
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
                  threads: Optional[int] = None, history_s: float = 120.0):
@@ -259,10 +263,17 @@ class PresenceDetector:
         self.latency_samples = self.feats.latency_samples + STACK * STEP * DEFAULT_PARAMS.hop_length
         self._history = int(history_s * 4)
         self._mel = None
+        self._lock = threading.RLock()
         self.reset()
+
+    #: samples :meth:`process` holds before computing their frames and steps (else they wait until
+    #: :meth:`activity` asks): steps computed many at a time cost far less than a few per block
+    HOLD_SAMPLES = 8 * DEFAULT_PARAMS.sample_rate
 
     def reset(self) -> None:
         self.feats.reset()
+        self._held: list[np.ndarray] = []   # samples given to process, not yet framed
+        self._n_held = 0
         self._probs = np.zeros((0, 2), np.float32)
         self._p0 = 0      # step index of self._probs[0]
         self._f = np.zeros((0, n_features()), np.float32)   # step features from step self._f0 on
@@ -300,32 +311,49 @@ class PresenceDetector:
         return written
 
     def _pull(self) -> None:
-        """Steps of every frame ``follow``'s frame cache holds that this detector has not read."""
-        m, k0 = self._mel, self.feats.frames_done
-        if m is not None and m.done > k0:
-            self._add(self.feats.push_frames(m.frames(k0, m.done)))
+        """Steps of every frame ``follow``'s frame cache holds, or of the samples :meth:`process`
+        holds, that this detector has not read."""
+        with self._lock:
+            m, k0 = self._mel, self.feats.frames_done
+            if m is not None and m.done > k0:
+                self._add(self.feats.push_frames(m.frames(k0, m.done)))
+            if self._held:
+                held = np.concatenate(self._held) if len(self._held) > 1 else self._held[0]
+                self._held, self._n_held = [], 0
+                self._add(self.feats.push(held))
 
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
-        if self._mel is None:
-            self._add(self.feats.push(block))
-        else:
-            self.feats.n_in += int(np.asarray(block).size)
+        with self._lock:
+            if self._mel is None:  # held until asked for (or HOLD_SAMPLES): the same steps, fewer calls
+                block = np.array(block, np.float32).reshape(-1)
+                self._held.append(block)
+                self._n_held += block.size
+                if self._n_held >= self.HOLD_SAMPLES:
+                    self._pull()
+            else:
+                self.feats.n_in += int(np.asarray(block).size)
         empty = np.zeros(0, np.float32)
         return {"speech": empty, "music": empty}
 
     def flush(self) -> dict[str, np.ndarray]:
-        self._pull()
-        self._add(self.feats.flush(), final=True)
+        with self._lock:
+            self._pull()
+            self._add(self.feats.flush(), final=True)
         empty = np.zeros(0, np.float32)
         return {"speech": empty, "music": empty}
 
     def probabilities(self) -> tuple[np.ndarray, np.ndarray]:
         """(step centres in samples, presence [S, 2]) of the steps still held."""
-        return step_centre(self._p0 + np.arange(self._probs.shape[0])), self._probs
+        with self._lock:
+            return step_centre(self._p0 + np.arange(self._probs.shape[0])), self._probs
 
     def activity(self, stem: str, start: int, end: int) -> Optional[float]:
         """Mean presence of ``stem`` over the steps centred in samples ``[start, end)`` (the step
         nearest the span's middle when none is centred inside), None before any is computed."""
+        with self._lock:
+            return self._activity(stem, start, end)
+
+    def _activity(self, stem: str, start: int, end: int) -> Optional[float]:
         self._pull()
         if not self._probs.shape[0]:
             return None

@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import BackendError, ParameterError
-from .base import STEMS, Beside, NoneSeparator, Separator, separate  # noqa: F401 - the package API
+from .base import STEMS, Ahead, Beside, NoneSeparator, Separator, separate  # noqa: F401 - the package API
 from .builtin import (DEFAULT_SEPARATOR_MODEL, STFT, BuiltinSeparator, StftParams, istft, log_power,  # noqa: F401
                       stft)
 

@@ -90,6 +90,8 @@ class BuiltinSeparator(Separator):
     """The shipped mask network (ONNX), streamed in fixed chunks of STFT frames."""
 
     name = "builtin"
+    #: a replay may run it on its own thread ahead of the windows (:class:`streamer.separation.Ahead`)
+    runs_ahead = True
 
     def __init__(self, model_path: Optional[str | Path] = None, backend: str = "onnxruntime",
                  threads: Optional[int] = None, max_chunks: int = 64, history_s: float = 120.0,
@@ -138,6 +140,7 @@ class BuiltinSeparator(Separator):
         self._emitted = 0              # output samples handed out
         self._presence: list[np.ndarray] = []   # per synthesised frame: [speech, music]
         self._presence0 = 0            # frame index of _presence[0]
+        self._n_presence = 0           # frames held in _presence
 
     # -- stream ---------------------------------------------------------------------------
     def process(self, block: np.ndarray) -> dict[str, np.ndarray]:
@@ -159,7 +162,8 @@ class BuiltinSeparator(Separator):
         self._analyse(limit=need)
         return self._run(final=True)
 
-    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None) -> Optional[float]:
+    def activity(self, stem: str, start: int, end: int, done: Optional[int] = None,
+                 fed: Optional[int] = None) -> Optional[float]:
         p = self.p
         if not self._presence:
             return None
@@ -252,12 +256,13 @@ class BuiltinSeparator(Separator):
 
     def _add_presence(self, pres: np.ndarray) -> None:
         self._presence.append(pres.astype(np.float32))
-        total = sum(a.shape[0] for a in self._presence)
-        if total > 2 * self._history:
+        self._n_presence += pres.shape[0]
+        if self._n_presence > 2 * self._history:
             allp = np.concatenate(self._presence)
             cut = allp.shape[0] - self._history
             self._presence = [allp[cut:]]
             self._presence0 += cut
+            self._n_presence = self._history
 
     def close(self) -> None:
         self.backend.close()

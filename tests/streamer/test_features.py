@@ -40,6 +40,22 @@ def test_delta_of_a_ramp_is_its_slope():
         F.delta(m, 4)
 
 
+def test_delta_is_the_regression_formula_to_the_bit(rng):
+    """delta (in place, without temporaries) is sum_k k (m[t+k] - m[t-k]) / (2 sum_k k^2) with the
+    edges replicated, computed in the same order: the same float32 numbers as the plain formula."""
+    for shape in [(298, 64), (7, 3), (1, 64), (5,)]:
+        m = (rng.standard_normal(shape) * 30).astype(np.float32)
+        for width in (3, 9):
+            n, t = width // 2, m.shape[0]
+            p = np.pad(m, [(n, n)] + [(0, 0)] * (m.ndim - 1), mode="edge")
+            want = np.zeros_like(m)
+            for k in range(1, n + 1):
+                want += k * (p[n + k:n + k + t] - p[n - k:n - k + t])
+            want = want / (2.0 * sum(k * k for k in range(1, n + 1)))
+            got = F.delta(m, width)
+            assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
 def test_loudness_normalisation_makes_features_gain_invariant(rng):
     x = (rng.standard_normal(48000) * 0.05).astype(np.float32) + tone(300, 3.0, amp=0.1)
     a, b = F.extract(x), F.extract(x * 0.05)  # 26 dB quieter

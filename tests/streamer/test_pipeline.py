@@ -113,6 +113,71 @@ def test_a_dying_source_keeps_what_was_produced(tiny_models, tmp_path):
     assert end["event"] == "end" and end["reason"] == "error: stream died"
 
 
+class _DyingBlocks(Source):
+    """Yields 0.5 s blocks of ``x``, then fails like a dead stream."""
+
+    def __init__(self, x):
+        super().__init__("d")
+        self.x = x
+
+    def blocks(self):
+        for i in range(0, self.x.size, SR // 2):
+            yield self.x[i:i + SR // 2]
+        raise InputError("stream died")
+
+
+def test_a_separator_running_ahead_keeps_what_was_produced(tiny_models, tmp_path, rng):
+    """Replay runs the separator beside a presence estimate on a second thread, blocks ahead: when the
+    source dies, the blocks in flight are still published (the same messages as block by block); when
+    the separator fails, the windows before are published, the error is the run's, no thread is left."""
+    from streamer.errors import BackendError
+    from streamer.presence import PresenceDetector
+    from streamer.separation import Beside, BuiltinSeparator
+
+    class Failing(BuiltinSeparator):
+        calls = 0
+
+        def process(self, block):
+            Failing.calls += 1
+            if Failing.calls == 15:
+                raise BackendError("separator failed")
+            return super().process(block)
+
+    x = _signal(rng, 12)
+    runs = {}
+    for name, batch, sep in (("per-hop", 1, BuiltinSeparator), ("ahead", 8, BuiltinSeparator),
+                             ("failing", 8, Failing)):
+        out = tmp_path / f"{name}.jsonl"
+        pub = Publisher("t", None, str(out))
+        with pytest.raises((InputError, BackendError)) as e:
+            Pipeline(_models(tiny_models), pub, Beside(sep(backend="onnxruntime"), PresenceDetector()),
+                     replay_batch=batch).run(_DyingBlocks(x))
+        pub.close()
+        lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+        for ln in lines:
+            ln.pop("wall_time", None)
+        runs[name] = ([ln for ln in lines if ln["topic"].startswith("emotion")], lines[-1], str(e.value))
+    assert runs["per-hop"][2] == runs["ahead"][2] == "stream died"
+    assert runs["ahead"][0] == runs["per-hop"][0] and len(runs["ahead"][0]) >= 10
+    assert runs["ahead"][1]["reason"] == "error: stream died"
+    failed, end, msg = runs["failing"]
+    assert msg == "separator failed" and end["event"] == "end" and end["reason"] == "error: separator failed"
+    # 14 blocks (7 s) separated: the windows complete by then, the tail flushed after the error
+    assert 0 < len(failed) < len(runs["ahead"][0]) and failed[:3] == runs["ahead"][0][:3]
+    assert not [t for t in threading.enumerate() if t.name.startswith("emotrack-separator")]
+    # a block longer than the separator may run ahead (12 s > 8 s) is separated on the caller's thread
+    whole = []
+    for batch in (1, 8):
+        out = tmp_path / f"whole{batch}.jsonl"
+        pub = Publisher("t", None, str(out))
+        Pipeline(_models(tiny_models), pub, Beside(BuiltinSeparator(backend="onnxruntime"), PresenceDetector()),
+                 replay_batch=batch).run(ArraySource(x, block_size=x.size))
+        pub.close()
+        whole.append([{k: v for k, v in json.loads(ln).items() if k != "wall_time"}
+                      for ln in out.read_text().splitlines() if '"emotion.' in ln])
+    assert whole[0] == whole[1] and len(whole[0]) >= 10
+
+
 def test_stop_event_ends_cleanly(tiny_models, tmp_path, rng):
     stop = threading.Event()
     stop.set()
@@ -154,21 +219,30 @@ def test_a_descriptor_model_streams_on_the_descriptors_of_each_window(tmp_path, 
     assert len({m["quadrant"] for m in msgs} | {round(m["valence"], 3) for m in msgs}) > 2  # windows differ
 
 
-@pytest.mark.parametrize("separated", [False, True])
+@pytest.mark.parametrize("separated", [False, True, "detector"])
 def test_replay_batches_equal_per_hop_processing(tmp_path, separated):
-    """Replay defers inference until 16 windows per model wait (one runtime call for them): the
-    messages equal per-hop processing (batch 1), field for field and in the same order, with the
-    shipped models, the built-in separator (or its presence beside the mix) and tracking."""
+    """Replay defers inference and the windows' activity until 16 windows per model wait (one runtime
+    call for them, the presence estimate many steps at once): the messages equal per-hop processing
+    (batch 1), field for field and in the same order, with the shipped models, the built-in separator
+    (or its presence beside the mix, or the presence detector beside it, which per hop computes its
+    steps at every block as it did before holding them) and tracking."""
     from engines.cards import MODELS_DIR
-    from streamer.separation import BuiltinSeparator, NoneSeparator
+    from streamer.presence import PresenceDetector
+    from streamer.separation import Beside, BuiltinSeparator, NoneSeparator
     from streamer.sources import open_source
 
     with open_source(str(ROOT / "examples" / "heldout_mix.ogg")) as src:
         x = np.concatenate(list(src.blocks()))[:45 * SR]
     runs = []
     for batch in (1, 16):
-        sep = (BuiltinSeparator(backend="onnxruntime") if separated
-               else NoneSeparator(presence=BuiltinSeparator(backend="onnxruntime", presence_only=True)))
+        if separated == "detector":
+            det = PresenceDetector(backend="onnxruntime")
+            if batch == 1:
+                det.HOLD_SAMPLES = 1   # steps at every block
+            sep = Beside(BuiltinSeparator(backend="onnxruntime"), det)
+        else:
+            sep = (BuiltinSeparator(backend="onnxruntime") if separated
+                   else NoneSeparator(presence=BuiltinSeparator(backend="onnxruntime", presence_only=True)))
         out = tmp_path / f"b{batch}.jsonl"
         pub = Publisher("t", None, str(out))
         models = _models({s: MODELS_DIR / f"{s}.onnx" for s in ("speech", "music")})

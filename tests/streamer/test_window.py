@@ -117,3 +117,34 @@ def test_window_plan_from_card_and_override():
 
     with pytest.raises(EmotrackError, match="--speech-hop -1.0 must be > 0"):
         WindowPlan.from_card(card, -1.0, "speech")
+
+
+def test_caches_derived_ahead_equal_the_written_ones(rng):
+    """InputWindowStream.derive (the separator's thread, ahead of push) fills the log-mel frames and
+    K-weighted energies with the numbers push would, also when it takes over mid-stream."""
+    from streamer.features import DEFAULT_PARAMS
+    from streamer.inputs import InputWindowStream
+
+    x = (rng.standard_normal(16000 * 30) * np.linspace(0.001, 0.3, 16000 * 30)).astype(np.float32)
+    spec = {"speech": ("speech", 48000, 16000), "music": ("music", 160000, 32000)}
+    here = InputWindowStream(spec, 7000, DEFAULT_PARAMS)
+    ahead = InputWindowStream(spec, 7000, DEFAULT_PARAMS, lead_samples=64000)
+    feats_here, feats_ahead, i = [], [], 0
+    for n, size in enumerate(rng.integers(300, 9000, 200)):
+        stems = {"speech": x[i:i + size], "music": x[i:i + size][::-1].copy()}
+        if n == 5:
+            ahead.derive_elsewhere = True
+        if ahead.derive_elsewhere:
+            ahead.derive(stems)
+        for wins in here.push(stems):
+            feats_here += [here.features(w) for w in wins]
+        for wins in ahead.push(stems):
+            feats_ahead += [ahead.features(w) for w in wins]
+        i += size
+        if i >= x.size:
+            break
+    assert len(feats_here) > 20 and all(np.array_equal(a, b) for a, b in zip(feats_here, feats_ahead))
+    for stem in ("speech", "music"):
+        assert here.mels[stem].done == ahead.mels[stem].done and here.loudness[stem].done == ahead.loudness[stem].done
+        k = here.mels[stem].done
+        np.testing.assert_array_equal(here.mels[stem].frames(k - 500, k), ahead.mels[stem].frames(k - 500, k))
