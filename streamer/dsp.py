@@ -71,10 +71,11 @@ def _pocketfft():
         return None
 
 
-def _fast(x: np.ndarray, kinds: str) -> bool:
-    """Whether ``x`` goes to pocketfft as it is (what scipy.fft would hand it, unconverted)."""
+def _fast(x: np.ndarray, kinds: str, axis: int) -> bool:
+    """Whether ``x`` goes to pocketfft as it is (what scipy.fft would hand it, unconverted), along a
+    valid ``axis``."""
     return (x.dtype.kind in kinds and x.dtype.itemsize in ((4, 8) if x.dtype.kind == "f" else (8, 16))
-            and x.dtype.isnative and x.flags.aligned and x.ndim >= 1)
+            and x.dtype.isnative and x.flags.aligned and -x.ndim <= axis < x.ndim)
 
 
 def _fit(x: np.ndarray, n: int, axis: int) -> np.ndarray:
@@ -96,7 +97,7 @@ def rfft(x: np.ndarray, n: int | None = None, axis: int = -1) -> np.ndarray:
     float64 in, complex128 out), without importing :mod:`scipy.fft` (see :func:`_pocketfft`)."""
     x = np.asarray(x)
     pf = _pocketfft()
-    if pf is None or not _fast(x, "f") or (n is not None and n < 1) or (n is None and x.shape[axis] < 1):
+    if pf is None or not _fast(x, "f", axis) or (n is not None and n < 1) or (n is None and x.shape[axis] < 1):
         from scipy import fft as sp_fft   # any other input: scipy's own conversions and errors
 
         return sp_fft.rfft(x, n=n, axis=axis)
@@ -108,7 +109,7 @@ def irfft(x: np.ndarray, n: int | None = None, axis: int = -1) -> np.ndarray:
     :mod:`scipy.fft` (see :func:`_pocketfft`)."""
     x = np.asarray(x)
     pf = _pocketfft()
-    if pf is None or not _fast(x, "fc") or (n is not None and n < 1) or (n is None and x.shape[axis] < 2):
+    if pf is None or not _fast(x, "fc", axis) or (n is not None and n < 1) or (n is None and x.shape[axis] < 2):
         from scipy import fft as sp_fft
 
         return sp_fft.irfft(x, n=n, axis=axis)

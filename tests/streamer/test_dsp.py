@@ -52,6 +52,11 @@ def test_frames_strided_and_odd_inputs_take_scipys_own_path():
         assert got.dtype == want.dtype and np.array_equal(got, want)
     with pytest.raises(ValueError):
         dsp.rfft(x, 0)
+    for f, g in ((dsp.rfft, sp_fft.rfft), (dsp.irfft, sp_fft.irfft)):   # a bad axis: scipy's own error
+        with pytest.raises(Exception) as want:
+            g(x, axis=2)
+        with pytest.raises(want.type):
+            f(x, axis=2)
     with pytest.raises(ValueError):
         dsp.irfft(np.zeros(1, np.complex64))
 
