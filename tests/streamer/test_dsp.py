@@ -75,3 +75,18 @@ def test_the_replay_start_path_imports_no_scipy():
     cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip() == "['scipy.fft._pocketfft.pypocketfft']"   # the extension alone (its own name)
+
+
+def test_scipy_fft_imported_after_the_extension_shares_it():
+    """A process that loads the extension through dsp and imports scipy.fft later (training, the
+    descriptor models' DCT) gets a working scipy.fft, running the same extension module."""
+    code = ("import sys, numpy as np\n"
+            "from streamer import dsp\n"
+            "x = np.random.default_rng(0).standard_normal((5, 400)).astype(np.float32)\n"
+            "a = dsp.rfft(x, 512)\n"
+            "import scipy.fft\n"
+            "assert scipy.fft._pocketfft.basic.pfft is sys.modules['scipy.fft._pocketfft.pypocketfft']\n"
+            "assert np.array_equal(a, scipy.fft.rfft(x, 512)) and scipy.fft.dct(np.eye(4)).shape == (4, 4)\n"
+            "print('ok')\n")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert cp.returncode == 0 and cp.stdout.strip() == "ok", cp.stderr
