@@ -762,7 +762,8 @@ def startup_table(st: dict) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.append("CPU ms by part (this tree, medians of fresh processes):")
-    lines += [f"  {k:62s} {v:7.1f}" for k, v in st["breakdown_cpu_ms"].items()]
+    width = max(len(k) for k in st["breakdown_cpu_ms"])
+    lines += [f"  {k.ljust(width)} {v:7.1f}" for k, v in st["breakdown_cpu_ms"].items()]
     a = st["after"]
     lines.append(f"goal ratio start-up / 0.4 s: wall {a['wall_s']['median'] / GOALS['startup_s_max']:.2f}, "
                  f"CPU {a['cpu_s']['median'] / GOALS['startup_s_max']:.2f}, "
