@@ -53,24 +53,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"emotrack: {message} (see: {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the modules of ``commands`` only: a command line that
+    names its command parses alike with either (options come after the command), and
+    :func:`main` builds just that one, so that ``emotrack replay`` does not import the
+    modules of the other commands (bench, batch, engines...) to start."""
     p = _Parser(prog="emotrack", description="Real-time speech and music emotion tracking, published over ZeroMQ.")
     p.add_argument("--version", action="version", version=f"emotrack {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in dict.fromkeys(COMMANDS.values()):  # each module once, in the order above
+    names = COMMANDS if commands is None else commands
+    for module in dict.fromkeys(COMMANDS[c] for c in names):  # each module once, in the order given
         importlib.import_module(module).add_parser(sub)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    module = importlib.import_module(COMMANDS[argv[0]]) if argv[:1] and argv[0] in COMMANDS else None
+    command = argv[0] if argv[:1] and argv[0] in COMMANDS else None
+    module = importlib.import_module(COMMANDS[command]) if command else None
     if module is not None and getattr(module, "PASS_THROUGH", False):  # the rest (--help too) is the command's
         args = argparse.Namespace(command=argv[0], args=argv[1:])
-    else:
-        args = parser.parse_args(argv)
+    else:  # no command named (--help, --version, a typo): every command's parser, for the listing
+        args = build_parser([command] if command else None).parse_args(argv)
         module = importlib.import_module(COMMANDS[args.command])
     try:
         return module.run(args)

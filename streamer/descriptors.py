@@ -45,7 +45,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
 
 from . import dsp
 from .features import DEFAULT_PARAMS, delta, frame_log_mel, frames_of, loudness_normalise, mfcc_from_logmel
@@ -105,8 +104,8 @@ def pitch_track(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     w, rw = _f0_window_acf()
     fw = fr * w
     fw = fw - fw.mean(1, keepdims=True) * w
-    spec = sp_fft.rfft(fw, 2 * F0_FRAME, axis=1)
-    r = sp_fft.irfft(spec.real ** 2 + spec.imag ** 2, axis=1)[:, :F0_FRAME]
+    spec = dsp.rfft(fw, 2 * F0_FRAME, axis=1)
+    r = dsp.irfft(spec.real ** 2 + spec.imag ** 2, axis=1)[:, :F0_FRAME]
     e = r[:, 0].copy()
     lo, hi = int(SR / F0_MAX), int(SR / F0_MIN)
     rn = r[:, lo:hi + 2] / np.maximum(e[:, None], 1e-12) / rw[lo:hi + 2]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
 
 #: the one sample rate of the stream, the models and the features (Hz)
 SAMPLE_RATE = 16000
@@ -42,10 +41,91 @@ def frames(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(x, length)[::hop]
 
 
+@lru_cache(maxsize=1)
+def _pocketfft():
+    """scipy's pocketfft extension, the code ``scipy.fft.rfft``/``irfft`` run, loaded from its file by
+    itself; None where it cannot be (another scipy layout), and :mod:`scipy.fft` serves then.
+
+    ``import scipy.fft`` costs ~0.2 CPU s, two fifths of a command's start-up: its ``__init__``
+    imports ``scipy.special``, ``scipy.linalg`` and ``scipy.sparse`` for the FFTLog transform, which
+    emotrack does not use; the extension alone loads in ~2 ms.  Importing a package's submodule
+    always runs the package's ``__init__``, hence the loader."""
+    try:
+        import importlib.machinery
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("scipy")  # finds the package without importing it
+        folder = Path(spec.origin).parent / "fft" / "_pocketfft"
+        path = next(folder / f"pypocketfft{s}" for s in importlib.machinery.EXTENSION_SUFFIXES
+                    if (folder / f"pypocketfft{s}").is_file())
+        loader = importlib.machinery.ExtensionFileLoader("scipy.fft._pocketfft.pypocketfft", str(path))
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        loader.exec_module(module)
+        # the two calls made below, in the signature this module relies on
+        if module.r2c(np.ones(4, np.float32), (0,), True, 0, None, 1).shape != (3,) or \
+                module.c2r(np.ones(3, np.complex64), (0,), 4, False, 2, None, 1).shape != (4,):
+            return None
+        return module
+    except Exception:  # any other scipy (layout, signature): scipy.fft itself
+        return None
+
+
+def _fast(x: np.ndarray, kinds: str, axis: int) -> bool:
+    """Whether ``x`` goes to pocketfft as it is (what scipy.fft would hand it, unconverted), along a
+    valid ``axis``."""
+    return (x.dtype.kind in kinds and x.dtype.itemsize in ((4, 8) if x.dtype.kind == "f" else (8, 16))
+            and x.dtype.isnative and x.flags.aligned and -x.ndim <= axis < x.ndim)
+
+
+def _fit(x: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """``x`` cut or zero-padded to ``n`` samples along ``axis``, as scipy.fft does for its ``n``."""
+    index = [slice(None)] * x.ndim
+    if x.shape[axis] >= n:
+        index[axis] = slice(0, n)
+        return x[tuple(index)]
+    shape = list(x.shape)
+    shape[axis] = n
+    z = np.zeros(shape, x.dtype)
+    index[axis] = slice(0, x.shape[axis])
+    z[tuple(index)] = x
+    return z
+
+
+def rfft(x: np.ndarray, n: int | None = None, axis: int = -1) -> np.ndarray:
+    """``scipy.fft.rfft(x, n, axis)``: the same code and the same result (float32 in, complex64 out;
+    float64 in, complex128 out), without importing :mod:`scipy.fft` (see :func:`_pocketfft`)."""
+    x = np.asarray(x)
+    pf = _pocketfft()
+    if pf is None or not _fast(x, "f", axis) or (n is not None and n < 1) or (n is None and x.shape[axis] < 1):
+        from scipy import fft as sp_fft   # any other input: scipy's own conversions and errors
+
+        return sp_fft.rfft(x, n=n, axis=axis)
+    return pf.r2c(x if n is None else _fit(x, n, axis), (axis,), True, 0, None, 1)
+
+
+def irfft(x: np.ndarray, n: int | None = None, axis: int = -1) -> np.ndarray:
+    """``scipy.fft.irfft(x, n, axis)``: the same code and the same result, without importing
+    :mod:`scipy.fft` (see :func:`_pocketfft`)."""
+    x = np.asarray(x)
+    pf = _pocketfft()
+    if pf is None or not _fast(x, "fc", axis) or (n is not None and n < 1) or (n is None and x.shape[axis] < 2):
+        from scipy import fft as sp_fft
+
+        return sp_fft.irfft(x, n=n, axis=axis)
+    if x.dtype.kind == "f":
+        x = x + 0.j   # as scipy.fft: a real input is the real part of the spectrum
+    if n is None:
+        n = (x.shape[axis] - 1) * 2
+    else:
+        x = _fit(x, n // 2 + 1, axis)
+    return pf.c2r(x, (axis,), n, False, 2, None, 1)
+
+
 def rfft_frames(fr: np.ndarray, window: np.ndarray, n_fft: int | None = None) -> np.ndarray:
-    """Spectra of windowed frames [shape=(n, n_fft // 2 + 1)] (scipy's FFT; float32 frames give
-    complex64)."""
-    return sp_fft.rfft(fr * window, n=n_fft, axis=-1)
+    """Spectra of windowed frames [shape=(n, n_fft // 2 + 1)] (scipy's FFT, :func:`rfft`; float32
+    frames give complex64)."""
+    return rfft(fr * window, n=n_fft, axis=-1)
 
 
 def magnitude_stft(x: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from scipy import fft as sp_fft
 
 from . import dsp
 from .errors import ParameterError
@@ -189,6 +188,8 @@ def dct_matrix(n_mels: int = DEFAULT_PARAMS.n_mels, n_mfcc: int = N_MFCC) -> np.
     """
     if not 1 <= n_mfcc <= n_mels:
         raise ParameterError(f"n_mfcc={n_mfcc} must be between 1 and n_mels={n_mels}")
+    from scipy import fft as sp_fft   # here, not on every command's start-up path (streamer.dsp.rfft)
+
     m = sp_fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc].T
     m = np.ascontiguousarray(m, dtype=np.float32)
     m.setflags(write=False)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from scipy import fft as sp_fft
 
+from . import dsp
 from .errors import ModelError, ParameterError
 from .features import FeatureParams, frames_of, mel_filterbank
 from .loudness import integrated_loudness, normalisation_gain_db
@@ -78,7 +78,7 @@ def _hann() -> np.ndarray:
 def mel_power(x: np.ndarray) -> np.ndarray:
     """Mel power spectrogram [shape=(frames, 96)] of mono ``x`` (frames every 256 samples, no centre
     padding: frame t covers samples [256 t, 256 t + 512))."""
-    spec = sp_fft.rfft(frames_of(x, MEL_PARAMS) * _hann(), n=N_FFT, axis=1)
+    spec = dsp.rfft(frames_of(x, MEL_PARAMS) * _hann(), n=N_FFT, axis=1)
     power = spec.real ** 2 + spec.imag ** 2
     return power.astype(np.float32) @ mel_filterbank(MEL_PARAMS).T
 

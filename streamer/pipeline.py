@@ -176,7 +176,8 @@ class Pipeline:
         counts: dict[str, int] = {}
         for w, _, _ in self._pending:
             counts[w.key] = counts.get(w.key, 0) + 1
-        if max(counts.values(), default=0) >= self.replay_batch:
+        # the first windows go out at once: a replay's first message does not wait for a batch
+        if max(counts.values(), default=0) >= self.replay_batch or not any(self.stats.windows.values()):
             self._drain()
 
     def _drain(self) -> None:

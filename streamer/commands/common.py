@@ -245,13 +245,15 @@ def run_pipeline(args, source) -> int:
     """One source through the pipeline to the publisher, until its end or a signal (replay, stream);
     with ``--segments FILE`` the passages are written at the end (also after an interruption)."""
     from ..pipeline import Pipeline
-    from ..segments import Collector, format_of, segments_of, write
 
     sources = parse_sources(args.sources)
     smooth_s = smooth_of(args)
     seg_files = getattr(args, "segments", None) or []
-    for f in seg_files:
-        format_of(f)
+    if seg_files:  # imported only when asked for (csv & co. are not on a replay's start-up path)
+        from ..segments import Collector, format_of, segments_of, write
+
+        for f in seg_files:
+            format_of(f)
     publisher = make_publisher(args, args.name or source.name)
     if seg_files:
         publisher = Collector(publisher)

@@ -60,6 +60,10 @@ def add_parser(sub) -> None:
                         "side by side with each stage's share of wall time")
     b.add_argument("--side-by-side-only", action="store_true",
                    help="with --baseline: only the side-by-side section (no stages, Spleeter or scaling)")
+    b.add_argument("--startup-only", action="store_true",
+                   help="only the start-up: launch of emotrack replay to its first message (wall, CPU seconds, "
+                        "wall less run-queue wait), --repeats launches (with --baseline: of REF too, interleaved), "
+                        "and the CPU cost of each part (imports, sessions, first calls)")
     b.add_argument("--programme-minutes", type=float, default=5.0, metavar="M",
                    help="length of the looped programme of the side-by-side replays (default: 5)")
 
@@ -515,23 +519,39 @@ def _cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> tuple[float, float]:
-    """Seconds from launching ``emotrack replay`` to its first emotion message (start-up, plus the
-    first window's fill processed at replay speed), and the CPU seconds it had used by then (the
-    figure a loaded machine moves least)."""
+def _queued_s(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have waited on a run queue, ready to run but not
+    running (/proc/PID/task/*/schedstat): what a loaded machine adds to a wall time."""
+    try:
+        return sum(int((t / "schedstat").read_text().split()[1]) for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def startup_figures(audio: Path, tmp: Path, tree: Path = REPO) -> dict:
+    """One ``emotrack replay`` launch until its first emotion message (start-up, plus the first
+    window's fill processed at replay speed): ``wall_s``; ``cpu_s``, the CPU seconds it had used by
+    then (the figure a loaded machine moves least); ``queued_s``, the seconds its threads waited for
+    a core; ``unqueued_s`` = wall less that wait, near what a quiet machine shows."""
     t0 = time.monotonic()
     proc = subprocess.Popen(_cli("replay", str(audio), "--no-pub", "-q", "--backend", "onnxruntime", "--out", "-"),
                             env=_env(tree), cwd=str(tmp), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    first = cpu = float("nan")
+    first = cpu = queued = float("nan")
     for line in proc.stdout:
         if b'"topic":"emotion.' in line:
             first = time.monotonic() - t0
-            cpu = _cpu_s(proc.pid)
+            cpu, queued = _cpu_s(proc.pid), _queued_s(proc.pid)
             break
     proc.kill()
     proc.wait()
     proc.stdout.close()
-    return first, cpu
+    return {"wall_s": first, "cpu_s": cpu, "queued_s": queued, "unqueued_s": first - queued}
+
+
+def run_startup(audio: Path, tmp: Path, tree: Path = REPO) -> tuple[float, float]:
+    """(wall, CPU seconds) of :func:`startup_figures`."""
+    f = startup_figures(audio, tmp, tree)
+    return f["wall_s"], f["cpu_s"]
 
 
 def stage_shares(audio: Path, tmp: Path, separator: str, tree: Path = REPO) -> dict:
@@ -572,15 +592,17 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
     for tree in trees.values():  # bytecode for both (as an installed emotrack has), so neither compiles per run
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tree / "streamer"), str(tree / "engines")],
                        capture_output=True)
-    runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "startup_cpu": [], "live": []} for k in trees}
+    runs: dict = {k: {"replay": [], "replay_builtin": [], "startup": [], "startup_cpu": [], "startup_unqueued": [],
+                      "live": []} for k in trees}
     for r in range(reps):
         for name, tree in trees.items():
             log(f"side by side: {name} run {r + 1}/{reps}")
             runs[name]["replay"].append(run_replay([prog], tmp, audio_s, tree=tree))
             runs[name]["replay_builtin"].append(run_replay([prog], tmp, audio_s, "builtin", tree=tree))
-            first, cpu = run_startup(prog, tmp, tree)
-            runs[name]["startup"].append(first)
-            runs[name]["startup_cpu"].append(cpu)
+            f = startup_figures(prog, tmp, tree)
+            runs[name]["startup"].append(f["wall_s"])
+            runs[name]["startup_cpu"].append(f["cpu_s"])
+            runs[name]["startup_unqueued"].append(f["unqueued_s"])
             runs[name]["live"].append(run_live(live_in, tmp, tree=tree))
     res: dict = {"baseline_ref": ref, "baseline_commit": full, "programme": f"{minutes:g} min: examples/heldout_mix.ogg "
                  "looped with ffmpeg, 16 kHz mono WAV", "live_input_seconds": live_s}
@@ -589,6 +611,7 @@ def bench_side_by_side(ref: str, minutes: float, reps: int, live_s: float, tmp: 
         log(f"side by side: {name}, profiled replays")
         res[name] = {"replay": _collect(rr["replay"]), "replay_builtin": _collect(rr["replay_builtin"]),
                      "startup_s": summary(rr["startup"]), "startup_cpu_s": summary(rr["startup_cpu"]),
+                     "startup_unqueued_s": summary(rr["startup_unqueued"]),
                      "live": _collect(rr["live"]),
                      "stage_share_pct": {"default": stage_shares(prog, tmp, "none", tree),
                                          "builtin": stage_shares(prog, tmp, "builtin", tree)}}
@@ -625,6 +648,9 @@ def side_by_side_table(sb: dict) -> str:
     rows.append(("start-up (launch to first message)", f(sb["before"]["startup_s"], " s"), f(sb["after"]["startup_s"], " s")))
     rows.append(("start-up, CPU seconds to first message", f(sb["before"]["startup_cpu_s"], " s"),
                  f(sb["after"]["startup_cpu_s"], " s")))
+    if "startup_unqueued_s" in sb["before"]:
+        rows.append(("start-up less run-queue wait", f(sb["before"]["startup_unqueued_s"], " s"),
+                     f(sb["after"]["startup_unqueued_s"], " s")))
     rows.append(("peak RSS, builtin replay", f(sb["before"]["replay_builtin"]["peak_rss_mb"], " MB"),
                  f(sb["after"]["replay_builtin"]["peak_rss_mb"], " MB")))
     for k in ("hop_p50_ms", "hop_p99_ms"):
@@ -640,6 +666,110 @@ def side_by_side_table(sb: dict) -> str:
     lines.append(f"goal ratios (>= 1 for RTF, <= 1 for start-up): {sb['goal']}")
     lines.append(f"baseline {sb['baseline_ref']} ({sb['baseline_commit'][:10]}); programme {sb['programme']}; "
                  f"load average at the end {sb['load_average_end']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- start-up alone
+
+#: what a replay's start-up is made of, timed in a fresh process (CPU seconds: ``time.process_time``,
+#: which counts from the process's start, so the first row is the interpreter with ``site``)
+_STARTUP_CHILD = r"""
+import json, sys, time
+rows = {"interpreter (python, site)": time.process_time()}
+last = time.process_time()
+def step(name, fn):
+    global last
+    fn()
+    now = time.process_time()
+    rows[name] = now - last
+    last = now
+models = {}
+def cli():
+    import streamer.cli
+    streamer.cli.build_parser(["replay"])
+def load(src):
+    from engines.runtime import load_model
+    models[src] = load_model(None, src, backend="onnxruntime")
+def detector():
+    from streamer.presence import PresenceDetector
+    models["presence"] = PresenceDetector(backend="onnxruntime")
+def first_call(src):
+    import numpy as np
+    from streamer.inputs import input_shape
+    m = models[src]
+    n = int(round(float(m.card["window_s"]) * 16000))
+    m.predict({k: np.zeros((1, *input_shape(k, n)), np.float32) for k in m.input_names})
+step("import numpy", lambda: __import__("numpy"))
+step("import onnxruntime", lambda: __import__("onnxruntime"))
+step("import soundfile", lambda: __import__("soundfile"))
+step("emotrack: command line (replay's parser)", cli)
+step("emotrack: pipeline modules", lambda: __import__("streamer.pipeline"))
+step("session: speech model (card, checks)", lambda: load("speech"))
+step("session: music model", lambda: load("music"))
+step("session: presence detector", detector)
+step("first call (warm-up): speech", lambda: first_call("speech"))
+step("first call (warm-up): music", lambda: first_call("music"))
+print(json.dumps(rows))
+"""
+
+
+def startup_breakdown(tmp: Path, tree: Path = REPO) -> dict:
+    """CPU seconds of each part of a replay's start-up (:data:`_STARTUP_CHILD`), in one fresh process."""
+    cp = subprocess.run([sys.executable, "-c", _STARTUP_CHILD], env=_env(tree), cwd=str(tmp),
+                        capture_output=True, text=True)
+    try:
+        return json.loads(cp.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"start-up breakdown failed: {cp.stderr.strip()[-300:]}") from None
+
+
+def bench_startup(ref: Optional[str], reps: int, tmp: Path, log: Callable[[str], None]) -> dict:
+    """Start-up alone (``--startup-only``): :func:`startup_figures` of this tree (and of git ``ref``,
+    interleaved run by run), ``reps`` launches each, and this tree's :func:`startup_breakdown`."""
+    trees = {"after": REPO}
+    res: dict = {}
+    if ref:
+        res["baseline_ref"], res["baseline_commit"] = ref, materialise(ref, tmp / "baseline")
+        trees = {"before": tmp / "baseline", "after": REPO}
+    prog = tmp / "startup.wav"  # the side-by-side's programme, 30 s of it (only the first block matters)
+    _ffmpeg("-i", str(EXAMPLE), "-t", "30", "-ar", str(SAMPLE_RATE), "-ac", "1", str(prog))
+    for tree in trees.values():  # bytecode, as an installed emotrack has
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tree / "streamer"), str(tree / "engines")],
+                       capture_output=True)
+    res["load_average_start"] = [round(v, 2) for v in os.getloadavg()]
+    runs: dict = {k: [] for k in trees}
+    parts: list = []
+    for r in range(reps):
+        log(f"start-up: run {r + 1}/{reps}")
+        for name, tree in trees.items():
+            runs[name].append(startup_figures(prog, tmp, tree))
+        parts.append(startup_breakdown(tmp))
+    for name in trees:
+        res[name] = _collect(runs[name])
+    res["breakdown_cpu_ms"] = {k: round(1000 * statistics.median(p[k] for p in parts), 1) for k in parts[0]}
+    res["breakdown_cpu_ms"]["the rest (difference of medians): pipeline set-up, first block and window"] = round(
+        1000 * res["after"]["cpu_s"]["median"] - sum(res["breakdown_cpu_ms"].values()), 1)
+    res["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
+def startup_table(st: dict) -> str:
+    sides = [k for k in ("before", "after") if k in st]
+    rows = [("start-up: launch to first message", *sides)]
+    for key, label in (("wall_s", "wall"), ("cpu_s", "CPU seconds"), ("unqueued_s", "wall less run-queue wait")):
+        rows.append((label, *(f"{st[k][key]['median']:.3f} s [{st[k][key]['min']:.3f}-{st[k][key]['max']:.3f}]"
+                               for k in sides)))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines.append("CPU ms by part (this tree, medians of fresh processes):")
+    width = max(len(k) for k in st["breakdown_cpu_ms"])
+    lines += [f"  {k.ljust(width)} {v:7.1f}" for k, v in st["breakdown_cpu_ms"].items()]
+    a = st["after"]
+    lines.append(f"goal ratio start-up / 0.4 s: wall {a['wall_s']['median'] / GOALS['startup_s_max']:.2f}, "
+                 f"CPU {a['cpu_s']['median'] / GOALS['startup_s_max']:.2f}, "
+                 f"less run-queue wait {a['unqueued_s']['median'] / GOALS['startup_s_max']:.2f}")
+    base = f"baseline {st['baseline_ref']} ({st['baseline_commit'][:10]}); " if "baseline_ref" in st else ""
+    lines.append(f"{base}load average at the start {st['load_average_start']}, at the end {st['load_average_end']}")
     return "\n".join(lines)
 
 
@@ -680,6 +810,10 @@ def _targets(res: dict) -> dict:
         out["live hop p99 < 50 ms"] = {"value": v, "met": v < TARGETS["hop_p99_ms_max"]}
         v = lv["first_message_minus_fill_s"]["median"]
         out["first message < 3 s + window fill"] = {"value": v, "met": v < TARGETS["first_message_s_max"]}
+    st = res.get("startup")
+    if st:
+        v = st["after"]["wall_s"]["median"]
+        out["start-up (launch to first message) <= 0.4 s (issue 27)"] = {"value": v, "met": v <= GOALS["startup_s_max"]}
     sb = res.get("side_by_side")
     if sb:
         v = sb["after"]["replay_builtin"]["rtf_wall"]["median"]
@@ -853,6 +987,10 @@ def run(args) -> int:
 
         baseline = getattr(args, "baseline", None)
         only = bool(baseline) and getattr(args, "side_by_side_only", False)
+        if getattr(args, "startup_only", False):
+            res["command"] += (f" --baseline {baseline}" if baseline else "") + " --startup-only"
+            res["startup"] = bench_startup(baseline, reps, tmp, log)
+            baseline, only = None, True
         if baseline:
             res["command"] += f" --baseline {baseline}" + (" --side-by-side-only" if only else "")
             log(f"side by side with {baseline}")
@@ -901,6 +1039,8 @@ def run(args) -> int:
     text = table(res) if "stages" in res else ""
     if "side_by_side" in res:
         text = (text + "\n\n" if text else "") + side_by_side_table(res["side_by_side"])
+    if "startup" in res:
+        text = (text + "\n\n" if text else "") + startup_table(res["startup"])
     print(text)
     if getattr(args, "markdown", None):
         write_markdown(Path(args.markdown), res, text)

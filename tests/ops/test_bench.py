@@ -102,3 +102,26 @@ def test_bench_side_by_side_smoke(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "streamer.cli", "bench", "--smoke", "--baseline", "no-such-ref",
                           "--side-by-side-only"], cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "not a commit" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_startup_only(tmp_path):
+    """--startup-only times launches of emotrack replay to their first message on this tree and on
+    REF (wall, CPU seconds, wall less run-queue wait), and what the start-up is made of."""
+    out = tmp_path / "bench.json"
+    cp = subprocess.run([sys.executable, "-m", "streamer.cli", "bench", "--startup-only", "--baseline", "HEAD",
+                         "--repeats", "2", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True,
+                        timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    res = json.loads(out.read_text())
+    st = res["startup"]
+    assert len(st["baseline_commit"]) == 40 and "stages" not in res and "side_by_side" not in res
+    for side in ("before", "after"):
+        f = st[side]
+        assert len(f["wall_s"]["runs"]) == 2
+        assert 0 < f["cpu_s"]["median"] and 0 < f["unqueued_s"]["median"] <= f["wall_s"]["median"] + 1e-3
+        assert f["queued_s"]["median"] >= 0
+    parts = st["breakdown_cpu_ms"]
+    assert parts["import numpy"] > 0 and parts["session: speech model (card, checks)"] > 0
+    assert "interpreter (python, site)" in parts and len(parts) == 12
+    assert "start-up (launch to first message) <= 0.4 s (issue 27)" in res["targets"]
+    assert "CPU ms by part" in cp.stdout and "wall less run-queue wait" in cp.stdout

@@ -256,3 +256,23 @@ def test_replay_batches_equal_per_hop_processing(tmp_path, separated):
         runs.append([ln for ln in lines if ln["topic"].startswith("emotion")])
     assert len(runs[0]) == 43 + 18 + 1 and "tracked" in runs[0][-1]
     assert runs[0] == runs[1]
+
+
+def test_a_replays_first_window_is_published_without_waiting_for_a_batch(tiny_models, tmp_path, rng):
+    """Replay batches inference (8 windows per call in emotrack replay), but its first windows go out
+    as soon as they are complete: the first message is part of the start-up a user waits for."""
+    x = _signal(rng, 25)
+    pub = Publisher("t", None, str(tmp_path / "out.jsonl"))
+    pipe = Pipeline(_models(tiny_models), pub, make_separator("none"), replay_batch=8)
+    at = []
+    emotion = pub.emotion
+
+    def record(*a, **kw):
+        at.append(pipe.windows.total / SR)   # stream time when the message went out
+        return emotion(*a, **kw)
+    pub.emotion = record
+    pipe.run(ArraySource(x, block_size=SR // 2))
+    pub.close()
+    assert at[0] == 3.0             # the first speech window (0-3 s), once its last block is in
+    assert at[1] > 3.0 + 1.0        # later windows wait for their batch (per hop: 4.0 s)
+    assert len(at) == 23 + 9
