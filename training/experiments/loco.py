@@ -31,6 +31,7 @@ class shares (per class 2 p q / (p + q), q = 1/4), and 0.5 for each UAR.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -216,6 +217,10 @@ SYSTEMS = {s.name: s for s in (
     System("svm_cstream_lr_sel", "corpus_stream", ("clean",), blend=("lr", 0.5), select=True,
            description="late fusion: w x RBF SVM on corpus-standardised descriptors, causal shrinkage at test + "
                        "(1 - w) x unadapted LR (lr); n0 and w by inner LOCO, clean"),
+    System("svm_cstream_lraug_sel", "corpus_stream", ("clean",), blend=("lr_aug_mix", 0.5), select=True,
+           description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
+                       "test + (1 - w) x unadapted LR trained clean + augmented + over music (lr_aug_mix = "
+                       "speech_lr); n0 and w by inner LOCO"),
     # the log-mel statistics the CNN's input gives for free (training.nets.logmel_stats): costs no descriptors
     System("lm_lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.01, kind="lr", input="logmel_stats",
            description="logistic regression on the log-mel statistics (training.nets.logmel_stats), training "
@@ -373,7 +378,18 @@ class Data:
         return np.concatenate(Xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(ss), ks
 
     def fit(self, system: System, idx: np.ndarray, probability: bool = True) -> Fitted:
-        fitted = Fitted(system, *self.train_set(idx, system.train_variants, system.input), probability=probability)
+        # one fit per training recipe and set within a run: systems that differ only in test-time settings
+        # (blend partner, selection) share it
+        key = (system.norm, system.train_variants, system.C, system.kind, system.gamma, system.input,
+               system.prior_n if system.norm == "stream" else None, probability,
+               hashlib.sha1(np.asarray(idx).tobytes()).hexdigest())
+        cache = self.__dict__.setdefault("_fits", {})
+        if key not in cache:
+            cache[key] = Fitted(system, *self.train_set(idx, system.train_variants, system.input),
+                                probability=probability)
+        fitted = copy.copy(cache[key])
+        fitted.system, fitted.prior_n = system, system.prior_n
+        fitted.weight = float(system.blend[1]) if system.blend else 1.0
         if system.blend:
             fitted.partner = self.fit(SYSTEMS[system.blend[0]], idx, probability)
         return fitted
