@@ -98,3 +98,28 @@ def test_inner_selection_never_sees_the_held_out_corpus():
     m.weight = 1.0
     pa = m.proba(X, keys, data.speaker[te])
     np.testing.assert_allclose(pb, 0.7 * pa + 0.3 * m.partner.proba(X, keys, data.speaker[te]), atol=1e-12)
+
+
+def test_per_axis_model_can_name_a_quadrant_its_training_corpora_lack():
+    """TESS and EMOVO have no Q4 (calm): a 4-way model trained on them never says Q4; the per-axis model
+    (P(V+) and P(A+), neutral clips as low arousal) says it where positive valence meets low arousal."""
+    rng = np.random.default_rng(3)
+    d = 6
+    v_dir, a_dir = np.eye(d)[0], np.eye(d)[1]
+    data = _data(2, d=d)
+    # valence on descriptor 0, arousal on descriptor 1, no corpus channel; Q4 clips only in "ravdess"
+    sign = {0: (1, 1), 1: (-1, 1), 2: (-1, -1), 3: (1, -1)}
+    X = np.stack([2.0 * (sign[q][0] * v_dir + sign[q][1] * a_dir) for q in data.y]) + rng.normal(0, 1.0, (len(data.y), d))
+    tr = np.flatnonzero((data.corpus != "ravdess") & (data.y != 3))
+    neutral = rng.choice(tr, 60, replace=False)  # some training clips are neutral: no quadrant, low arousal
+    data.y = data.y.copy()
+    data.y[neutral] = -1
+    X[neutral] = -2.0 * a_dir + rng.normal(0, 1.0, (60, d))
+    data.inputs["handcrafted"] = {"clean": X, "mix": X}
+    te = np.flatnonzero((data.corpus == "ravdess") & (data.y == 3))
+    keys = [data.keys[i] for i in te]
+    four = data.fit(loco.System("t4", "train", ("clean",), C=0.1, kind="lr"), tr).proba(X[te], keys, data.speaker[te])
+    axes = data.fit(loco.System("tav", "train", ("clean",), C=0.1, kind="lr_av"), tr).proba(X[te], keys, data.speaker[te])
+    q4, qav = loco.published(four)[0], loco.published(axes)[0]
+    assert np.mean(q4 == 3) < 0.2 and np.mean(qav == 3) > 0.7, (np.mean(q4 == 3), np.mean(qav == 3))
+    np.testing.assert_allclose(axes.sum(1), 1.0, atol=1e-12)

@@ -176,7 +176,7 @@ class System:
     n_features = 496  # the RBF width's unit (gamma="scale" after the StandardScaler is 1 / D); set by Fitted
 
     def make_classifier(self, probability: bool = True):
-        if self.kind == "lr":
+        if self.kind in ("lr", "lr_av"):
             from sklearn.linear_model import LogisticRegression
             return LogisticRegression(C=self.C, class_weight="balanced", max_iter=3000)
         from sklearn.svm import SVC
@@ -221,6 +221,14 @@ SYSTEMS = {s.name: s for s in (
            description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
                        "test + (1 - w) x unadapted LR trained clean + augmented + over music (lr_aug_mix = "
                        "speech_lr); n0 and w by inner LOCO"),
+    # arousal and valence as two binary classifiers (neutral clips: low arousal), combined into quadrants
+    System("lr_av_aug_mix", "train", ("clean", "aug", "mix"), C=0.1, kind="lr_av",
+           description="per-axis balanced logistic regressions P(V+), P(A+) (neutral clips trained as low "
+                       "arousal), quadrants as their product; training statistics, clean + augmented + over music "
+                       "(speech_lr's recipe and C otherwise)"),
+    System("lr_av", "train", ("clean",), C=0.1, kind="lr_av",
+           description="per-axis balanced logistic regressions (neutral clips: low arousal), training statistics, "
+                       "clean"),
     # the log-mel statistics the CNN's input gives for free (training.nets.logmel_stats): costs no descriptors
     System("lm_lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.01, kind="lr", input="logmel_stats",
            description="logistic regression on the log-mel statistics (training.nets.logmel_stats), training "
@@ -272,8 +280,19 @@ class Fitted:
                 X[m] = _zscore(X[m], X[m].mean(0), X[m].std(0))
         keep = y >= 0  # neutral is never a quadrant target
         system.n_features = X.shape[1]
-        self.est = make_pipeline(StandardScaler(), system.make_classifier(probability))
-        self.est.fit(X[keep], y[keep])
+        if system.kind == "lr_av":
+            # one balanced binary classifier per axis, on every clip with a quadrant; neutral clips are low
+            # arousal (they have no valence): the quadrant probabilities are P(V+) P(A+) ... (taxonomy.agreeing)
+            self.axes = []
+            for cls, extra in (((0, 3), None), ((0, 1), y < 0)):
+                rows = keep | extra if extra is not None else keep
+                e = make_pipeline(StandardScaler(), system.make_classifier(probability))
+                e.fit(X[rows], np.isin(y[rows], cls).astype(int))
+                self.axes.append(e)
+            self.est = None
+        else:
+            self.est = make_pipeline(StandardScaler(), system.make_classifier(probability))
+            self.est.fit(X[keep], y[keep])
         self.partner: Optional[Fitted] = None  # the blend's other system (Data.fit)
         # test-time settings (no refit needed to change them): the prior's weight and the blend's weight
         self.prior_n = system.prior_n
@@ -292,9 +311,14 @@ class Fitted:
 
     def proba(self, X, keys, streams) -> np.ndarray:
         """[n, 4] quadrant probabilities (a quadrant absent from the training set: 0)."""
-        p = self.est.predict_proba(self.features(X, keys, streams))
-        out = np.zeros((len(p), 4))
-        out[:, self.est.classes_.astype(int)] = p
+        F = self.features(X, keys, streams)
+        if self.est is None:  # per-axis classifiers
+            pv, pa = (e.predict_proba(F)[:, list(e.classes_).index(1)] for e in self.axes)
+            out = np.stack([pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)], 1)
+        else:
+            p = self.est.predict_proba(F)
+            out = np.zeros((len(p), 4))
+            out[:, self.est.classes_.astype(int)] = p
         if self.partner is not None:
             w = self.weight
             out = w * out + (1.0 - w) * self.partner.proba(X, keys, streams)
