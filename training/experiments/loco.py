@@ -221,6 +221,10 @@ SYSTEMS = {s.name: s for s in (
            description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
                        "test + (1 - w) x unadapted LR trained clean + augmented + over music (lr_aug_mix = "
                        "speech_lr); n0 and w by inner LOCO"),
+    System("svm_cstream_lrav_sel", "corpus_stream", ("clean",), blend=("lr_av_aug_mix", 0.5), select=True,
+           description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
+                       "test + (1 - w) x the unadapted per-axis LR trained clean + augmented + over music "
+                       "(lr_av_aug_mix); n0 and w by inner LOCO"),
     # arousal and valence as two binary classifiers (neutral clips: low arousal), combined into quadrants
     System("lr_av_aug_mix", "train", ("clean", "aug", "mix"), C=0.1, kind="lr_av",
            description="per-axis balanced logistic regressions P(V+), P(A+) (neutral clips trained as low "
