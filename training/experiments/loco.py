@@ -445,6 +445,8 @@ def inner_select(data: "Data", system: System, tr: np.ndarray, log=print) -> dic
         model = data.fit(system, itr)
         keys = [data.keys[i] for i in ite]
         for v in ("clean", "mix"):
+            if v not in data.inputs[system.input]:
+                continue
             X = data.inputs[system.input][v][ite]
             for streams in (data.speaker[ite], one_emotion_streams(data, ite)):
                 for n0 in SELECT_PRIOR_N:
