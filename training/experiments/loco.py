@@ -162,16 +162,17 @@ class System:
     those of system ``name`` (trained on the same corpora): late fusion of an adapted and an unadapted
     model, so that a one-emotion stream, where adaptation collapses, keeps the unadapted model's half.
     ``select``: ``prior_n`` (and the blend's weight) chosen per held-out corpus by :func:`inner_select`, on
-    the training corpora only (``corpus_stream`` systems: both are test-time settings, no refit).
+    the training corpora only (``corpus_stream`` systems: both are test-time settings, no refit);
+    ``select_gamma``: the RBF widths the inner selection also chooses among (one fit each).
     """
 
     def __init__(self, name: str, norm: str = "train", train_variants: Sequence[str] = ("clean",),
                  prior_n: float = 5.0, C: float = 1.0, kind: str = "svm", description: str = "",
                  input: str = "handcrafted", gamma: float = 1.0, blend: Optional[tuple] = None,
-                 select: bool = False):
+                 select: bool = False, select_gamma: Optional[Sequence[float]] = None):
         self.name, self.norm, self.train_variants, self.prior_n, self.C = name, norm, tuple(train_variants), prior_n, C
         self.kind, self.description, self.input, self.gamma, self.blend = kind, description, input, gamma, blend
-        self.select = select
+        self.select, self.select_gamma = select, tuple(select_gamma) if select_gamma else None
 
     n_features = 496  # the RBF width's unit (gamma="scale" after the StandardScaler is 1 / D); set by Fitted
 
@@ -225,6 +226,9 @@ SYSTEMS = {s.name: s for s in (
            description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
                        "test + (1 - w) x the unadapted per-axis LR trained clean + augmented + over music "
                        "(lr_av_aug_mix); n0 and w by inner LOCO"),
+    System("svm_cstream_lrav_selg", "corpus_stream", ("clean",), blend=("lr_av_aug_mix", 0.5), select=True,
+           select_gamma=(1.0, 0.5),
+           description="svm_cstream_lrav_sel with the RBF width (x1 or x0.5 of 'scale') also chosen by inner LOCO"),
     # arousal and valence as two binary classifiers (neutral clips: low arousal), combined into quadrants
     System("lr_av_aug_mix", "train", ("clean", "aug", "mix"), C=0.1, kind="lr_av",
            description="per-axis balanced logistic regressions P(V+), P(A+) (neutral clips trained as low "
@@ -440,25 +444,31 @@ def inner_select(data: "Data", system: System, tr: np.ndarray, log=print) -> dic
     natural and one-emotion streams (so adaptation may not win by collapsing the one-emotion case)."""
     corpora = sorted(set(data.corpus[tr].tolist()))
     scores: dict = {}
-    for held in corpora:
-        itr, ite = tr[data.corpus[tr] != held], tr[data.corpus[tr] == held]
-        model = data.fit(system, itr)
-        keys = [data.keys[i] for i in ite]
-        for v in ("clean", "mix"):
-            if v not in data.inputs[system.input]:
-                continue
-            X = data.inputs[system.input][v][ite]
-            for streams in (data.speaker[ite], one_emotion_streams(data, ite)):
-                for n0 in SELECT_PRIOR_N:
-                    model.prior_n = n0
-                    for w in (SELECT_WEIGHT if system.blend else (1.0,)):
-                        model.weight = w
-                        scores.setdefault((n0, w), []).append(score(data.y[ite], model.proba(X, keys, streams))["macro_f1"])
+    for gamma in system.select_gamma or (system.gamma,):
+        sg = copy.copy(system)
+        sg.gamma = gamma
+        for held in corpora:
+            itr, ite = tr[data.corpus[tr] != held], tr[data.corpus[tr] == held]
+            model = data.fit(sg, itr)
+            keys = [data.keys[i] for i in ite]
+            for v in ("clean", "mix"):
+                if v not in data.inputs[system.input]:
+                    continue
+                X = data.inputs[system.input][v][ite]
+                for streams in (data.speaker[ite], one_emotion_streams(data, ite)):
+                    for n0 in SELECT_PRIOR_N:
+                        model.prior_n = n0
+                        for w in (SELECT_WEIGHT if system.blend else (1.0,)):
+                            model.weight = w
+                            scores.setdefault((n0, w, gamma), []).append(
+                                score(data.y[ite], model.proba(X, keys, streams))["macro_f1"])
     best = max(scores, key=lambda k: (np.mean(scores[k]), k[0]))
-    out = {"prior_n": best[0], "weight": best[1], "inner_mean_macro_f1": round(float(np.mean(scores[best])), 4),
-           "grid": {f"n0={k[0]:g},w={k[1]:g}": round(float(np.mean(v)), 4) for k, v in scores.items()}}
+    out = {"prior_n": best[0], "weight": best[1], "gamma": best[2],
+           "inner_mean_macro_f1": round(float(np.mean(scores[best])), 4),
+           "grid": {f"n0={k[0]:g},w={k[1]:g},gamma={k[2]:g}": round(float(np.mean(v)), 4) for k, v in scores.items()}}
     if log:
-        log(f"    inner selection on {corpora}: n0={best[0]:g}, w={best[1]:g} ({out['inner_mean_macro_f1']})")
+        log(f"    inner selection on {corpora}: n0={best[0]:g}, w={best[1]:g}, gamma={best[2]:g} "
+            f"({out['inner_mean_macro_f1']})")
     return out
 
 
@@ -471,12 +481,16 @@ def evaluate_system(data: Data, system: System, log=print) -> dict:
         t0 = time.time()
         tr = np.flatnonzero(data.corpus != held)
         te = np.flatnonzero(data.corpus == held)
-        model = data.fit(system, tr)
-        keys = [data.keys[i] for i in te]
         r = {}
         if system.select:
             r["selected"] = inner_select(data, system, tr, log=log)
+            chosen = copy.copy(system)
+            chosen.gamma = r["selected"]["gamma"]
+            model = data.fit(chosen, tr)
             model.prior_n, model.weight = r["selected"]["prior_n"], r["selected"]["weight"]
+        else:
+            model = data.fit(system, tr)
+        keys = [data.keys[i] for i in te]
         for v in ("clean", "mix"):
             if v not in data.X:
                 continue
