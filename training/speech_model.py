@@ -273,6 +273,8 @@ def ship(out_dir: Path, system_name: str, name: str = "speech_lr", log=print) ->
     system = loco.SYSTEMS[system_name]
     if system.norm != "train":
         raise SystemExit(f"{system_name}: only systems with training statistics ship here (no stream adaptation)")
+    if system.kind not in ("lr", "svm") or system.blend:
+        raise SystemExit(f"{system_name}: only single 4-way classifiers (lr, svm) export here")
     variants = tuple(dict.fromkeys(("clean", "mix", *system.train_variants)))
     data = loco.Data(variants, inputs=(system.input,))
     lm = system.input == "logmel_stats"

@@ -31,6 +31,7 @@ class shares (per class 2 p q / (p + q), q = 1/4), and 0.5 for each UAR.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -150,21 +151,38 @@ class System:
     * ``corpus``: every corpus, the held-out one included, z-scored with its own statistics (batch,
       needs the whole test corpus before the first answer: an upper bound, not streamable);
     * ``stream``: :mod:`streamer.adapt`'s causal per-stream standardisation, each training speaker a
-      stream, shrunk toward the training speakers' average with the weight of ``prior_n`` windows.
+      stream, shrunk toward the training speakers' average with the weight of ``prior_n`` windows;
+    * ``corpus_stream``: each TRAINING corpus (and each augmented variant of it) z-scored with its own
+      statistics (batch: the model learns on corpus-normalised descriptors), the test streams
+      standardised causally as ``stream`` does, shrunk toward the training corpora's average statistics
+      with the weight of ``prior_n`` windows (streamable: nothing of the test corpus is seen as a batch).
+
+    ``gamma``: the RBF width as a multiple of scikit-learn's ``"scale"`` (1 / D after the scaler).
+    ``blend=(name, w)``: the published probabilities are ``w`` times this system's plus ``1 - w`` times
+    those of system ``name`` (trained on the same corpora): late fusion of an adapted and an unadapted
+    model, so that a one-emotion stream, where adaptation collapses, keeps the unadapted model's half.
+    ``select``: ``prior_n`` (and the blend's weight) chosen per held-out corpus by :func:`inner_select`, on
+    the training corpora only (``corpus_stream`` systems: both are test-time settings, no refit);
+    ``select_gamma``: the RBF widths the inner selection also chooses among (one fit each).
     """
 
     def __init__(self, name: str, norm: str = "train", train_variants: Sequence[str] = ("clean",),
                  prior_n: float = 5.0, C: float = 1.0, kind: str = "svm", description: str = "",
-                 input: str = "handcrafted"):
+                 input: str = "handcrafted", gamma: float = 1.0, blend: Optional[tuple] = None,
+                 select: bool = False, select_gamma: Optional[Sequence[float]] = None):
         self.name, self.norm, self.train_variants, self.prior_n, self.C = name, norm, tuple(train_variants), prior_n, C
-        self.kind, self.description, self.input = kind, description, input
+        self.kind, self.description, self.input, self.gamma, self.blend = kind, description, input, gamma, blend
+        self.select, self.select_gamma = select, tuple(select_gamma) if select_gamma else None
+
+    n_features = 496  # the RBF width's unit (gamma="scale" after the StandardScaler is 1 / D); set by Fitted
 
     def make_classifier(self, probability: bool = True):
-        if self.kind == "lr":
+        if self.kind in ("lr", "lr_av"):
             from sklearn.linear_model import LogisticRegression
             return LogisticRegression(C=self.C, class_weight="balanced", max_iter=3000)
         from sklearn.svm import SVC
-        return SVC(C=self.C, kernel="rbf", gamma="scale", class_weight="balanced", probability=probability,
+        return SVC(C=self.C, kernel="rbf", gamma="scale" if self.gamma == 1.0 else self.gamma / self.n_features,
+                   class_weight="balanced", probability=probability,
                    random_state=0, cache_size=800)
 
 
@@ -192,6 +210,33 @@ SYSTEMS = {s.name: s for s in (
     System("lr_stream300_aug_mix", "stream", ("clean", "aug", "mix"), prior_n=300.0, C=0.1, kind="lr",
            description="logistic regression, causal per-stream standardisation (prior weight 300), clean + "
                        "augmented + over music"),
+    # third round: corpus-normalised training + causal shrinkage at test, late fusion with the unadapted LR;
+    # n0 (and the blend weight) chosen by inner leave-one-corpus-out on the training corpora
+    System("lr_cstream_sel", "corpus_stream", ("clean",), C=0.1, kind="lr", select=True,
+           description="logistic regression on per-training-corpus standardised descriptors; test streams "
+                       "standardised causally, shrunk toward the training corpora (n0 by inner LOCO), clean"),
+    System("svm_cstream_lr_sel", "corpus_stream", ("clean",), blend=("lr", 0.5), select=True,
+           description="late fusion: w x RBF SVM on corpus-standardised descriptors, causal shrinkage at test + "
+                       "(1 - w) x unadapted LR (lr); n0 and w by inner LOCO, clean"),
+    System("svm_cstream_lraug_sel", "corpus_stream", ("clean",), blend=("lr_aug_mix", 0.5), select=True,
+           description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
+                       "test + (1 - w) x unadapted LR trained clean + augmented + over music (lr_aug_mix = "
+                       "speech_lr); n0 and w by inner LOCO"),
+    System("svm_cstream_lrav_sel", "corpus_stream", ("clean",), blend=("lr_av_aug_mix", 0.5), select=True,
+           description="late fusion: w x RBF SVM on corpus-standardised descriptors (clean), causal shrinkage at "
+                       "test + (1 - w) x the unadapted per-axis LR trained clean + augmented + over music "
+                       "(lr_av_aug_mix); n0 and w by inner LOCO"),
+    System("svm_cstream_lrav_selg", "corpus_stream", ("clean",), blend=("lr_av_aug_mix", 0.5), select=True,
+           select_gamma=(1.0, 0.5),
+           description="svm_cstream_lrav_sel with the RBF width (x1 or x0.5 of 'scale') also chosen by inner LOCO"),
+    # arousal and valence as two binary classifiers (neutral clips: low arousal), combined into quadrants
+    System("lr_av_aug_mix", "train", ("clean", "aug", "mix"), C=0.1, kind="lr_av",
+           description="per-axis balanced logistic regressions P(V+), P(A+) (neutral clips trained as low "
+                       "arousal), quadrants as their product; training statistics, clean + augmented + over music "
+                       "(speech_lr's recipe and C otherwise)"),
+    System("lr_av", "train", ("clean",), C=0.1, kind="lr_av",
+           description="per-axis balanced logistic regressions (neutral clips: low arousal), training statistics, "
+                       "clean"),
     # the log-mel statistics the CNN's input gives for free (training.nets.logmel_stats): costs no descriptors
     System("lm_lr_aug_mix", "train", ("clean", "aug", "mix"), C=0.01, kind="lr", input="logmel_stats",
            description="logistic regression on the log-mel statistics (training.nets.logmel_stats), training "
@@ -233,9 +278,33 @@ class Fitted:
             clean = np.array(["#" not in k for k in keys])
             self.prior = adapt.group_prior(X[clean], speaker[clean])
             X = adapt.standardise_groups(X, speaker, self.prior, system.prior_n, stream_order(keys, speaker))
+        elif system.norm == "corpus_stream":
+            clean = np.array(["#" not in k for k in keys])
+            self.prior = adapt.group_prior(X[clean], corpus[clean])
+            groups = np.array([c + (k[k.index("#"):] if "#" in k else "") for c, k in zip(corpus, keys)])
+            X = X.copy()
+            for g in np.unique(groups):
+                m = groups == g
+                X[m] = _zscore(X[m], X[m].mean(0), X[m].std(0))
         keep = y >= 0  # neutral is never a quadrant target
-        self.est = make_pipeline(StandardScaler(), system.make_classifier(probability))
-        self.est.fit(X[keep], y[keep])
+        system.n_features = X.shape[1]
+        if system.kind == "lr_av":
+            # one balanced binary classifier per axis, on every clip with a quadrant; neutral clips are low
+            # arousal (they have no valence): the quadrant probabilities are P(V+) P(A+) ... (taxonomy.agreeing)
+            self.axes = []
+            for cls, extra in (((0, 3), None), ((0, 1), y < 0)):
+                rows = keep | extra if extra is not None else keep
+                e = make_pipeline(StandardScaler(), system.make_classifier(probability))
+                e.fit(X[rows], np.isin(y[rows], cls).astype(int))
+                self.axes.append(e)
+            self.est = None
+        else:
+            self.est = make_pipeline(StandardScaler(), system.make_classifier(probability))
+            self.est.fit(X[keep], y[keep])
+        self.partner: Optional[Fitted] = None  # the blend's other system (Data.fit)
+        # test-time settings (no refit needed to change them): the prior's weight and the blend's weight
+        self.prior_n = system.prior_n
+        self.weight = float(system.blend[1]) if system.blend else 1.0
 
     def features(self, X: np.ndarray, keys: Sequence[str], streams: Sequence[str]) -> np.ndarray:
         from streamer import adapt
@@ -243,16 +312,24 @@ class Fitted:
         X = np.asarray(X, np.float64)
         if self.system.norm == "corpus":
             return _zscore(X, X.mean(0), X.std(0))
-        if self.system.norm == "stream":
+        if self.system.norm in ("stream", "corpus_stream"):
             streams = np.asarray(streams)
-            return adapt.standardise_groups(X, streams, self.prior, self.system.prior_n, stream_order(keys, streams))
+            return adapt.standardise_groups(X, streams, self.prior, self.prior_n, stream_order(keys, streams))
         return X
 
     def proba(self, X, keys, streams) -> np.ndarray:
         """[n, 4] quadrant probabilities (a quadrant absent from the training set: 0)."""
-        p = self.est.predict_proba(self.features(X, keys, streams))
-        out = np.zeros((len(p), 4))
-        out[:, self.est.classes_.astype(int)] = p
+        F = self.features(X, keys, streams)
+        if self.est is None:  # per-axis classifiers
+            pv, pa = (e.predict_proba(F)[:, list(e.classes_).index(1)] for e in self.axes)
+            out = np.stack([pv * pa, (1 - pv) * pa, (1 - pv) * (1 - pa), pv * (1 - pa)], 1)
+        else:
+            p = self.est.predict_proba(F)
+            out = np.zeros((len(p), 4))
+            out[:, self.est.classes_.astype(int)] = p
+        if self.partner is not None:
+            w = self.weight
+            out = w * out + (1.0 - w) * self.partner.proba(X, keys, streams)
         return out
 
 
@@ -333,7 +410,66 @@ class Data:
         return np.concatenate(Xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(ss), ks
 
     def fit(self, system: System, idx: np.ndarray, probability: bool = True) -> Fitted:
-        return Fitted(system, *self.train_set(idx, system.train_variants, system.input), probability=probability)
+        # one fit per training recipe and set within a run: systems that differ only in test-time settings
+        # (blend partner, selection) share it
+        key = (system.norm, system.train_variants, system.C, system.kind, system.gamma, system.input,
+               system.prior_n if system.norm == "stream" else None, probability,
+               hashlib.sha1(np.asarray(idx).tobytes()).hexdigest())
+        cache = self.__dict__.setdefault("_fits", {})
+        if key not in cache:
+            cache[key] = Fitted(system, *self.train_set(idx, system.train_variants, system.input),
+                                probability=probability)
+        fitted = copy.copy(cache[key])
+        fitted.system, fitted.prior_n = system, system.prior_n
+        fitted.weight = float(system.blend[1]) if system.blend else 1.0
+        if system.blend:
+            fitted.partner = self.fit(SYSTEMS[system.blend[0]], idx, probability)
+        return fitted
+
+
+#: the test-time settings a ``select`` system chooses among by inner leave-one-corpus-out: prior weight n0
+#: of the causal standardisation and the blend weight w of the adapted model
+SELECT_PRIOR_N = (10.0, 30.0, 100.0, 300.0)
+SELECT_WEIGHT = (1.0, 0.7, 0.5)
+
+
+def one_emotion_streams(data: "Data", idx: np.ndarray) -> np.ndarray:
+    """Streams where one speaker speaks one emotion (a TV stream where one angry speaker holds the floor)."""
+    return np.char.add(data.speaker[idx], np.char.add("|", data.label[idx]))
+
+
+def inner_select(data: "Data", system: System, tr: np.ndarray, log=print) -> dict:
+    """(n0, w) for ``system`` chosen on the training corpora ``tr`` only: each training corpus held out in
+    turn, the model trained on the other(s); the objective is the mean macro-F1 over clean and under music,
+    natural and one-emotion streams (so adaptation may not win by collapsing the one-emotion case)."""
+    corpora = sorted(set(data.corpus[tr].tolist()))
+    scores: dict = {}
+    for gamma in system.select_gamma or (system.gamma,):
+        sg = copy.copy(system)
+        sg.gamma = gamma
+        for held in corpora:
+            itr, ite = tr[data.corpus[tr] != held], tr[data.corpus[tr] == held]
+            model = data.fit(sg, itr)
+            keys = [data.keys[i] for i in ite]
+            for v in ("clean", "mix"):
+                if v not in data.inputs[system.input]:
+                    continue
+                X = data.inputs[system.input][v][ite]
+                for streams in (data.speaker[ite], one_emotion_streams(data, ite)):
+                    for n0 in SELECT_PRIOR_N:
+                        model.prior_n = n0
+                        for w in (SELECT_WEIGHT if system.blend else (1.0,)):
+                            model.weight = w
+                            scores.setdefault((n0, w, gamma), []).append(
+                                score(data.y[ite], model.proba(X, keys, streams))["macro_f1"])
+    best = max(scores, key=lambda k: (np.mean(scores[k]), k[0]))
+    out = {"prior_n": best[0], "weight": best[1], "gamma": best[2],
+           "inner_mean_macro_f1": round(float(np.mean(scores[best])), 4),
+           "grid": {f"n0={k[0]:g},w={k[1]:g},gamma={k[2]:g}": round(float(np.mean(v)), 4) for k, v in scores.items()}}
+    if log:
+        log(f"    inner selection on {corpora}: n0={best[0]:g}, w={best[1]:g}, gamma={best[2]:g} "
+            f"({out['inner_mean_macro_f1']})")
+    return out
 
 
 def evaluate_system(data: Data, system: System, log=print) -> dict:
@@ -345,9 +481,16 @@ def evaluate_system(data: Data, system: System, log=print) -> dict:
         t0 = time.time()
         tr = np.flatnonzero(data.corpus != held)
         te = np.flatnonzero(data.corpus == held)
-        model = data.fit(system, tr)
-        keys = [data.keys[i] for i in te]
         r = {}
+        if system.select:
+            r["selected"] = inner_select(data, system, tr, log=log)
+            chosen = copy.copy(system)
+            chosen.gamma = r["selected"]["gamma"]
+            model = data.fit(chosen, tr)
+            model.prior_n, model.weight = r["selected"]["prior_n"], r["selected"]["weight"]
+        else:
+            model = data.fit(system, tr)
+        keys = [data.keys[i] for i in te]
         for v in ("clean", "mix"):
             if v not in data.X:
                 continue
@@ -355,8 +498,8 @@ def evaluate_system(data: Data, system: System, log=print) -> dict:
             p = model.proba(X, keys, data.speaker[te])
             r[v] = score(data.y[te], p)
             res["oof"][f"{held}:{v}"] = p
-            if system.norm == "stream":
-                p1 = model.proba(X, keys, np.char.add(data.speaker[te], np.char.add("|", data.label[te])))
+            if system.norm in ("stream", "corpus_stream"):
+                p1 = model.proba(X, keys, one_emotion_streams(data, te))
                 r[f"{v}_one_emotion_streams"] = score(data.y[te], p1)
         r["chance"] = chance(data.y[te])
         res["loco"][held] = r
@@ -500,7 +643,8 @@ def main_run(args) -> int:
             r = evaluate_system(data, SYSTEMS[name])
             np.savez(cache_oof(name), **r.pop("oof"))
         r["mean"] = {v: {m: mean_of(r, v, m) for m in ("macro_f1", "arousal_uar", "valence_uar")}
-                     for v in ("clean", "mix") if v in next(iter(r["loco"].values()))}
+                     for v in ("clean", "mix", "clean_one_emotion_streams", "mix_one_emotion_streams")
+                     if v in next(iter(r["loco"].values()))}
         cache_oof(name).with_suffix(".json").write_text(json.dumps(r, indent=1))
     for name in args.in_corpus:
         p = cache_oof(name).with_suffix(".json")
