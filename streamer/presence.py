@@ -39,6 +39,7 @@ runs beside the mix as :class:`streamer.separation.NoneSeparator`'s ``presence``
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,6 +75,7 @@ def feature_names(n_mels: int = DEFAULT_PARAMS.n_mels) -> list[str]:
     return names + voice_feature_names()
 
 
+@functools.lru_cache(maxsize=None)
 def n_features(n_mels: int = DEFAULT_PARAMS.n_mels) -> int:
     return len(feature_names(n_mels))
 
@@ -137,37 +139,42 @@ def voice_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
     (fricatives, consonant-vowel changes), syllable-like peaks of the level envelope, and how often
     the loudest low band stays put."""
     x = np.asarray(frames, np.float32)
-    c, (_, m) = CONTEXT, x.shape
+    c, (f, m) = CONTEXT, x.shape
     s = np.asarray(starts, np.int64)
     a, b = VOICE_BANDS
     v = x[:, a:b] - x[:, a:b].mean(axis=1, keepdims=True)
-    v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-3)
-    sims = {k: (v[k:] * v[:-k]).sum(axis=1) for k in sorted({k for k in VOICE_LAGS} | {k for k, _ in VOICE_HELD})}
+    v = v / (np.sqrt(np.einsum("fb,fb->f", v, v))[:, None] + 1e-3)
+    lags = np.array(VOICE_LAGS + tuple(k for k, _ in VOICE_HELD) + (0, 0, 1, 0, 0, 5, PEAK_LAG))
+    # per frame f, each quantity of the frames f and f + lag; its mean over the frames of a context
+    # with f + lag inside it
+    per = np.zeros((f, lags.size), np.float64)
+    sims = {k: np.einsum("fb,fb->f", v[k:], v[:-k]) for k in sorted(set(VOICE_LAGS) | {k for k, _ in VOICE_HELD})}
+    for i, k in enumerate(VOICE_LAGS):
+        per[:f - k, i] = sims[k]
+    for i, (k, t) in enumerate(VOICE_HELD, len(VOICE_LAGS)):
+        per[:f - k, i] = sims[k] > t
+    i = len(VOICE_LAGS) + len(VOICE_HELD)
     w = np.maximum(x - x.max(axis=1, keepdims=True) + 40.0, 0.0)    # the bands within 40 dB of the frame's top
     cen = (w @ np.arange(m, dtype=np.float32)) / (w.sum(axis=1) + 1e-6)
     tilt = x[:, 40:].mean(axis=1) - x[:, 4:24].mean(axis=1)
     pb = np.argmax(x[:, 4:32], axis=1)
-    # (per-frame quantity, lag): its mean over the frames f of a context with f + lag inside it
-    cols = [(sims[k], k) for k in VOICE_LAGS] + [((sims[k] > t), k) for k, t in VOICE_HELD]
-    cols += [(cen, 0), (np.square(cen, dtype=np.float64), 0), (np.abs(np.diff(cen)), 1),
-             (tilt, 0), (np.square(tilt, dtype=np.float64), 0), (np.abs(tilt[5:] - tilt[:-5]), 5),
-             (pb[PEAK_LAG:] == pb[:-PEAK_LAG], PEAK_LAG)]
-    means = []
-    for q, k in cols:
-        cs = np.concatenate([[0.0], np.cumsum(q, dtype=np.float64)])
-        means.append((cs[s + c - k] - cs[s]) / (c - k))
-    n = len(VOICE_LAGS) + len(VOICE_HELD)
-    cm, c2, cd, tm, t2, td, held = means[n:]
+    per[:, i], per[:, i + 1], per[:-1, i + 2] = cen, np.square(cen, dtype=np.float64), np.abs(np.diff(cen))
+    per[:, i + 3], per[:, i + 4], per[:-5, i + 5] = tilt, np.square(tilt, dtype=np.float64), np.abs(tilt[5:] - tilt[:-5])
+    per[:-PEAK_LAG, i + 6] = pb[PEAK_LAG:] == pb[:-PEAK_LAG]
+    cs = np.concatenate([np.zeros((1, lags.size)), np.cumsum(per, axis=0)])
+    means = (cs[s[:, None] + c - lags, np.arange(lags.size)] - cs[s]) / (c - lags)      # [S, quantities]
+    cm, c2, cd, tm, t2, td, held = means[:, i:].T
     # syllable-like peaks of the level envelope inside the context: its 5-frame mean highest within
-    # +-70 ms and 6 dB above its lowest within +-120 ms
-    e = np.lib.stride_tricks.sliding_window_view(x[:, 4:40].mean(axis=1), c)[s]         # [S, C]
-    ce = np.concatenate([np.zeros((e.shape[0], 1)), np.cumsum(e, axis=1)], axis=1)
-    e = (ce[:, 5:] - ce[:, :-5]) / 5
-    win = np.lib.stride_tricks.sliding_window_view(e, 25, axis=1)                       # [S, C-28, 25]
-    peaks = ((win[:, :, 12] >= win[:, :, 5:20].max(axis=2)) & (win[:, :, 12] - win.min(axis=2) > 6.0)).sum(axis=1)
-    out = means[:n] + [cm, np.sqrt(np.maximum(c2 - cm ** 2, 0.0)), cd, tm, np.sqrt(np.maximum(t2 - tm ** 2, 0.0)), td,
-                       peaks, held]
-    return np.stack(out, axis=1).astype(np.float32)
+    # +-70 ms and 6 dB above its lowest within +-120 ms (each decided once per frame of the run, from
+    # that frame's neighbours only; a context counts the peaks whose neighbours are all inside it)
+    e = np.lib.stride_tricks.sliding_window_view(x[:, 4:40].mean(axis=1), 5).mean(axis=1)   # [F-4]
+    win = np.lib.stride_tricks.sliding_window_view(e, 25)                                  # [F-28, 25]
+    pk = (win[:, 12] >= win[:, 5:20].max(axis=1)) & (win[:, 12] - win.min(axis=1) > 6.0)
+    cp = np.concatenate([[0], np.cumsum(pk)])
+    peaks = cp[s + c - 28] - cp[s]
+    out = np.column_stack([means[:, :i], cm, np.sqrt(np.maximum(c2 - cm ** 2, 0.0)), cd, tm,
+                           np.sqrt(np.maximum(t2 - tm ** 2, 0.0)), td, peaks, held])
+    return out.astype(np.float32)
 
 
 def step_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
