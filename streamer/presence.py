@@ -19,10 +19,17 @@ frames (1 s) around it (frames before the stream starts are silence):
   share of frames 10 and 20 dB under the loudest (pauses between words) (5);
 * spectral stability: mean correlation of the relative spectrum of the bands 4-44 (about 100 Hz to
   2.5 kHz, where voices' harmonics lie) between frames 1, 5 and 20 frames apart (held sung notes
-  keep their harmonics, speech glides and stops) (3).
+  keep their harmonics, speech glides and stops) (3);
+* the voice (:func:`voice_features`, version 2): the shape of the bands 2-28 (the low harmonics of
+  a voice) compared 1, 5, 10 and 30 frames apart and the share of frames it is held (similarity
+  above 0.99 at 10 ms, 0.95 and 0.85 at 50 ms); the spectral centroid and tilt, their spread and
+  how fast they move; syllable-like peaks of the level envelope; how often the loudest low band
+  stays put 30 ms later (15).
 
 The model (``engines/models/presence.onnx``, card beside it) maps the ``presence_features``
-[N, D] of N steps to ``presence`` [N, 2]: P(speech present), P(music present).
+[N, D] of N steps (:func:`model_input`: the features of the steps ``j - STACK .. j + STACK`` side
+by side and the mean of the summary features over the ``PAST`` steps before, 3 s: causal) to
+``presence`` [N, 2]: P(speech present), P(music present).
 
 :class:`PresenceDetector` computes steps on the stream as their context arrives, whatever the
 block sizes (the same values live and replayed, tested), with latency ``CONTEXT / 2`` frames
@@ -32,6 +39,7 @@ runs beside the mix as :class:`streamer.separation.NoneSeparator`'s ``presence``
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,7 +50,7 @@ from . import dsp
 from .errors import ModelError
 from .features import DEFAULT_PARAMS, FeatureParams, frame_log_mel
 
-PRESENCE_VERSION = 1
+PRESENCE_VERSION = 2   # 2: voice_features appended, past context in the model input
 STEP = 25            # frames between steps (0.25 s)
 CONTEXT = 100        # frames described per step (1 s), centred on the step
 FLOOR_DB = -100.0    # log-mel floor (dB) of the features
@@ -51,6 +59,11 @@ MOD_BANDS = ((1, 3), (3, 6), (6, 10), (10, 17))   # modulation frequency bins (1
 STABLE_BANDS = (4, 44)
 STABLE_LAGS = (1, 5, 20)
 STACK = 2           # the model reads the features of the steps j-STACK .. j+STACK (2.25 s in all)
+PAST = 12           # and the mean over the steps j-PAST .. j-1 (the 3 s before) of the summary features
+VOICE_BANDS = (2, 28)          # mel bands of a voice's low harmonics (about 90-700 Hz)
+VOICE_LAGS = (1, 5, 10, 30)    # frames between the voice-band shapes compared
+VOICE_HELD = ((1, 0.99), (5, 0.95), (5, 0.85))   # (lag, similarity): share of the frames whose shape is held
+PEAK_LAG = 3        # frames between the loudest low bands compared
 STEMS = ("speech", "music")
 
 
@@ -60,9 +73,10 @@ def feature_names(n_mels: int = DEFAULT_PARAMS.n_mels) -> list[str]:
     names += [f"mod_{g}_{lo}-{hi - 1}Hz" for g in range(GROUPS) for lo, hi in MOD_BANDS]
     names += ["level_mean", "level_max", "level_std", "pause10", "pause20"]
     names += [f"stability_lag{k}" for k in STABLE_LAGS]
-    return names
+    return names + voice_feature_names()
 
 
+@functools.lru_cache(maxsize=None)
 def n_features(n_mels: int = DEFAULT_PARAMS.n_mels) -> int:
     return len(feature_names(n_mels))
 
@@ -110,6 +124,63 @@ def run_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
     out.append(np.stack([window_mean(slice(3 * m + i, 3 * m + i + 1), c - k)[:, 0]
                          for i, k in enumerate(STABLE_LAGS)], axis=1))
     return np.concatenate(out, axis=1).astype(np.float32)
+
+
+def voice_feature_names() -> list[str]:
+    names = [f"voice_sim_lag{k}" for k in VOICE_LAGS] + [f"voice_held_lag{k}_{t}" for k, t in VOICE_HELD]
+    return names + ["centroid_mean", "centroid_std", "centroid_flux", "tilt_mean", "tilt_std", "tilt_flux5",
+                    "envelope_peaks", "peak_band_held"]
+
+
+def voice_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """What tells a talking voice from a singing one, per context ``frames[s:s + CONTEXT]`` (as
+    :func:`run_features`; every quantity stays inside the context): how long the shape of the
+    voice's low harmonics is held (mean similarity at 10-300 ms and the share of frames held: sung
+    notes are held, spoken syllables glide), the spectral centroid and tilt and how they move
+    (fricatives, consonant-vowel changes), syllable-like peaks of the level envelope, and how often
+    the loudest low band stays put."""
+    x = np.asarray(frames, np.float32)
+    c, (f, m) = CONTEXT, x.shape
+    s = np.asarray(starts, np.int64)
+    a, b = VOICE_BANDS
+    v = x[:, a:b] - x[:, a:b].mean(axis=1, keepdims=True)
+    v = v / (np.sqrt(np.einsum("fb,fb->f", v, v))[:, None] + 1e-3)
+    lags = np.array(VOICE_LAGS + tuple(k for k, _ in VOICE_HELD) + (0, 0, 1, 0, 0, 5, PEAK_LAG))
+    # per frame f, each quantity of the frames f and f + lag; its mean over the frames of a context
+    # with f + lag inside it
+    per = np.zeros((f, lags.size), np.float64)
+    sims = {k: np.einsum("fb,fb->f", v[k:], v[:-k]) for k in sorted(set(VOICE_LAGS) | {k for k, _ in VOICE_HELD})}
+    for i, k in enumerate(VOICE_LAGS):
+        per[:f - k, i] = sims[k]
+    for i, (k, t) in enumerate(VOICE_HELD, len(VOICE_LAGS)):
+        per[:f - k, i] = sims[k] > t
+    i = len(VOICE_LAGS) + len(VOICE_HELD)
+    w = np.maximum(x - x.max(axis=1, keepdims=True) + 40.0, 0.0)    # the bands within 40 dB of the frame's top
+    cen = (w @ np.arange(m, dtype=np.float32)) / (w.sum(axis=1) + 1e-6)
+    tilt = x[:, 40:].mean(axis=1) - x[:, 4:24].mean(axis=1)
+    pb = np.argmax(x[:, 4:32], axis=1)
+    per[:, i], per[:, i + 1], per[:-1, i + 2] = cen, np.square(cen, dtype=np.float64), np.abs(np.diff(cen))
+    per[:, i + 3], per[:, i + 4], per[:-5, i + 5] = tilt, np.square(tilt, dtype=np.float64), np.abs(tilt[5:] - tilt[:-5])
+    per[:-PEAK_LAG, i + 6] = pb[PEAK_LAG:] == pb[:-PEAK_LAG]
+    cs = np.concatenate([np.zeros((1, lags.size)), np.cumsum(per, axis=0)])
+    means = (cs[s[:, None] + c - lags, np.arange(lags.size)] - cs[s]) / (c - lags)      # [S, quantities]
+    cm, c2, cd, tm, t2, td, held = means[:, i:].T
+    # syllable-like peaks of the level envelope inside the context: its 5-frame mean highest within
+    # +-70 ms and 6 dB above its lowest within +-120 ms (each decided once per frame of the run, from
+    # that frame's neighbours only; a context counts the peaks whose neighbours are all inside it)
+    e = np.lib.stride_tricks.sliding_window_view(x[:, 4:40].mean(axis=1), 5).mean(axis=1)   # [F-4]
+    win = np.lib.stride_tricks.sliding_window_view(e, 25)                                  # [F-28, 25]
+    pk = (win[:, 12] >= win[:, 5:20].max(axis=1)) & (win[:, 12] - win.min(axis=1) > 6.0)
+    cp = np.concatenate([[0], np.cumsum(pk)])
+    peaks = cp[s + c - 28] - cp[s]
+    out = np.column_stack([means[:, :i], cm, np.sqrt(np.maximum(c2 - cm ** 2, 0.0)), cd, tm,
+                           np.sqrt(np.maximum(t2 - tm ** 2, 0.0)), td, peaks, held])
+    return out.astype(np.float32)
+
+
+def step_features(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """All features of a step [S, n_features()]: :func:`run_features` then :func:`voice_features`."""
+    return np.concatenate([run_features(frames, starts), voice_features(frames, starts)], axis=1)
 
 
 def step_centre(j, params: FeatureParams = DEFAULT_PARAMS):
@@ -196,7 +267,7 @@ class StepFeatures:
         if n <= 0:
             return np.zeros((0, n_features(self.p.n_mels)), np.float32)
         idx = (self._steps + np.arange(n)) * STEP - half - self._f0
-        feats = run_features(self._frames[:idx[-1] + CONTEXT], idx)
+        feats = step_features(self._frames[:idx[-1] + CONTEXT], idx)
         self._steps += n
         keep = self._steps * STEP - half - self._f0           # frames no later step needs
         if keep > 0:
@@ -213,6 +284,29 @@ def stack_steps(feats: np.ndarray, first: int = 0, last: Optional[int] = None) -
     last = n if last is None else last
     j = np.arange(first, last)
     return np.concatenate([feats[np.clip(j + d, 0, n - 1)] for d in range(-STACK, STACK + 1)], axis=1)
+
+
+def past_columns(n_mels: int = DEFAULT_PARAMS.n_mels) -> np.ndarray:
+    """Indices of the summary features (all but the per-band ones) averaged over the past steps."""
+    return np.arange(3 * n_mels, n_features(n_mels))
+
+
+def model_input(feats: np.ndarray, first: int = 0, last: Optional[int] = None) -> np.ndarray:
+    """Model input of steps ``first .. last - 1`` of a run of step features [S, D]: :func:`stack_steps`,
+    then the mean of the summary features (:func:`past_columns`) over the steps ``j - PAST .. j - 1``
+    (causal; steps before the run are its first one, as at the start of a stream)."""
+    n = feats.shape[0]
+    last = n if last is None else last
+    j = np.arange(first, last)
+    idx = np.clip(j[:, None] - np.arange(1, PAST + 1), 0, n - 1)           # [N, PAST]
+    past = feats[:, past_columns()][idx].mean(axis=1)
+    return np.concatenate([stack_steps(feats, first, last), past.astype(np.float32)], axis=1)
+
+
+def input_names() -> list[str]:
+    names = feature_names()
+    return ([f"{n}@{d:+d}" for d in range(-STACK, STACK + 1) for n in names]
+            + [f"{names[i]}@past{PAST}" for i in past_columns()])
 
 
 def features_of(x: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> tuple[np.ndarray, np.ndarray]:
@@ -287,15 +381,15 @@ class PresenceDetector:
         done = self._p0 + self._probs.shape[0]
         upto = total if final else total - STACK
         if upto > done and self._f.shape[0]:
-            # the held run keeps the STACK steps before `done` (none before the stream's first step)
-            x = stack_steps(self._f, done - self._f0, upto - self._f0)
+            # the held run keeps the PAST steps before `done` (none before the stream's first step)
+            x = model_input(self._f, done - self._f0, upto - self._f0)
             out = np.asarray(self.backend.run({"presence_features": x})["presence"], np.float32).reshape(-1, 2)
             self._probs = np.concatenate([self._probs, out])
             if self._probs.shape[0] > 2 * self._history:
                 cut = self._probs.shape[0] - self._history
                 self._probs = self._probs[cut:]
                 self._p0 += cut
-            keep = max(0, upto - STACK - self._f0)      # features no later step reads
+            keep = max(0, upto - max(STACK, PAST) - self._f0)      # features no later step reads
             self._f = self._f[keep:]
             self._f0 += keep
 

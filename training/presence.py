@@ -3,8 +3,9 @@
     python -m training.presence [--out engines/models] [--programmes N] [--seconds S] [--cache DIR]
 
 Data: TV-like programmes of :mod:`training.data.make_mix` (speech in 4.5 s slots, every third
-empty, over music with gaps), built from TRAINING speakers and music only (RAVDESS actors 1-16 +
-TESS over 4Q train artists (sung) and EMOPIA official train pieces (piano, rendered MIDI)),
+empty, over music with gaps), built from TRAINING speakers and music only (RAVDESS actors 1-16,
+TESS and EMOVO, each slot's corpus drawn with equal odds (``more_speech``), over 4Q train artists
+(sung) and EMOPIA official train pieces (piano, rendered MIDI)),
 half with 9 s without music after every piece, at speech-to-music ratios -5, 0, +5 and +10 dB, an
 overall gain U[-20, +6] dB and, for half of them, white noise 60-70 dB under the programme (so
 silence is not digital zero).  Validation: the same from the val split (RAVDESS actors 17-18, 4Q
@@ -32,7 +33,8 @@ import numpy as np
 
 from engines.cards import MODELS_DIR, ModelCard
 from streamer.features import DEFAULT_PARAMS
-from streamer.presence import CONTEXT, PRESENCE_VERSION, STACK, STEP, STEMS, feature_names, features_of, stack_steps
+from streamer.presence import (CONTEXT, PAST, PRESENCE_VERSION, STACK, STEP, STEMS, features_of, input_names,
+                               model_input)
 
 from .data import corpora, make_mix
 
@@ -46,8 +48,9 @@ SMRS = (-5.0, 0.0, 5.0, 10.0)
 
 
 def n_inputs() -> int:
-    """Model inputs per step: the features of 2 STACK + 1 steps side by side."""
-    return (2 * STACK + 1) * len(feature_names())
+    """Model inputs per step: the features of 2 STACK + 1 steps side by side and the past means
+    (:func:`streamer.presence.model_input`)."""
+    return len(input_names())
 
 
 def step_targets(truth: dict, centres: np.ndarray) -> np.ndarray:
@@ -71,7 +74,7 @@ def programme(split: str, i: int, seconds: float, seed0: int) -> tuple[np.ndarra
     gap = 9.0 if (i // 2) % 2 == 0 or split == "test" else 0.0
     smr = float(SMRS[(i // 4) % len(SMRS)]) if split != "test" else 5.0  # test: as the held-out programmes
     seed = int(rng.integers(1 << 30))
-    mix, truth = make_mix.build(seconds, smr, seed, music, gap, split=split)
+    mix, truth = make_mix.build(seconds, smr, seed, music, gap, split=split, more_speech=split == "train")
     gain_db = float(rng.uniform(-20, 6)) if split != "test" else 0.0
     noise_db = float(rng.uniform(-70, -60)) if split != "test" and i % 8 >= 4 else None
     x = mix * np.float32(10 ** (gain_db / 20))
@@ -98,7 +101,7 @@ def dataset(split: str, n: int, seconds: float, seed0: int, cache: Optional[Path
             if f is not None:
                 f.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(f, x=x, y=y, settings=json.dumps(st))
-        xs.append(stack_steps(x))
+        xs.append(model_input(x))
         ys.append(y)
         kinds.append(np.full(len(x), i % 2))
         settings.append(st)
@@ -111,12 +114,12 @@ def classes(y: np.ndarray) -> np.ndarray:
     return y[:, 0].astype(int) + 2 * y[:, 1].astype(int)
 
 
-def fit(x: np.ndarray, y: np.ndarray, hidden: int = 64, seed: int = 0, max_iter: int = 200):
+def fit(x: np.ndarray, y: np.ndarray, hidden: int = 64, seed: int = 0, max_iter: int = 200, alpha: float = 1.0):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=max_iter,
+    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=max_iter,
                                                         early_stopping=True, n_iter_no_change=10, random_state=seed))
     est.fit(x, classes(y))
     return est
@@ -189,18 +192,20 @@ def card(a, est, path: Path, data: dict, metrics: dict, diff: float, t0: float, 
         "window_s": (CONTEXT + 2 * STACK * STEP) * DEFAULT_PARAMS.hop_length / SR,
         "hop_s": STEP * DEFAULT_PARAMS.hop_length / SR,
         "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["N", n_inputs()],
-                    "description": "streamer.presence.stack_steps: streamer.presence.step_features (of the 1 s of "
-                                   f"log-mel frames around a step) of the steps j-{STACK} .. j+{STACK} side by side",
-                    "names": [f"{n}@{d:+d}" for d in range(-STACK, STACK + 1) for n in feature_names()]}],
+                    "description": "streamer.presence.model_input: streamer.presence.step_features (of the 1 s of "
+                                   f"log-mel frames around a step) of the steps j-{STACK} .. j+{STACK} side by side, "
+                                   f"then the mean of the summary features over the steps j-{PAST} .. j-1",
+                    "names": input_names()}],
         "onnx_ml_opset": ML_OPSET,
         "latency_s": round(((CONTEXT // 2 + STACK * STEP) * DEFAULT_PARAMS.hop_length) / SR, 3),
         "outputs": [{"name": "presence", "dtype": "float32", "shape": ["N", 2], "labels": list(STEMS),
                      "activation": "probability"}],
         "input_versions": {INPUT: PRESENCE_VERSION},
         "features": DEFAULT_PARAMS.to_dict(),
-        "architecture": f"StandardScaler -> MLP ({a.hidden} ReLU, softmax over none/speech/music/both, "
+        "architecture": f"StandardScaler -> MLP ({a.hidden} ReLU, L2 alpha {a.alpha:g}, softmax over none/speech/music/both, "
                         f"{clf.n_iter_} iterations) -> sum into P(speech), P(music); scikit-learn, exported with skl2onnx",
-        "training_data": {"speech": "RAVDESS actors 1-16 + TESS", "music": "4Q train artists (split seed "
+        "training_data": {"speech": "RAVDESS actors 1-16 + TESS + EMOVO (each slot's corpus drawn with equal odds)",
+                          "music": "4Q train artists (split seed "
                           f"{corpora.SPLIT_SEED}, sung) + EMOPIA official train (piano, rendered with fluidsynth)",
                           "programmes": {k: len(data[k]["settings"]) for k in ("train", "val")},
                           "seconds_each": a.seconds, "steps": {k: int(len(data[k]["y"])) for k in ("train", "val")},
@@ -225,6 +230,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                               "at least 2)")
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--alpha", type=float, default=1.0, help="L2 penalty of the MLP (1.0: chosen on val over 1e-3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=None, help="cache each programme's features here")
     a = ap.parse_args(argv)
@@ -234,7 +240,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = {"train": dataset("train", a.programmes, a.seconds, a.seed, a.cache, log),
             "val": dataset("val", n_eval, a.seconds, a.seed, a.cache, log),
             "test": dataset("test", n_eval, a.seconds, a.seed, a.cache, log)}
-    est = fit(data["train"]["x"], data["train"]["y"], a.hidden, a.seed)
+    est = fit(data["train"]["x"], data["train"]["y"], a.hidden, a.seed, alpha=a.alpha)
     labels = est.steps[-1][1].classes_
     metrics = {k: scores(presence_of(est.predict_proba(d["x"]), labels), d["y"], d["music"])
                for k, d in data.items()}

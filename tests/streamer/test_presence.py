@@ -118,3 +118,41 @@ def test_default_replay_flags_speech_over_sung_music(tmp_path):
         assert default[k]["accuracy"] >= least, default
         assert default[k]["specificity"] >= 0.65, default      # singing alone is not called speech
         assert default[k]["accuracy"] > old[k]["accuracy"] + 0.15, (default, old)
+
+
+def _harmonic(f0, seconds):
+    """A voice-like harmonic tone (10 harmonics, falling 6 dB an octave) of instantaneous pitch ``f0(t)``."""
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0(t)) / SR
+    return (0.1 * sum(np.sin(k * phase) / k for k in range(1, 11))).astype(np.float32)
+
+
+def test_voice_features_tell_held_notes_from_gliding_pitch():
+    """A held note keeps the shape of the low harmonics (voice_held_* near 1); a voice whose pitch
+    glides up and down four times a second (speech intonation) does not."""
+    from streamer.presence import feature_names
+
+    names = feature_names()
+    held = features_of(_harmonic(lambda t: np.full_like(t, 220.0), 4.0))[1][4:12]
+    glide = features_of(_harmonic(lambda t: 220.0 * 2 ** (0.5 * np.sin(2 * np.pi * 4 * t)), 4.0))[1][4:12]
+    for name in ("voice_held_lag5_0.95", "voice_sim_lag10", "peak_band_held"):
+        k = names.index(name)
+        assert held[:, k].min() > glide[:, k].max(), (name, held[:, k], glide[:, k])
+    k = names.index("centroid_flux")
+    assert glide[:, k].mean() > 3 * held[:, k].mean()
+
+
+def test_model_input_reads_no_step_after_the_stack():
+    """The model input of a step depends on the steps up to STACK after it, not later (the past
+    context is causal), so a stream's steps can be computed as soon as those have arrived."""
+    from streamer.presence import PAST, STACK, model_input
+
+    f = np.random.default_rng(1).standard_normal((60, n_features())).astype(np.float32)
+    whole = model_input(f)
+    for k in (1, PAST - 1, PAST + 3, 40):
+        np.testing.assert_array_equal(model_input(f[:k + STACK])[:k], whole[:k])
+    # step 5 is read by steps 5 - STACK .. 5 + PAST (its own stack, then the past mean), no other
+    g = f.copy()
+    g[5] += 1.0
+    changed = np.flatnonzero(np.any(model_input(g) != whole, axis=1))
+    assert changed.tolist() == list(range(5 - STACK, 5 + PAST + 1))

@@ -39,3 +39,18 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
     det.process(x)
     det.flush()
     assert det.probabilities()[1].shape == (12, 2)
+
+
+def test_training_programmes_draw_every_speech_corpus():
+    """``more_speech`` (the detector's training programmes): RAVDESS, TESS and EMOVO all speak, and
+    only in training programmes."""
+    from training.data import make_mix
+
+    _, truth = make_mix.build(90.0, 5.0, 3, "4q", 0.0, split="train", more_speech=True)
+    said = [sp["path"].split("/")[0] for sp in truth["speech"]]
+    assert set(said) == {"speech_ravdess", "speech_tess", "speech_emovo"}, said
+    assert all(sp["active"] for sp in truth["speech"])
+    _, plain = make_mix.build(90.0, 5.0, 3, "4q", 0.0, split="train")
+    assert "speech_emovo" not in {sp["path"].split("/")[0] for sp in plain["speech"]}
+    with pytest.raises(SystemExit, match="training programmes only"):
+        make_mix.build(10.0, 5.0, 3, "4q", 0.0, split="val", more_speech=True)

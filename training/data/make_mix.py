@@ -45,16 +45,31 @@ def _runs(active: np.ndarray, offset: int, n: int) -> list[list[float]]:
             for i, j in zip(edges[::2], edges[1::2])]
 
 
+def emovo_clips() -> list[corpora.Clip]:
+    """EMOVO (Italian, 6 actors) as training speech of programmes (no split of its own: it is not one
+    of the emotion models' corpora, and no held-out programme has it)."""
+    from streamer import taxonomy
+
+    return [corpora.Clip("emovo", r["path"], r["emotion"], taxonomy.label_quadrant(r["emotion"]), r["speaker"], "train")
+            for r in corpora.read_manifest("speech_emovo")]
+
+
 def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
-          music_gap_s: float = 0.0, split: str = "test") -> tuple[np.ndarray, dict]:
+          music_gap_s: float = 0.0, split: str = "test", more_speech: bool = False) -> tuple[np.ndarray, dict]:
     """``split``: whose speakers and music (``test``: held out, the default; ``train`` / ``val``: for
     training and selecting models on programmes, e.g. :mod:`training.presence`; ``train`` speech adds
-    TESS to RAVDESS actors 1-16)."""
+    TESS to RAVDESS actors 1-16).  ``more_speech`` (``train`` only): EMOVO's actors too, and each slot
+    draws its corpus first (RAVDESS, TESS, EMOVO equally often: TESS's 2 speakers would otherwise say
+    most of the clips)."""
     rng = np.random.default_rng(seed)
     music_rows = [c for c in corpora.music_index() if c.corpus == music_corpus and c.split == split]
     if not music_rows:
         raise SystemExit(f"no {split}-split music of corpus {music_corpus!r}")
     speech_rows = [c for c in corpora.speech_index() if c.corpus in ("ravdess", "tess") and c.split == split]
+    if more_speech:
+        if split != "train":
+            raise SystemExit("more_speech is for training programmes only")
+        speech_rows += emovo_clips()
     n = int(seconds * SR)
     music = np.zeros(n, np.float32)
     truth = {"songs": [], "speech": [], "smr_db": smr_db, "seed": seed,
@@ -76,11 +91,21 @@ def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
     speech = np.zeros(n, np.float32)
     slot = int(4.5 * SR)
     order = rng.permutation(len(speech_rows))
+    if more_speech:   # the clips of each corpus in the permuted order; a corpus drawn per slot
+        names = sorted({c.corpus for c in speech_rows})
+        queues = {nm: [i for i in order if speech_rows[i].corpus == nm] for nm in names}
+        drawn = {nm: 0 for nm in names}
     k = 0
     for j, start in enumerate(range(0, n - slot + 1, slot)):
         if j % 3 == 2:
             continue  # music-only passage
-        clip = corpora.load_audio([speech_rows[order[k % len(order)]]], use_cache=False)[0]
+        if more_speech:
+            nm = names[int(rng.integers(len(names)))]
+            row = speech_rows[queues[nm][drawn[nm] % len(queues[nm])]]
+            drawn[nm] += 1
+        else:
+            row = speech_rows[order[k % len(order)]]
+        clip = corpora.load_audio([row], use_cache=False)[0]
         k += 1
         x = clip.audio[:slot]
         off = start + (slot - x.size) // 2
