@@ -19,6 +19,10 @@ and in test), ``kind`` ("lr" or "mlp"), ``pool_grid`` (pool the patches of a coa
 
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json \\
         'lr 4Q only::{"emopia": false}' 'lr 4Q + EMOPIA 150::{"emopia": "150"}' ...
+    python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json --table
+
+``gated`` (true): one head per training corpus and a logistic gate over the corpora (``gate_C``), see
+:func:`gated`.
 """
 
 from __future__ import annotations
@@ -191,11 +195,38 @@ def probe(data: Data, label: str, cfg: dict, log=print) -> dict:
     return row
 
 
+#: the default CNN's figures on the same held-out sets (from its card's confusions, docs/RESULTS.md's table)
+CNN_LABEL = "music.onnx (the default CNN)"
+
+
+def markdown_table(done: dict) -> str:
+    """The probes' table: macro-F1 / arousal UAR / valence UAR per protocol, the default CNN beside."""
+    cell = lambda m: f"{m['macro_f1']:.3f} / {m['arousal_uar']:.3f} / {m['valence_uar']:.3f}" if m else "-"  # noqa: E731
+    sets = ("4q_test_artists", "4q_test_artists_under_speech", "emopia_official_test", "vgmidi_never_trained_on")
+    lines = ["| probe | 4Q 10-fold macro-F1: fold mean (pooled) | 4Q test artists | under speech | EMOPIA test | "
+             "VGMIDI (never trained on) |", "|---|---|---|---|---|---|"]
+    for label, r in done.items():
+        cv = r["4q_10fold"]
+        lines.append(f"| {label} | {cv['fold_macro_f1_mean']:.3f} ({cv['pooled']['macro_f1']:.3f}) | "
+                     + " | ".join(cell(r["held_out"].get(k)) for k in sets) + " |")
+    try:
+        prev = H.previous_from_cards()
+        lines.append(f"| {CNN_LABEL} | (trained on 4Q) | "
+                     + " | ".join(cell(prev.get(k, {}).get("music.onnx (previous shipped CNN)")) for k in sets) + " |")
+    except (OSError, ValueError):
+        pass
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(description="cross-corpus probes of the musicnn head (issue 23)")
-    ap.add_argument("probes", nargs="+", help="'label::{json settings}'")
+    ap.add_argument("probes", nargs="*", help="'label::{json settings}'")
     ap.add_argument("--json", type=Path, help="add the rows to this JSON file (by label)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --json and stop")
     a = ap.parse_args(argv)
+    if a.table:
+        print(markdown_table(json.loads(a.json.read_text())))
+        return 0
     specs = [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes]
     data = Data(emopia_all=any(c.get("emopia") == "all" for _, c in specs))
     done = json.loads(a.json.read_text()) if a.json and a.json.exists() else {}
