@@ -20,13 +20,19 @@ from .base import Backend
 def ort_session(onnx_path: str | Path, threads: Optional[int] = None, providers: Optional[list[str]] = None):
     """An ``onnxruntime.InferenceSession`` for ``onnx_path``: ``threads`` intra-op threads (default 1),
     one inter-op thread, every graph optimisation, CUDA first where present; a model ONNX Runtime
-    cannot load is a one-line :class:`BackendError`."""
+    cannot load is a one-line :class:`BackendError`.
+
+    Intra-op threads do not spin while they wait for work (``session.intra_op.allow_spinning`` 0):
+    spinning burnt a core between the musicnn front end's calls (replay of the 5-minute programme
+    with ``music_musicnn.onnx``, front end on 2 threads: 9.8 CPU seconds with spinning, 6.2 without,
+    docs/BENCHMARKS.md).  A 1-thread session has no pool, so this changes nothing there."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads) if threads else 1
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
     if providers is None:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
