@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -150,6 +152,15 @@ def free_tcp_endpoint() -> str:
 @pytest.fixture
 def endpoint():
     return free_tcp_endpoint()
+
+
+def modules_after(code: str, roots) -> list[str]:
+    """Sorted names of the modules under the top-level packages ``roots`` that a fresh interpreter
+    has loaded after running ``code`` in the repository (import-cost and layering checks)."""
+    probe = code + ("\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (tuple(roots),))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 def emotrack_cmd(*args: str) -> list[str]:
