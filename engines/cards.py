@@ -76,10 +76,10 @@ def sha256_of(path: Path) -> str:
 
 
 #: the model a source gets when none is named (``--speech-model`` / ``--music-model``). Music stays the
-#: log-mel CNN: the musicnn head (``music_musicnn.onnx``) scores far better on unseen 4Q artists but worse
-#: across corpora (EMOPIA, VGMIDI; heads that also train on EMOPIA lose the 4Q target) and replays at 50x
-#: real time per CPU second, not issue 23's 50x wall (docs/RESULTS.md, "Can a musicnn model be the
-#: default?"); it ships by path, ``--music-model engines/models/music_musicnn.onnx``
+#: log-mel CNN: the musicnn head (``music_musicnn.onnx``, a gated 4Q | EMOPIA mixture) scores far better on
+#: unseen 4Q artists and above the CNN on EMOPIA and VGMIDI, but misses the 4Q >= 0.74 target by 0.005 and
+#: replays slower than issue 23's 50x wall on the 2 shared cores (docs/RESULTS.md, "Can a musicnn model be
+#: the default?"); it ships by path, ``--music-model engines/models/music_musicnn.onnx``
 DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music.onnx"}
 
 
