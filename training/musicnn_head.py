@@ -15,9 +15,16 @@ Patch embeddings of every item are computed once and cached under
 split and VGMIDI never trained on, music under speech); a clip is scored as the
 streamer scores it: the mean of the quadrant probabilities of its 10 s windows every 2 s.
 
-    python -m training.musicnn_head embed            # cache the embeddings of every corpus
     python -m training.musicnn_head evaluate --json docs/results/musicnn_head.json
-    python -m training.musicnn_head train engines/models/music.onnx
+    python -m training.musicnn_head train OUT.onnx      # one head (the 4Q-only head emotrack-music-musicnn-2)
+
+The shipped head (``engines/models/music_musicnn.onnx``, ``emotrack-music-musicnn-3``) is a
+:class:`GatedHead`: a 4Q expert and an EMOPIA expert (each a :class:`Head`) mixed per window by a logistic
+gate, the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph with the same input and
+outputs (``quadrant`` = sum over experts of gate x expert probabilities):
+
+    python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json 'LABEL::{SETTINGS}'
+    python -m training.musicnn_head train-gated engines/models/music_musicnn.onnx
 """
 
 from __future__ import annotations
