@@ -24,7 +24,7 @@ gate, the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph 
 outputs (``quadrant`` = sum over experts of gate x expert probabilities):
 
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json 'LABEL::{SETTINGS}'
-    python -m training.musicnn_head train-gated engines/models/music_musicnn.onnx
+    python -m training.musicnn_crosscorpus --train-gated engines/models/music_musicnn.onnx
 """
 
 from __future__ import annotations
@@ -898,74 +898,6 @@ def train_shipped(out: Path, C: Optional[str] = None, results: Optional[Path] = 
     return card
 
 
-GATED_RESULTS = Path("docs/results/musicnn_crosscorpus.json")
-
-
-def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
-                model_id: str = "emotrack-music-musicnn-3") -> dict:
-    """Train the shipped head: the gated mixture of :data:`training.musicnn_crosscorpus.SHIPPED` (an MLP
-    expert on all 630 4Q clips, one on all 990 EMOPIA train/val clips, a logistic gate between them), fitted on
-    the clip rows of the probe's final model (the one it scores EMOPIA test and VGMIDI with), + activity
-    negatives; export one ONNX graph, parity check on real window inputs, card with the probe's metrics."""
-    from engines.cards import ModelCard
-
-    from . import musicnn_crosscorpus as X
-
-    label, cfg = X.SHIPPED
-    done = json.loads(results.read_text()) if results.exists() else {}
-    row = done.get(label)
-    if not row or "calibration_clip" not in row["4q_10fold"]:
-        raise SystemExit(f"{results} lacks the probe {label!r} with calibration: run python -m "
-                         f"training.musicnn_crosscorpus --json {results} '{label}::{json.dumps(cfg)}'")
-    data = X.Data(emopia_all=True, log=log)
-    corpora = [data.q4, data.emopia(cfg["emopia"])]
-    Xs = [X.clip_rows(data, its) for its in corpora]
-    ys = [_y(its) for its in corpora]
-    head = fit_gated(Xs, ys, X.SPEC[cfg["kind"]], seed=0, gate_C=cfg["gate_C"], corpora=("4Q", "EMOPIA"),
-                     Xneg=negatives())
-    export_head(head, out)
-    rng = np.random.default_rng(0)   # real window inputs: 128 of each training corpus and of the held-out sets
-    wins = np.concatenate([np.concatenate([data.windows(it) for it in its])
-                           for its in (*corpora, data.em_test, data.vg, data.mix)])
-    diff = head_parity(head, out, wins[rng.permutation(len(wins))[:640]])
-    td = {"corpora": ["4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research "
-                      "use)", "EMOPIA 1.0 (CC BY-NC-SA 4.0)",
-                      "RAVDESS and TESS speech as non-music windows for the activity output (CC BY-NC-SA 4.0, "
-                      "CC BY-NC-ND 4.0)"],
-          "clips": {"4q": len(corpora[0]), "emopia_train_val": len(corpora[1])},
-          "rows": int(sum(len(x) for x in Xs)),
-          "fit_on": FIT_ON + " (a clip's row: the mean of its 10 s windows' inputs); one expert per corpus, "
-                    "the gate on both corpora's rows (classes balanced)",
-          "class_rows": {c: {q: int((y == i).sum()) for i, q in enumerate(QUADRANTS)}
-                         for c, y in zip(("4q", "emopia"), ys)},
-          "front_end_training_data": "Million Song Dataset tags (musicnn MSD_musicnn, by its authors)"}
-    metrics = {"selected": label, "settings": cfg, "4q_10fold": {label: row["4q_10fold"]},
-               "held_out": row["held_out"], "from": f"{results} (python -m training.musicnn_crosscorpus)"}
-    try:
-        prev = previous_from_cards()
-        metrics["previous_on_held_out"] = {k: v for k, v in prev.items() if k in row["held_out"]}
-    except (OSError, ValueError):
-        pass
-    card = head_card(head, out, training_data=td, metrics=metrics, parity=diff,
-                     protocol="training.musicnn_crosscorpus, probe " + repr(label) + ": 4Q artist-grouped 10-fold "
-                              "(training.protocols.protocol_4q; all 990 EMOPIA train/val clips added to every "
-                              "fold's training), a clip scored as the mean of its 10 s windows' probabilities "
-                              "every 2 s; the 4Q test artists of training.corpora's split and the same clips under "
-                              "RAVDESS test speech (trained on the other 4Q artists + EMOPIA train/val); the EMOPIA "
-                              "official test split and all VGMIDI, never trained on (trained on all 4Q + EMOPIA "
-                              "train/val, the shipped model's data). Chosen among the probes of "
-                              "docs/RESULTS.md ('Can a musicnn model be the default?') as the one above the "
-                              "default CNN on every held-out set; the 4Q-only head scores 0.007 more on the 4Q "
-                              "folds and far less across corpora",
-                     command=f"python -m training.musicnn_head train-gated {out}", model_id=model_id)
-    card["calibration"] = {"method": "none (raw mixture probabilities); expected calibration error of the clip "
-                                     "probabilities' top class, 10 equal-width bins",
-                           "4q_10fold_pooled": row["4q_10fold"]["calibration_clip"],
-                           **{k: v["calibration_clip"] for k, v in row["held_out"].items()}}
-    ModelCard(card).write(out)
-    log(f"wrote {out} (parity {diff:.3g} on {min(640, len(wins))} real window inputs)")
-    return card
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="the music emotion head on musicnn embeddings")
@@ -983,9 +915,6 @@ def main(argv=None) -> int:
     t.add_argument("--candidate", help="e.g. 'C=0.05' or 'mlp alpha=10.0' (default: the one the results selected)")
     t.add_argument("--results", type=Path, default=Path("docs/results/musicnn_head.json"))
     t.add_argument("--emopia", choices=("yes", "no"), help="add EMOPIA train/val (default: as the results chose)")
-    g = sub.add_parser("train-gated", help="train, export and card the shipped gated mixture (4Q | EMOPIA)")
-    g.add_argument("out", type=Path)
-    g.add_argument("--results", type=Path, default=GATED_RESULTS)
     a = ap.parse_args(argv)
     if a.cmd == "previous":
         previous(held_out_sets(a.corpora.split(",")), PREVIOUS_JSON)
@@ -993,8 +922,6 @@ def main(argv=None) -> int:
         print(markdown_table(json.loads(a.json.read_text())))
     elif a.cmd == "evaluate":
         evaluate(a.json, with_previous=not a.no_previous, corpora_wanted=a.corpora.split(","))
-    elif a.cmd == "train-gated":
-        train_gated(a.out, a.results)
     else:
         train_shipped(a.out, a.candidate, a.results, emopia=None if a.emopia is None else a.emopia == "yes")
     return 0

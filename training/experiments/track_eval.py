@@ -51,8 +51,9 @@ from streamer.tracking import DEFAULT_PARAMS, DEFAULT_SMOOTH_S, track_messages
 Q = taxonomy.QUADRANTS
 
 
-def replay(path: str, activity: str = "detector", smooth_s=DEFAULT_SMOOTH_S) -> list[dict]:
-    """Emotion bodies of a replay of ``path`` with the CLI's default options (except those given)."""
+def replay(path: str, activity: str = "detector", smooth_s=DEFAULT_SMOOTH_S, options=()) -> list[dict]:
+    """Emotion bodies of a replay of ``path`` with the CLI's default options (except those given;
+    ``options``: more replay options, e.g. ``["--music-model", PATH]``)."""
     from streamer.cli import build_parser
     from streamer.commands.common import load_models, make_separator, parse_sources
     from streamer.pipeline import Pipeline
@@ -60,7 +61,7 @@ def replay(path: str, activity: str = "detector", smooth_s=DEFAULT_SMOOTH_S) -> 
     from streamer.segments import Collector
     from streamer.sources import open_source
 
-    args = build_parser().parse_args(["replay", path, "--no-pub", "--quiet", "--activity", activity])
+    args = build_parser().parse_args(["replay", path, "--no-pub", "--quiet", "--activity", activity, *options])
     source = open_source(path)
     pub = Collector(Publisher(source.name, None, None))
     sep = make_separator(args)
@@ -196,21 +197,23 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                          "(comma list)")
     ap.add_argument("--align", choices=("centre", "live"), default="centre")
     ap.add_argument("--out", type=Path, help="write the results JSON here")
+    ap.add_argument("--music-model", help="replay with this music model instead of the default (a path)")
     a = ap.parse_args(argv)
+    options = ["--music-model", a.music_model] if a.music_model else []
     extra = [float(x) for x in a.smooth.split(",") if x.strip()]
     per, sweep, sep_act, model_act, plain = {}, {}, {}, {}, {}
     v2 = {src: {"temper": 1.0, "margin": 0.0} for src in DEFAULT_PARAMS}
     for prog in a.programmes:
         truth = json.loads(Path(prog + ".truth.json").read_text())
-        bodies = replay(prog)
+        bodies = replay(prog, options=options)
         n = int(np.floor(max(b["t_end"] for b in bodies)))
         per[prog] = score(bodies, truth, n, a.align)
         per[prog]["music_corpus"] = truth.get("music_corpus", "4q")
         plain[prog] = score(track_messages(bodies, params=v2), truth, n, a.align)
         for tau in extra:
             sweep.setdefault(tau, []).append(score(track_messages(bodies, tau), truth, n, a.align))
-        sep_act[prog] = score(replay(prog, activity="separator"), truth, n, a.align)
-        model_act[prog] = score(replay(prog, activity="model"), truth, n, a.align)
+        sep_act[prog] = score(replay(prog, activity="separator", options=options), truth, n, a.align)
+        model_act[prog] = score(replay(prog, activity="model", options=options), truth, n, a.align)
         print(f"{prog}: done", file=sys.stderr)
     kinds = sorted({p["music_corpus"] for p in per.values()})
     summary = {}
@@ -222,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "activity_separator": _mean([sep_act[p] for p in progs]),
                          "activity_model": _mean([model_act[p] for p in progs])}
     summary["sweep_all"] = {str(t): _mean(v) for t, v in sweep.items()}
-    res = {"align": a.align, "smooth_default": DEFAULT_SMOOTH_S, "params_default": DEFAULT_PARAMS, "summary": summary,
+    res = {"align": a.align, "music_model": a.music_model or "default", "smooth_default": DEFAULT_SMOOTH_S, "params_default": DEFAULT_PARAMS, "summary": summary,
            "programmes": {Path(p).name: r for p, r in per.items()}}
     text = json.dumps(res, indent=1)
     if a.out:
