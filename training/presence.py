@@ -283,8 +283,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--alpha", type=float, default=1.0, help="L2 penalty of the MLP (1.0: chosen on val over 1e-3)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--members", type=int, default=3, help="MLPs (seeds SEED, SEED+1, ...) whose probabilities are "
-                                                           "averaged (3: chosen on val over 1)")
+    ap.add_argument("--members", type=int, default=1, help="MLPs (seeds SEED, SEED+1, ...) whose probabilities are "
+                                                           "averaged (3 was tried: no held-out gain, docs/TRACKING.md)")
     ap.add_argument("--cache", type=Path, default=None, help="cache each programme's features here")
     a = ap.parse_args(argv)
     t0 = time.time()
