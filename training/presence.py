@@ -1,6 +1,6 @@
 """Train, export and evaluate the speech/music presence detector (:mod:`streamer.presence`).
 
-    python -m training.presence [--out engines/models] [--programmes N] [--seconds S] [--cache DIR]
+    python -m training.presence [--out engines/models] [--programmes N] [--seconds S] [--cache DIR] [--members K]
 
 Data: TV-like programmes of :mod:`training.data.make_mix` (speech in 4.5 s slots, every third
 empty, over music with gaps), built from TRAINING speakers and music only (RAVDESS actors 1-16,
@@ -14,8 +14,9 @@ and EMOPIA test), scored per step here and per second by :mod:`training.experime
 
 Targets per step (0.25 s): a source is present when its active frames (the truth's ``active``
 spans: RMS above -40 dB re the clip's loudest frame) cover at least half of the step.  The four
-combinations (none, speech, music, both) are the classes of a scikit-learn MLP over the
-standardised ``presence_features``; the exported ONNX graph adds them up into P(speech),
+combinations (none, speech, music, both) are the classes of scikit-learn MLPs over the
+standardised ``presence_features`` (``--members`` of them, different seeds, their probabilities
+averaged); the exported ONNX graph (standard operators only) adds them up into P(speech),
 P(music) (``presence`` [N, 2]).
 """
 
@@ -40,7 +41,7 @@ from .data import corpora, make_mix
 
 SR = corpora.SR
 INPUT = "presence_features"
-OPSET, ML_OPSET = 17, 3
+OPSET = 17
 LICENCES = ["RAVDESS (CC BY-NC-SA 4.0)", "TESS (CC BY-NC-ND 4.0)",
             "4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research use)",
             "EMOPIA 1.0 (CC BY-NC-SA 4.0)"]
@@ -145,26 +146,76 @@ def scores(p: np.ndarray, y: np.ndarray, music: np.ndarray) -> dict:
     return out
 
 
+def members_of(est) -> list:
+    """The fitted pipelines of a detector: one (:func:`fit`) or several averaged (:func:`fit_members`)."""
+    return list(est) if isinstance(est, (list, tuple)) else [est]
+
+
+def fit_members(x: np.ndarray, y: np.ndarray, members: int = 1, hidden: int = 64, seed: int = 0,
+                max_iter: int = 200, alpha: float = 1.0) -> list:
+    """``members`` MLPs (:func:`fit`, seeds ``seed .. seed + members - 1``) whose class probabilities
+    the detector averages."""
+    return [fit(x, y, hidden, seed + k, max_iter, alpha) for k in range(members)]
+
+
+def predict(est, x: np.ndarray) -> np.ndarray:
+    """[N, 2] P(speech), P(music) of a detector (one pipeline or several averaged), as its ONNX graph."""
+    ms = members_of(est)
+    return sum(presence_of(m.predict_proba(x), m.steps[-1][1].classes_) for m in ms) / len(ms)
+
+
 def export(est, path: Path) -> Path:
-    """The MLP pipeline as ONNX: ``presence_features`` [N, D] -> ``presence`` [N, 2]."""
+    """A detector (one MLP pipeline of :func:`fit`, or several of :func:`fit_members` averaged) as an
+    ONNX graph of standard operators (no ai.onnx.ml): ``presence_features`` [N, D] -> standardised ->
+    every member's ReLU layers side by side (one MatMul per layer: the first layer's weights
+    concatenated, the next ones block-diagonal) -> softmax per member over none/speech/music/both ->
+    mean over the members -> ``presence`` [N, 2] (P(speech), P(music))."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
 
-    clf = est.steps[-1][1]
-    proto = convert_sklearn(est, initial_types=[(INPUT, FloatTensorType([None, n_inputs()]))],
-                            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET}, options={id(clf): {"zipmap": False}})
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = OPSET
-    prob = [o.name for o in proto.graph.output if o.name != "label"][0]
-    m = np.array([[k & 1, (k >> 1) & 1] for k in clf.classes_], np.float32)
-    g = proto.graph
-    g.initializer.append(numpy_helper.from_array(m, "class_to_presence"))
-    g.node.append(helper.make_node("MatMul", [prob, "class_to_presence"], ["presence"]))
-    del g.output[:]
-    g.output.append(helper.make_tensor_value_info("presence", TensorProto.FLOAT, [None, 2]))
+    ms = members_of(est)
+    scalers = [m.steps[0][1] for m in ms]
+    clfs = [m.steps[-1][1] for m in ms]
+    if any(not np.array_equal(s.mean_, scalers[0].mean_) or not np.array_equal(s.scale_, scalers[0].scale_)
+           for s in scalers) or any(list(c.classes_) != list(clfs[0].classes_) for c in clfs):
+        raise ValueError("the members of a detector must share their scaler and classes (fit on the same data)")
+    if clfs[0].out_activation_ != "softmax" or any(c.activation != "relu" for c in clfs):
+        raise ValueError("export needs ReLU MLPs with a softmax output (3 or more classes present)")
+    k, n_cls = len(ms), len(clfs[0].classes_)
+    inits = [numpy_helper.from_array(scalers[0].mean_.astype(np.float32), "mean"),
+             numpy_helper.from_array(scalers[0].scale_.astype(np.float32), "scale")]
+    nodes = [helper.make_node("Sub", [INPUT, "mean"], ["centred"]), helper.make_node("Div", ["centred", "scale"], ["h0"])]
+    h = "h0"
+    for layer in range(len(clfs[0].coefs_)):
+        ws = [c.coefs_[layer] for c in clfs]
+        if layer == 0:
+            w = np.concatenate(ws, axis=1)
+        else:
+            w = np.zeros((sum(a.shape[0] for a in ws), sum(a.shape[1] for a in ws)))
+            r = c0 = 0
+            for a in ws:
+                w[r:r + a.shape[0], c0:c0 + a.shape[1]] = a
+                r, c0 = r + a.shape[0], c0 + a.shape[1]
+        b = np.concatenate([c.intercepts_[layer] for c in clfs])
+        inits += [numpy_helper.from_array(w.astype(np.float32), f"w{layer}"),
+                  numpy_helper.from_array(b.astype(np.float32), f"b{layer}")]
+        nodes += [helper.make_node("MatMul", [h, f"w{layer}"], [f"m{layer}"]),
+                  helper.make_node("Add", [f"m{layer}", f"b{layer}"], [f"a{layer}"])]
+        h = f"a{layer}"
+        if layer < len(clfs[0].coefs_) - 1:
+            nodes.append(helper.make_node("Relu", [h], [f"r{layer}"]))
+            h = f"r{layer}"
+    m = np.array([[c & 1, (c >> 1) & 1] for c in clfs[0].classes_], np.float32)
+    inits += [numpy_helper.from_array(np.array([-1, k, n_cls], np.int64), "per_member"),
+              numpy_helper.from_array(m, "class_to_presence")]
+    nodes += [helper.make_node("Reshape", [h, "per_member"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+              helper.make_node("ReduceMean", ["probs"], ["mean_probs"], axes=[1], keepdims=0),
+              helper.make_node("MatMul", ["mean_probs", "class_to_presence"], ["presence"])]
+    g = helper.make_graph(nodes, "presence", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, n_inputs()])],
+                          [helper.make_tensor_value_info("presence", TensorProto.FLOAT, [None, 2])], inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="training.presence")
+    proto.ir_version = 8
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
@@ -177,12 +228,12 @@ def parity(est, path: Path, x: np.ndarray) -> float:
 
     sess = ort_session(path, threads=1)
     got = sess.run(["presence"], {INPUT: x.astype(np.float32)})[0]
-    want = presence_of(est.predict_proba(x), est.steps[-1][1].classes_)
-    return float(np.max(np.abs(got - want)))
+    return float(np.max(np.abs(got - predict(est, x))))
 
 
 def card(a, est, path: Path, data: dict, metrics: dict, diff: float, t0: float, argv) -> ModelCard:
-    clf = est.steps[-1][1]
+    clfs = [m.steps[-1][1] for m in members_of(est)]
+    members = (f"{len(clfs)} MLPs (seeds {a.seed}-{a.seed + len(clfs) - 1}, averaged): " if len(clfs) > 1 else "MLP ")
     return ModelCard({
         "id": "emotrack-presence-1",
         "source": "mix",
@@ -196,14 +247,14 @@ def card(a, est, path: Path, data: dict, metrics: dict, diff: float, t0: float, 
                                    f"log-mel frames around a step) of the steps j-{STACK} .. j+{STACK} side by side, "
                                    f"then the mean of the summary features over the steps j-{PAST} .. j-1",
                     "names": input_names()}],
-        "onnx_ml_opset": ML_OPSET,
         "latency_s": round(((CONTEXT // 2 + STACK * STEP) * DEFAULT_PARAMS.hop_length) / SR, 3),
         "outputs": [{"name": "presence", "dtype": "float32", "shape": ["N", 2], "labels": list(STEMS),
                      "activation": "probability"}],
         "input_versions": {INPUT: PRESENCE_VERSION},
         "features": DEFAULT_PARAMS.to_dict(),
-        "architecture": f"StandardScaler -> MLP ({a.hidden} ReLU, L2 alpha {a.alpha:g}, softmax over none/speech/music/both, "
-                        f"{clf.n_iter_} iterations) -> sum into P(speech), P(music); scikit-learn, exported with skl2onnx",
+        "architecture": f"StandardScaler -> {members}{a.hidden} ReLU, L2 alpha {a.alpha:g}, softmax over none/speech/"
+                        f"music/both ({'/'.join(str(c.n_iter_) for c in clfs)} iterations){', mean of the members' if len(clfs) > 1 else ''} "
+                        "-> sum into P(speech), P(music); scikit-learn, exported as an ONNX graph of standard operators",
         "training_data": {"speech": "RAVDESS actors 1-16 + TESS + EMOVO (each slot's corpus drawn with equal odds)",
                           "music": "4Q train artists (split seed "
                           f"{corpora.SPLIT_SEED}, sung) + EMOPIA official train (piano, rendered with fluidsynth)",
@@ -232,6 +283,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--alpha", type=float, default=1.0, help="L2 penalty of the MLP (1.0: chosen on val over 1e-3)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--members", type=int, default=1, help="MLPs (seeds SEED, SEED+1, ...) whose probabilities are "
+                                                           "averaged (3 was tried: no held-out gain, docs/TRACKING.md)")
     ap.add_argument("--cache", type=Path, default=None, help="cache each programme's features here")
     a = ap.parse_args(argv)
     t0 = time.time()
@@ -240,10 +293,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = {"train": dataset("train", a.programmes, a.seconds, a.seed, a.cache, log),
             "val": dataset("val", n_eval, a.seconds, a.seed, a.cache, log),
             "test": dataset("test", n_eval, a.seconds, a.seed, a.cache, log)}
-    est = fit(data["train"]["x"], data["train"]["y"], a.hidden, a.seed, alpha=a.alpha)
-    labels = est.steps[-1][1].classes_
-    metrics = {k: scores(presence_of(est.predict_proba(d["x"]), labels), d["y"], d["music"])
-               for k, d in data.items()}
+    est = fit_members(data["train"]["x"], data["train"]["y"], a.members, a.hidden, a.seed, alpha=a.alpha)
+    metrics = {k: scores(predict(est, d["x"]), d["y"], d["music"]) for k, d in data.items()}
     log(json.dumps(metrics))
     path = export(est, a.out / "presence.onnx")
     diff = parity(est, path, data["test"]["x"][:2000])

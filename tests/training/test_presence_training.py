@@ -1,6 +1,6 @@
 """The presence detector's training (training.presence): a tiny detector trained on programmes of training
 speakers and music tells speech from singing on programmes of held-out speakers and artists better than
-chance, and its ONNX export runs in ONNX Runtime as scikit-learn does."""
+chance, and its ONNX export (one MLP or several averaged) runs in ONNX Runtime as scikit-learn does."""
 
 import numpy as np
 import pytest
@@ -17,8 +17,11 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
 
     train = presence.dataset("train", 6, 60.0, seed0=3, cache=None, log=lambda *a: None)
     test = presence.dataset("test", 2, 60.0, seed0=3, cache=None, log=lambda *a: None)
-    est = presence.fit(train["x"], train["y"], hidden=16, seed=0, max_iter=60)
-    p = presence.presence_of(est.predict_proba(test["x"]), est.steps[-1][1].classes_)
+    est = presence.fit_members(train["x"], train["y"], members=2, hidden=16, seed=0, max_iter=60)
+    p = presence.predict(est, test["x"])
+    # the detector averages its members' probabilities
+    one = [presence.presence_of(m.predict_proba(test["x"]), m.steps[-1][1].classes_) for m in est]
+    assert not np.allclose(one[0], one[1]) and np.allclose(p, (one[0] + one[1]) / 2)
     for col in range(2):   # speech, music: balanced accuracy of the held-out steps above chance (0.5)
         y, pred = test["y"][:, col], p[:, col] >= 0.5
         balanced = (np.mean(pred[y]) + np.mean(~pred[~y])) / 2
@@ -29,6 +32,9 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
     assert s[y].mean() > s[~y].mean() + 0.2
     path = presence.export(est, tmp_path / "presence.onnx")
     assert presence.parity(est, path, test["x"]) < 1e-5
+    assert presence.parity(est[0], presence.export(est[0], tmp_path / "one.onnx"), test["x"]) < 1e-5
+    import onnx
+    assert {o.domain for o in onnx.load(str(path)).opset_import} <= {"", "ai.onnx"}   # standard operators only
     # the exported graph with a card streams through the detector
     from engines.cards import ModelCard
     from streamer.features import DEFAULT_PARAMS
