@@ -77,9 +77,10 @@ def sha256_of(path: Path) -> str:
 
 #: the model a source gets when none is named (``--speech-model`` / ``--music-model``). Music stays the
 #: log-mel CNN: the musicnn head (``music_musicnn.onnx``, a gated 4Q | EMOPIA mixture) scores far better on
-#: unseen 4Q artists and above the CNN on EMOPIA and VGMIDI, but misses the 4Q >= 0.74 target by 0.005 and
-#: replays slower than issue 23's 50x wall on the 2 shared cores (docs/RESULTS.md, "Can a musicnn model be
-#: the default?"); it ships by path, ``--music-model engines/models/music_musicnn.onnx``
+#: unseen 4Q artists and above the CNN on EMOPIA and VGMIDI clips, but on the held-out TV-like programmes
+#: (speech over music, per second) it is far worse over piano (0.29 against 0.53) and worse over all (0.48
+#: against 0.53), and it misses the 4Q >= 0.74 target by 0.005 (docs/RESULTS.md); it ships by path,
+#: ``--music-model engines/models/music_musicnn.onnx``
 DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music.onnx"}
 
 
