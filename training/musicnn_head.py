@@ -164,8 +164,19 @@ def _softmax(s: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+class _Outputs:
+    """The exported graph's three outputs of a head with ``probs``, ``z`` and an activity logistic
+    regression (``act_coef``, ``act_intercept``) on the standardised input."""
+
+    def outputs(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """What the exported ONNX graph computes (float64 here)."""
+        p = self.probs(X)
+        act = 1.0 / (1.0 + np.exp(-(self.z(X) @ self.act_coef + self.act_intercept)))
+        return {"quadrant": p, "va": p @ QUADRANT_VA, "activity": act[:, None]}
+
+
 @dataclass
-class Head:
+class Head(_Outputs):
     """Standardisation + the quadrant classifier + logistic activity.
 
     The quadrant classifier is a multinomial logistic regression (``coef``, ``intercept``) or, when
@@ -191,12 +202,6 @@ class Head:
         if self.mlp:
             return np.mean([_softmax(np.maximum(Z @ W1 + b1, 0.0) @ W2 + b2) for W1, b1, W2, b2 in self.mlp], axis=0)
         return _softmax(Z @ self.coef.T + self.intercept)
-
-    def outputs(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """What the exported ONNX graph computes (float64 here)."""
-        p = self.probs(X)
-        act = 1.0 / (1.0 + np.exp(-(self.z(X) @ self.act_coef + self.act_intercept)))
-        return {"quadrant": p, "va": p @ QUADRANT_VA, "activity": act[:, None]}
 
     @property
     def kind(self) -> str:
@@ -265,7 +270,7 @@ def fit_activity(Z: np.ndarray, Zneg: Optional[np.ndarray], seed: int = 0) -> tu
 
 
 @dataclass
-class GatedHead:
+class GatedHead(_Outputs):
     """A mixture of experts: one :class:`Head` per training corpus and a logistic gate that says which corpus a
     window is like, ``quadrant = sum_c gate_c(x) expert_c(x)``; the gate is a multinomial logistic regression
     (``gate_coef`` [n_corpora, 200], a binary one written as softmax rows ``[0, w]``) on its own
@@ -294,12 +299,6 @@ class GatedHead:
     def probs(self, X: np.ndarray) -> np.ndarray:
         g = self.gate(X)
         return sum(g[:, [i]] * e.probs(X) for i, e in enumerate(self.experts))
-
-    def outputs(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """What the exported ONNX graph computes (float64 here)."""
-        p = self.probs(X)
-        act = 1.0 / (1.0 + np.exp(-(self.z(X) @ self.act_coef + self.act_intercept)))
-        return {"quadrant": p, "va": p @ QUADRANT_VA, "activity": act[:, None]}
 
     @property
     def kind(self) -> str:
