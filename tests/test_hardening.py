@@ -55,13 +55,21 @@ def _pump(feed, until, timeout_s=10.0):
 
 
 def _send_until_joined(pub, feed, got):
-    """Publish a probe until the slow-joining subscriber has it (seq 0 of stream 'probe')."""
-    end = time.monotonic() + 10
+    """Publish probes until the slow-joining subscriber has one (stream 'probe', seq 0, 1, ...)."""
+    end, seq = time.monotonic() + 10, 0
     while not got and time.monotonic() < end:
-        pub.send_multipart(schema.encode("status", schema.status_body(stream="probe", seq=0, wall_time=time.time(),
+        # each probe its own seq: one that lands after the first is not a duplicate in the feed's counters
+        pub.send_multipart(schema.encode("status", schema.status_body(stream="probe", seq=seq, wall_time=time.time(),
                                                                         event="start")))
+        seq += 1
         feed.poll(100)
     assert got, "subscriber never joined"
+    # probes sent before the first one arrived are still in flight: let them land, so that they are not
+    # counted as the test's own messages (seen under load)
+    n = -1
+    while len(got) != n:
+        n = len(got)
+        feed.poll(200)
     got.clear()
 
 
