@@ -43,6 +43,20 @@ def export_onnx(model, path: Path, inputs: dict, outputs: list[str]) -> Path:
     return path
 
 
+def save_graph(graph, path: Path, producer: str) -> Path:
+    """Save a hand-built ONNX ``graph`` (``onnx.helper.make_graph``) as a model at opset :data:`OPSET`
+    (IR version 8, which this project's ONNX Runtime and TensorRT read), checked, to ``path``."""
+    import onnx
+    from onnx import helper
+
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=producer)
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
 def export_model(model, cfg: dict, path: Path) -> Path:
     """:func:`export_onnx` of a recipe's model: its named inputs, heads quadrant, va, activity
     (and emotion)."""

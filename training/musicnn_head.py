@@ -451,7 +451,6 @@ def pooled(preds: list, ytr_all: np.ndarray) -> dict:
 
 # --------------------------------------------------------------------------- ONNX export and card
 
-OPSET = 17
 PARITY_TOL = 1e-4
 
 
@@ -487,8 +486,9 @@ def _quadrant_nodes(head: Head, f32, pre: str, out: str) -> tuple[list, list]:
 def export_head(head, path: Path) -> Path:
     """Write the head (a :class:`Head` or a :class:`GatedHead`) as an ONNX graph: input ``musicnn`` [N, 200];
     outputs quadrant [N, 4], va [N, 2], activity [N, 1] (the streamer's output contract)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from .export import save_graph
 
     f32 = lambda a, n: numpy_helper.from_array(np.asarray(a, np.float32), n)  # noqa: E731
     if isinstance(head, GatedHead):   # experts, the gate's softmax, sum_c gate[:, c] * expert_c
@@ -523,12 +523,7 @@ def export_head(head, path: Path) -> Path:
         [helper.make_tensor_value_info("quadrant", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("va", TensorProto.FLOAT, ["N", 2]),
          helper.make_tensor_value_info("activity", TensorProto.FLOAT, ["N", 1])], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="emotrack")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(g, path, "emotrack")
 
 
 def head_parity(head, path: Path, X: np.ndarray) -> float:
@@ -551,7 +546,7 @@ def head_card(head, onnx_path: Path, *, training_data: dict, protocol: str, metr
     from streamer.features import DEFAULT_PARAMS
     from streamer.inputs import input_versions
 
-    from .export import op_types, time_forward
+    from .export import OPSET, op_types, time_forward
 
     fe_card = json.loads((Path(onnx_path).parent / M.FRONT_END_ONNX).with_suffix(".json").read_text()) \
         if (Path(onnx_path).parent / M.FRONT_END_ONNX).with_suffix(".json").exists() else {}

@@ -41,7 +41,6 @@ from .data import corpora, make_mix
 
 SR = corpora.SR
 INPUT = "presence_features"
-OPSET = 17
 LICENCES = ["RAVDESS (CC BY-NC-SA 4.0)", "TESS (CC BY-NC-ND 4.0)",
             "4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research use)",
             "EMOPIA 1.0 (CC BY-NC-SA 4.0)"]
@@ -170,8 +169,9 @@ def export(est, path: Path) -> Path:
     every member's ReLU layers side by side (one MatMul per layer: the first layer's weights
     concatenated, the next ones block-diagonal) -> softmax per member over none/speech/music/both ->
     mean over the members -> ``presence`` [N, 2] (P(speech), P(music))."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from .export import save_graph
 
     ms = members_of(est)
     scalers = [m.steps[0][1] for m in ms]
@@ -214,12 +214,7 @@ def export(est, path: Path) -> Path:
               helper.make_node("MatMul", ["mean_probs", "class_to_presence"], ["presence"])]
     g = helper.make_graph(nodes, "presence", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, n_inputs()])],
                           [helper.make_tensor_value_info("presence", TensorProto.FLOAT, [None, 2])], inits)
-    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="training.presence")
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return path
+    return save_graph(g, path, "training.presence")
 
 
 def parity(est, path: Path, x: np.ndarray) -> float:
