@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-OPSET = 17
+from .export import OPSET
+
 MODEL = "MSD_musicnn"
 #: max |ONNX Runtime - TensorFlow| allowed on the outputs
 PARITY_TOL = 1e-4

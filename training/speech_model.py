@@ -35,9 +35,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import calibration
+from .export import OPSET
 from .experiments import loco
 
-OPSET = 17
 ML_OPSET = 3
 INPUT = "handcrafted"
 MODEL_ID = "emotrack-speech-{kind}-1"

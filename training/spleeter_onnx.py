@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-OPSET = 17
+from .export import OPSET
+
 INPUT = "mix_spectrogram"
 #: max |ONNX Runtime - TensorFlow| allowed, relative to the largest TF output value
 PARITY_TOL = 1e-4
