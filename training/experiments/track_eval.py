@@ -32,7 +32,8 @@ message published by the end of the second (``--align live``, what a live
 monitor shows).  ``--smooth`` lists extra time constants, re-tracked offline from
 the same messages (streamer.tracking.track_messages: the same filter); ``plain``
 in the summary re-tracks them with the plain filter at the default time constants
-(no tempering, no hysteresis: the filter before v3, ``sticky-quadrant-hmm-v2``).
+(no tempering, no hysteresis: the filter before v3, ``sticky-quadrant-hmm-v2``), ``v3`` with
+the defaults less v4's ``yield_margin`` (``sticky-quadrant-hmm-v3``).
 """
 
 from __future__ import annotations
@@ -201,8 +202,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = ap.parse_args(argv)
     options = ["--music-model", a.music_model] if a.music_model else []
     extra = [float(x) for x in a.smooth.split(",") if x.strip()]
-    per, sweep, sep_act, model_act, plain = {}, {}, {}, {}, {}
-    v2 = {src: {"temper": 1.0, "margin": 0.0} for src in DEFAULT_PARAMS}
+    per, sweep, sep_act, model_act, plain, prev = {}, {}, {}, {}, {}, {}
+    v2 = {src: {"temper": 1.0, "margin": 0.0, "yield_margin": None} for src in DEFAULT_PARAMS}
+    v3 = {src: {"yield_margin": None} for src in DEFAULT_PARAMS}   # the defaults without v4's yield
     for prog in a.programmes:
         truth = json.loads(Path(prog + ".truth.json").read_text())
         bodies = replay(prog, options=options)
@@ -210,6 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         per[prog] = score(bodies, truth, n, a.align)
         per[prog]["music_corpus"] = truth.get("music_corpus", "4q")
         plain[prog] = score(track_messages(bodies, params=v2), truth, n, a.align)
+        prev[prog] = score(track_messages(bodies, params=v3), truth, n, a.align)
         for tau in extra:
             sweep.setdefault(tau, []).append(score(track_messages(bodies, tau), truth, n, a.align))
         sep_act[prog] = score(replay(prog, activity="separator", options=options), truth, n, a.align)
@@ -222,6 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary[kind] = {"programmes": len(progs),
                          "default": _mean([{s: per[p][s] for s in ("speech", "music")} for p in progs]),
                          "plain": _mean([plain[p] for p in progs]),
+                         "v3": _mean([prev[p] for p in progs]),
                          "activity_separator": _mean([sep_act[p] for p in progs]),
                          "activity_model": _mean([model_act[p] for p in progs])}
     summary["sweep_all"] = {str(t): _mean(v) for t, v in sweep.items()}
