@@ -23,7 +23,8 @@ F1 is at least the raw one, by the distance of the tracked changes per minute to
 each row with the standard error of the mean tracked-minus-raw F1 over the programmes, how many
 programmes are at or above raw, the worst programme's difference and the means over the training and
 the validation programmes apart (the speech model has heard the training speakers: those
-programmes alone are a poor guide).  ``--source`` limits the grid to one source.
+programmes alone are a poor guide), and of ``emovo_*`` programmes (``make_mix --speech emovo``:
+speakers no emotion model has heard) apart.  ``--source`` limits the grid to one source.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             def f1(rs):
                 return (round(float(np.mean([r["quadrant_raw"]["macro_f1"] for r in rs])), 4),
                         round(float(np.mean([r["quadrant_tracked"]["macro_f1"] for r in rs])), 4))
-            split = {k: f1([r for p, r in per.items() if p.startswith(k)]) for k in ("train", "val")
+            split = {k: f1([r for p, r in per.items() if p.startswith(k)]) for k in ("train", "val", "emovo")
                      if any(p.startswith(k) for p in per)}
             out.append({"default": is_default, "smooth_s": tau, "temper": temper, "margin": margin, "activity_off": off,
                         "yield_margin": ym,
