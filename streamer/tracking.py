@@ -15,15 +15,17 @@ tracker is its forward filter (posterior ``pi`` over the four quadrants).
 * **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
   stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
   (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
-  ``tau`` is ``--smooth`` (default per source: speech 0.75 s, music 5 s).  ``dt`` is
+  ``tau`` is ``--smooth`` (default per source: speech 0.5 s, music 5 s).  ``dt`` is
   the time since the last window that moved the state, absences included (below).
 * **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
   models' quadrant head; a window without them uses its VA head as independent
   signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]``,
   tempered and weighted by the activity gate below: ``L = probs ** (temper * w)``.
-  Consecutive windows overlap (a 3 s speech window every 1 s shares two thirds of
+  Consecutive windows overlap (a 10 s music window every 2 s shares four fifths of
   its audio with the one before), so they are not independent evidence: ``temper``
-  (default 0.5 for both sources, v3) counts each window as half a window.
+  (music 0.5: each window counts as half a window) discounts them.  Speech has
+  ``temper`` 1 since v4 (v3 0.5): with its 0.5 s time constant little of the previous
+  window is left in the state a hop later (``exp(-2)``), and 0.5 scored no better.
 * **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
 
 The tracked (published) quadrant is the most probable one, with **hysteresis inside a
@@ -33,7 +35,7 @@ P(no jump), and only when the source was ``present`` at the previous window; at
 the first window of a passage (after the source was absent) and after a long
 absence (``stay`` near 0) the published quadrant is the posterior's argmax.  This
 removes flips between near-tied quadrants inside an utterance or a piece without
-holding the old quadrant into the next one (``margin``: speech 0.25, music 0.1;
+holding the old quadrant into the next one (``margin``: speech 0.1, music 0.1;
 a margin that also applied across pauses held the previous clip into the next one
 and lost F1: docs/TRACKING.md).  **The hysteresis yields to a window that is sure**
 (v4, ``yield_margin``): ``s`` also gives way to ``b`` at once when the window's own
@@ -96,8 +98,9 @@ METHOD = "sticky-quadrant-hmm-v4"
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
 #: Re-chosen with absence time and ``ACTIVITY_OFF`` 0.1 on make_mix training and validation
-#: programmes (never the held-out ones): speech 1 -> 0.75 s, music 3 -> 5 s.
-DEFAULT_SMOOTH_S = {"speech": 0.75, "music": 5.0}
+#: programmes (never the held-out ones): speech 1 -> 0.75 s, music 3 -> 5 s; v4 (validation
+#: programmes of RAVDESS actors 17-18 and of EMOVO speakers): speech 0.75 -> 0.5 s.
+DEFAULT_SMOOTH_S = {"speech": 0.5, "music": 5.0}
 #: ``present``: presence at or above this (no hysteresis: a 0.4 off-threshold was measured worse).
 PRESENT_ON = 0.5
 PRESENT_OFF = 0.5
@@ -111,7 +114,7 @@ ACTIVITY_ON = 0.5
 #: quadrant, and ``yield_margin`` (v4: the window's own preference that overrides the hysteresis;
 #: None: never).  Chosen with training/experiments/track_tune.py on make_mix training and
 #: validation programmes only (docs/TRACKING.md); v2 was temper 1, margin 0; v3 had no yield_margin.
-DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.25, "yield_margin": 0.05},
+DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 1.0, "margin": 0.1, "yield_margin": 0.05},
                   "music": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.1, "yield_margin": None}}
 #: Evidence of one window is kept inside (EPS, 1 - EPS): no window is ever certain.
 EPS = 0.02
