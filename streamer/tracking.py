@@ -112,8 +112,9 @@ ACTIVITY_ON = 0.5
 #: The filter's other settings per source (keyword arguments of :class:`Tracker`): the gate's
 #: off-threshold, the emission power ``temper`` and the hysteresis ``margin`` of the published
 #: quadrant, and ``yield_margin`` (v4: the window's own preference that overrides the hysteresis;
-#: None: never).  Chosen with training/experiments/track_tune.py on make_mix training and
-#: validation programmes only (docs/TRACKING.md); v2 was temper 1, margin 0; v3 had no yield_margin.
+#: None: never).  Chosen with training/experiments/track_tune.py on make_mix validation programmes
+#: only, of RAVDESS actors 17-18 and of EMOVO's actors (never the held-out ones; docs/TRACKING.md);
+#: v2 was temper 1, margin 0; v3 speech temper 0.5, margin 0.25 and no yield_margin.
 DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 1.0, "margin": 0.1, "yield_margin": 0.05},
                   "music": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.1, "yield_margin": None}}
 #: Evidence of one window is kept inside (EPS, 1 - EPS): no window is ever certain.
