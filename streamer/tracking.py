@@ -15,15 +15,17 @@ tracker is its forward filter (posterior ``pi`` over the four quadrants).
 * **Sticky transitions.**  Between two windows ``dt`` seconds apart the state
   stays with probability ``exp(-dt / tau)`` and otherwise jumps to any quadrant
   (itself included) with probability 1/4: ``prior = stay * pi + (1 - stay) / 4``.
-  ``tau`` is ``--smooth`` (default per source: speech 0.75 s, music 5 s).  ``dt`` is
+  ``tau`` is ``--smooth`` (default per source: speech 0.5 s, music 5 s).  ``dt`` is
   the time since the last window that moved the state, absences included (below).
 * **Emissions.**  A window's likelihood of each quadrant is its ``probs`` (the
   models' quadrant head; a window without them uses its VA head as independent
   signs, ``P(valence >= 0) = (1 + v) / 2``), clipped to ``[EPS, 1 - EPS]``,
   tempered and weighted by the activity gate below: ``L = probs ** (temper * w)``.
-  Consecutive windows overlap (a 3 s speech window every 1 s shares two thirds of
+  Consecutive windows overlap (a 10 s music window every 2 s shares four fifths of
   its audio with the one before), so they are not independent evidence: ``temper``
-  (default 0.5 for both sources, v3) counts each window as half a window.
+  (music 0.5: each window counts as half a window) discounts them.  Speech has
+  ``temper`` 1 since v4 (v3 0.5): with its 0.5 s time constant little of the previous
+  window is left in the state a hop later (``exp(-2)``), and 0.5 scored no better.
 * **Forward filter.**  ``pi <- prior * L / sum(prior * L)``.
 
 The tracked (published) quadrant is the most probable one, with **hysteresis inside a
@@ -33,9 +35,18 @@ P(no jump), and only when the source was ``present`` at the previous window; at
 the first window of a passage (after the source was absent) and after a long
 absence (``stay`` near 0) the published quadrant is the posterior's argmax.  This
 removes flips between near-tied quadrants inside an utterance or a piece without
-holding the old quadrant into the next one (``margin``: speech 0.25, music 0.1;
+holding the old quadrant into the next one (``margin``: speech 0.1, music 0.1;
 a margin that also applied across pauses held the previous clip into the next one
-and lost F1: docs/TRACKING.md).  ``confidence`` is the posterior probability of the
+and lost F1: docs/TRACKING.md).  **The hysteresis yields to a window that is sure**
+(v4, ``yield_margin``): ``s`` also gives way to ``b`` at once when the window's own
+probabilities prefer ``b`` to ``s`` by at least ``yield_margin``
+(``probs[b] - probs[s] >= yield_margin``; speech 0.05, music ``None``: off).  Inside
+an utterance shorter than the window, a later window holds more of it than the
+earlier ones (a 3 s window every 1 s over 1.5-2 s of speech), so when it clearly
+disagrees with the held quadrant it is the better evidence, and holding cost F1;
+where it is near-tied between the two, holding costs nothing (on validation
+programmes the held and the new quadrant were right equally often there) and
+removes a flip.  ``confidence`` is the posterior probability of the
 published quadrant (0.25: no idea, 1: certain; below 0.25 only while hysteresis
 holds a quadrant that the evidence has started to leave).  Tracked valence and arousal are the
 posterior means of the signs, ``P(valence >= 0) - P(valence < 0)`` (the meaning
@@ -78,15 +89,18 @@ from . import taxonomy
 from .errors import ParameterError
 
 #: Names the filter in the ``start`` status (``tracking.method``).
+#: v4: the hysteresis yields at once to a window whose own probabilities prefer the posterior's argmax
+#: to the held quadrant by ``yield_margin`` (speech; off for music);
 #: v3: tempered emissions and hysteresis of the published quadrant inside a passage (DEFAULT_PARAMS);
 #: v2: absences count as elapsed time (v1: the state stood still).
-METHOD = "sticky-quadrant-hmm-v3"
+METHOD = "sticky-quadrant-hmm-v4"
 #: Default time constants of the tracked curves per source (seconds): ``--smooth``.  Chosen on
 #: make_mix programmes (docs/TRACKING.md): speech emotion changes from utterance to utterance,
 #: music's from piece to piece.
 #: Re-chosen with absence time and ``ACTIVITY_OFF`` 0.1 on make_mix training and validation
-#: programmes (never the held-out ones): speech 1 -> 0.75 s, music 3 -> 5 s.
-DEFAULT_SMOOTH_S = {"speech": 0.75, "music": 5.0}
+#: programmes (never the held-out ones): speech 1 -> 0.75 s, music 3 -> 5 s; v4 (validation
+#: programmes of RAVDESS actors 17-18 and of EMOVO speakers): speech 0.75 -> 0.5 s.
+DEFAULT_SMOOTH_S = {"speech": 0.5, "music": 5.0}
 #: ``present``: presence at or above this (no hysteresis: a 0.4 off-threshold was measured worse).
 PRESENT_ON = 0.5
 PRESENT_OFF = 0.5
@@ -97,10 +111,12 @@ ACTIVITY_OFF = 0.1
 ACTIVITY_ON = 0.5
 #: The filter's other settings per source (keyword arguments of :class:`Tracker`): the gate's
 #: off-threshold, the emission power ``temper`` and the hysteresis ``margin`` of the published
-#: quadrant.  v3, chosen with training/experiments/track_tune.py on make_mix training and
-#: validation programmes only (docs/TRACKING.md); v2 was temper 1, margin 0.
-DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.25},
-                  "music": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.1}}
+#: quadrant, and ``yield_margin`` (v4: the window's own preference that overrides the hysteresis;
+#: None: never).  Chosen with training/experiments/track_tune.py on make_mix validation programmes
+#: only, of RAVDESS actors 17-18 and of EMOVO's actors (never the held-out ones; docs/TRACKING.md);
+#: v2 was temper 1, margin 0; v3 speech temper 0.5, margin 0.25 and no yield_margin.
+DEFAULT_PARAMS = {"speech": {"activity_off": ACTIVITY_OFF, "temper": 1.0, "margin": 0.1, "yield_margin": 0.05},
+                  "music": {"activity_off": ACTIVITY_OFF, "temper": 0.5, "margin": 0.1, "yield_margin": None}}
 #: Evidence of one window is kept inside (EPS, 1 - EPS): no window is ever certain.
 EPS = 0.02
 
@@ -133,7 +149,7 @@ class Tracker:
 
     def __init__(self, tau_s: float, *, window_s: float, hop_s: float,
                  activity_off: float = ACTIVITY_OFF, activity_on: float = ACTIVITY_ON,
-                 temper: float = 1.0, margin: float = 0.0):
+                 temper: float = 1.0, margin: float = 0.0, yield_margin: Optional[float] = None):
         if not (isinstance(tau_s, (int, float)) and math.isfinite(tau_s) and tau_s > 0):
             raise ParameterError(f"smooth={tau_s!r} must be a positive number of seconds")
         if window_s <= 0 or hop_s <= 0:
@@ -144,6 +160,10 @@ class Tracker:
             raise ParameterError(f"temper={temper!r} must be a positive number")
         if not 0 <= margin < 1:
             raise ParameterError(f"margin={margin!r} must be in [0, 1)")
+        if yield_margin is not None and not (isinstance(yield_margin, (int, float))
+                                             and 0 <= yield_margin <= 1):
+            raise ParameterError(f"yield_margin={yield_margin!r} must be None (never) or in [0, 1]")
+        self.yield_margin = None if yield_margin is None else float(yield_margin)
         self.tau = float(tau_s)
         self.temper, self.margin = float(temper), float(margin)
         self.shown: Optional[int] = None  # index of the published quadrant; None before the first evidence
@@ -156,7 +176,8 @@ class Tracker:
 
     def params(self) -> dict:
         """The filter's settings other than ``tau`` (as :data:`DEFAULT_PARAMS` names them)."""
-        return {"activity_off": self.off, "temper": self.temper, "margin": self.margin}
+        return {"activity_off": self.off, "temper": self.temper, "margin": self.margin,
+                "yield_margin": self.yield_margin}
 
     def weight(self, activity: float) -> float:
         """How much a window of this activity counts (0: not at all, 1: fully)."""
@@ -193,11 +214,13 @@ class Tracker:
             total = sum(post)
             self.pi = [x / total for x in post]
             # hysteresis on the published quadrant, inside a passage only: scaled by the chain's own
-            # P(no jump), none when the source was not present at the previous window, and never
-            # holding a quadrant below 1/4 (confidence keeps its range, 0.25..1)
+            # P(no jump), none when the source was not present at the previous window, never
+            # holding a quadrant below 1/4 (confidence keeps its range, 0.25..1), and yielding to a
+            # window whose own probabilities clearly prefer the posterior's argmax (v4)
             best = max(range(4), key=lambda i: self.pi[i])
             need = self.margin * stay if was_present else 0.0
-            if self.shown is None or self.pi[best] >= self.pi[self.shown] + need or self.pi[self.shown] < 0.25:
+            if (self.shown is None or self.pi[best] >= self.pi[self.shown] + need or self.pi[self.shown] < 0.25
+                    or (self.yield_margin is not None and ev[best] - ev[self.shown] >= self.yield_margin)):
                 self.shown = best
         return self.current()
 

@@ -112,7 +112,7 @@ def test_replay_defaults_track_and_write_segments(tiny_models, tmp_path, rng):
     rows = _replay(tiny_models, wav, tmp_path, *[a for s in segs for a in ("--segments", str(s))])
     emo = [r for r in rows if r["topic"].startswith("emotion.")]
     start = next(r for r in rows if r.get("event") == "start")
-    assert start["tracking"]["smooth_s"] == {"speech": 0.75, "music": 5.0}
+    assert start["tracking"]["smooth_s"] == {"speech": 0.5, "music": 5.0}
     assert start["tracking"]["method"] == tracking.METHOD
     assert start["tracking"]["params"] == tracking.DEFAULT_PARAMS
     for r in emo:

@@ -6,7 +6,7 @@ import pytest
 
 from streamer import taxonomy
 from streamer.errors import ParameterError
-from streamer.tracking import DEFAULT_PARAMS, Tracker, make_tracker, track_messages
+from streamer.tracking import DEFAULT_PARAMS, DEFAULT_SMOOTH_S, Tracker, make_tracker, track_messages
 
 HOP, WIN = 1.0, 3.0
 #: The plain filter (no tempering, no hysteresis) and each source's defaults (tempered, with hysteresis).
@@ -124,12 +124,14 @@ def test_tracked_quadrant_follows_the_taxonomy_rule(rng, kind):
 @pytest.mark.parametrize("kind", sorted(DEFAULT_PARAMS))
 def test_hysteresis_inside_a_passage_only(rng, kind):
     """The published quadrant leaves for the most probable one b only when pi[b] exceeds the published
-    one's by margin * P(no jump) (or the published one falls below 1/4) while the source stays
-    present; at the first window after the source was absent it is the argmax of the posterior."""
+    one's by margin * P(no jump), or the published one falls below 1/4, or (v4, where the source has a
+    yield_margin) the window's own probabilities prefer b to it by yield_margin, while the source
+    stays present; at the first window after the source was absent it is the argmax of the posterior."""
     tau, margin = 3.0, DEFAULT_PARAMS[kind]["margin"]
+    ym = DEFAULT_PARAMS[kind]["yield_margin"]
     assert margin > 0
     tr = make(tau, kind)
-    held = switched_at_return = 0
+    held = switched_at_return = yielded = 0
     prev_q, prev_present = None, False
     for i in range(3000):
         present = bool(rng.uniform() < 0.9)  # whole windows present or away, so the gate weight is 0 or 1
@@ -149,27 +151,55 @@ def test_hysteresis_inside_a_passage_only(rng, kind):
             if shown != best:
                 held += 1
                 assert pi[best] < pi[shown] + need and pi[shown] >= 0.25
+                assert ym is None or p[best] - p[shown] < ym     # the window did not prefer b clearly
             if prev_q is not None and s.quadrant != prev_q:
-                old = pi[taxonomy.QUADRANTS.index(prev_q)]
-                assert pi[shown] >= old + need - 1e-12 or old < 0.25
+                k_old = taxonomy.QUADRANTS.index(prev_q)
+                old = pi[k_old]
+                by_window = ym is not None and p[shown] - p[k_old] >= ym
+                assert pi[shown] >= old + need - 1e-12 or old < 0.25 or by_window
+                yielded += by_window and pi[shown] < old + need and old >= 0.25
         prev_q, prev_present = s.quadrant, present
     assert held > 0 and switched_at_return > 0     # both branches were exercised
+    assert (yielded > 0) == (ym is not None)        # and the yield, where the source has it
 
 
-@pytest.mark.parametrize("kind", sorted(DEFAULT_PARAMS))
-def test_hysteresis_cuts_flips_between_near_tied_quadrants(kind):
-    """Windows that lean alternately to two quadrants, barely: the plain filter flips with them, the
-    defaults hold one (fewer changes) and still follow a clear change."""
+def test_hysteresis_yields_to_a_sure_window():
+    """v4 (speech): a held quadrant gives way at once when the window itself clearly prefers the
+    posterior's argmax (no lag inside an utterance), but still holds when the window is near-tied."""
+    ym = DEFAULT_PARAMS["speech"]["yield_margin"]
+    assert ym is not None and DEFAULT_PARAMS["music"]["yield_margin"] is None
+    lead = {"Q1": 0.36, "Q2": 0.32, "Q3": 0.16, "Q4": 0.16}
+    for gap, switched in ((ym / 2, False), (ym + 0.02, True)):
+        tr = make_tracker("speech", 0.75, window_s=WIN, hop_s=HOP, params={"margin": 0.9})
+        assert tr.update(valence=0.1, arousal=0.1, probs=lead, activity=0.9, presence=1.0, t_end=3.0).quadrant == "Q1"
+        # Q2 now ahead in the posterior, by less than the (large) margin; the window prefers it by `gap`
+        p = {"Q1": 0.30, "Q2": 0.30 + gap, "Q3": 0.2 - gap / 2, "Q4": 0.2 - gap / 2}
+        s = tr.update(valence=-0.1, arousal=0.1, probs=p, activity=0.9, presence=1.0, t_end=4.0)
+        pi = tr.state()[0]
+        assert pi[1] > pi[0]                        # the posterior's argmax is Q2 ...
+        assert s.quadrant == ("Q2" if switched else "Q1")   # ... published only when the window is sure
+        plain = make_tracker("speech", 0.75, window_s=WIN, hop_s=HOP, params={"margin": 0.9, "yield_margin": None})
+        plain.update(valence=0.1, arousal=0.1, probs=lead, activity=0.9, presence=1.0, t_end=3.0)
+        assert plain.update(valence=-0.1, arousal=0.1, probs=p, activity=0.9, presence=1.0, t_end=4.0).quadrant == "Q1"
+
+
+@pytest.mark.parametrize("kind,gap", [("speech", 0.01), ("music", 0.04)])
+def test_hysteresis_cuts_flips_between_near_tied_quadrants(kind, gap):
+    """Windows that lean alternately to two quadrants, barely (``gap`` apart: inside the source's
+    hysteresis at its default time constant; v4's speech hysteresis is narrow, music's wider): the
+    plain filter flips with them, the defaults hold one (fewer changes) and still follow a clear
+    change."""
+    tau = DEFAULT_SMOOTH_S[kind]
+    hi, lo = 0.34 + gap / 2, 0.34 - gap / 2
     flips = {}
     for k in ("plain", kind):
-        tr = make(0.75, k)
+        tr = make(tau, k)
         qs = []
         for i in range(40):
-            p = {"Q1": 0.36, "Q2": 0.32, "Q3": 0.16, "Q4": 0.16} if i % 2 else \
-                {"Q1": 0.32, "Q2": 0.36, "Q3": 0.16, "Q4": 0.16}
+            p = {"Q1": hi, "Q2": lo, "Q3": 0.16, "Q4": 0.16} if i % 2 else {"Q1": lo, "Q2": hi, "Q3": 0.16, "Q4": 0.16}
             qs.append(tr.update(valence=0.0, arousal=0.5, probs=p, activity=0.9, t_end=float(i)).quadrant)
         flips[k] = sum(a != b for a, b in zip(qs, qs[1:]))
-        after = feed(tr, "Q3", 40.0, 3, p=0.8)
+        after = feed(tr, "Q3", 40.0, int(2 * tau) + 3, p=0.8)
         assert after[-1].quadrant == "Q3"
     assert flips[kind] < flips["plain"] / 4 and flips["plain"] >= 30
 
@@ -194,7 +224,8 @@ def test_bad_time_constant(bad):
 
 
 @pytest.mark.parametrize("bad", [{"temper": 0}, {"temper": -1.0}, {"temper": math.nan}, {"margin": -0.1},
-                                 {"margin": 1.0}])
+                                 {"margin": 1.0}, {"yield_margin": -0.1}, {"yield_margin": 1.5},
+                                 {"yield_margin": math.nan}])
 def test_bad_filter_settings(bad):
     with pytest.raises(ParameterError, match=next(iter(bad))):
         make_tracker("speech", 1.0, window_s=WIN, hop_s=HOP, params=bad)

@@ -55,17 +55,28 @@ def emovo_clips() -> list[corpora.Clip]:
 
 
 def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
-          music_gap_s: float = 0.0, split: str = "test", more_speech: bool = False) -> tuple[np.ndarray, dict]:
+          music_gap_s: float = 0.0, split: str = "test", more_speech: bool = False,
+          speech_corpus: str = "ravdess") -> tuple[np.ndarray, dict]:
     """``split``: whose speakers and music (``test``: held out, the default; ``train`` / ``val``: for
     training and selecting models on programmes, e.g. :mod:`training.presence`; ``train`` speech adds
     TESS to RAVDESS actors 1-16).  ``more_speech`` (``train`` only): EMOVO's actors too, and each slot
     draws its corpus first (RAVDESS, TESS, EMOVO equally often: TESS's 2 speakers would otherwise say
-    most of the clips)."""
+    most of the clips).  ``speech_corpus="emovo"``: EMOVO's 6 actors say every clip whatever ``split``
+    says (``split`` then picks the music only): speakers, language and corpus the emotion models have
+    never heard, for choosing settings downstream of them (the tracker: docs/TRACKING.md) on speakers
+    other than the 2 validation actors."""
     rng = np.random.default_rng(seed)
     music_rows = [c for c in corpora.music_index() if c.corpus == music_corpus and c.split == split]
     if not music_rows:
         raise SystemExit(f"no {split}-split music of corpus {music_corpus!r}")
-    speech_rows = [c for c in corpora.speech_index() if c.corpus in ("ravdess", "tess") and c.split == split]
+    if speech_corpus not in ("ravdess", "emovo"):
+        raise SystemExit(f"speech corpus {speech_corpus!r}: ravdess or emovo")
+    if speech_corpus == "emovo":
+        if more_speech:
+            raise SystemExit("more_speech is for RAVDESS training programmes only")
+        speech_rows = emovo_clips()
+    else:
+        speech_rows = [c for c in corpora.speech_index() if c.corpus in ("ravdess", "tess") and c.split == split]
     if more_speech:
         if split != "train":
             raise SystemExit("more_speech is for training programmes only")
@@ -74,7 +85,8 @@ def build(seconds: float, smr_db: float, seed: int, music_corpus: str = "4q",
     music = np.zeros(n, np.float32)
     truth = {"songs": [], "speech": [], "smr_db": smr_db, "seed": seed,
              "protocol": (f"4Q {split} artists (split_4q_artists)" if music_corpus == "4q" else
-                          f"{music_corpus} official {split} split (rendered MIDI)") + f" x {split} speakers",
+                          f"{music_corpus} official {split} split (rendered MIDI)")
+             + (" x EMOVO speakers" if speech_corpus == "emovo" else f" x {split} speakers"),
              "split": split,
              "music_corpus": music_corpus, "music_gap_s": music_gap_s}
     pos = 0
@@ -149,8 +161,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="seconds without music after each piece (default 0: music throughout)")
     ap.add_argument("--split", choices=("test", "val", "train"), default="test",
                     help="whose speakers and music: test (held out, default), val or train")
+    ap.add_argument("--speech", choices=("ravdess", "emovo"), default="ravdess",
+                    help="ravdess: RAVDESS (+ TESS in train) speakers of --split (default); emovo: EMOVO's 6 "
+                         "Italian actors, never heard by the emotion models (--split then picks the music)")
     a = ap.parse_args(argv)
-    mix, truth = build(a.seconds, a.smr, a.seed, a.music, a.music_gap, a.split)
+    mix, truth = build(a.seconds, a.smr, a.seed, a.music, a.music_gap, a.split, speech_corpus=a.speech)
     write(mix, a.out)
     Path(str(a.out) + ".truth.json").write_text(json.dumps(truth, indent=1))
     print(f"{a.out}: {mix.size / SR:.1f} s, {len(truth['songs'])} songs, {len(truth['speech'])} speech clips",

@@ -32,7 +32,8 @@ message published by the end of the second (``--align live``, what a live
 monitor shows).  ``--smooth`` lists extra time constants, re-tracked offline from
 the same messages (streamer.tracking.track_messages: the same filter); ``plain``
 in the summary re-tracks them with the plain filter at the default time constants
-(no tempering, no hysteresis: the filter before v3, ``sticky-quadrant-hmm-v2``).
+(no tempering, no hysteresis: the filter before v3, ``sticky-quadrant-hmm-v2``), ``v3`` with
+the shipped filter before v4 (``sticky-quadrant-hmm-v3``: V3_SMOOTH_S, V3_PARAMS).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ from streamer import taxonomy
 from streamer.tracking import DEFAULT_PARAMS, DEFAULT_SMOOTH_S, track_messages
 
 Q = taxonomy.QUADRANTS
+#: The shipped tracker before v4 (``sticky-quadrant-hmm-v3``), re-tracked for comparison (``v3`` in
+#: the summary).
+V3_SMOOTH_S = {"speech": 0.75, "music": 5.0}
+V3_PARAMS = {"speech": {"activity_off": 0.1, "temper": 0.5, "margin": 0.25, "yield_margin": None},
+             "music": {"activity_off": 0.1, "temper": 0.5, "margin": 0.1, "yield_margin": None}}
 
 
 def replay(path: str, activity: str = "detector", smooth_s=DEFAULT_SMOOTH_S, options=()) -> list[dict]:
@@ -201,8 +207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = ap.parse_args(argv)
     options = ["--music-model", a.music_model] if a.music_model else []
     extra = [float(x) for x in a.smooth.split(",") if x.strip()]
-    per, sweep, sep_act, model_act, plain = {}, {}, {}, {}, {}
-    v2 = {src: {"temper": 1.0, "margin": 0.0} for src in DEFAULT_PARAMS}
+    per, sweep, sep_act, model_act, plain, prev = {}, {}, {}, {}, {}, {}
+    v2 = {src: {"temper": 1.0, "margin": 0.0, "yield_margin": None} for src in DEFAULT_PARAMS}
     for prog in a.programmes:
         truth = json.loads(Path(prog + ".truth.json").read_text())
         bodies = replay(prog, options=options)
@@ -210,6 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         per[prog] = score(bodies, truth, n, a.align)
         per[prog]["music_corpus"] = truth.get("music_corpus", "4q")
         plain[prog] = score(track_messages(bodies, params=v2), truth, n, a.align)
+        prev[prog] = score(track_messages(bodies, V3_SMOOTH_S, params=V3_PARAMS), truth, n, a.align)
         for tau in extra:
             sweep.setdefault(tau, []).append(score(track_messages(bodies, tau), truth, n, a.align))
         sep_act[prog] = score(replay(prog, activity="separator", options=options), truth, n, a.align)
@@ -222,6 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary[kind] = {"programmes": len(progs),
                          "default": _mean([{s: per[p][s] for s in ("speech", "music")} for p in progs]),
                          "plain": _mean([plain[p] for p in progs]),
+                         "v3": _mean([prev[p] for p in progs]),
                          "activity_separator": _mean([sep_act[p] for p in progs]),
                          "activity_model": _mean([model_act[p] for p in progs])}
     summary["sweep_all"] = {str(t): _mean(v) for t, v in sweep.items()}
