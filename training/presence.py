@@ -1,11 +1,13 @@
 """Train, export and evaluate the speech/music presence detector (:mod:`streamer.presence`).
 
-    python -m training.presence [--out engines/models] [--programmes N] [--seconds S] [--cache DIR] [--members K]
+    python -m training.presence [--out engines/models] [--programmes N] [--sung K] [--seconds S] [--cache DIR]
+                                [--members K] [--hidden 64[,32]]
 
 Data: TV-like programmes of :mod:`training.data.make_mix` (speech in 4.5 s slots, every third
 empty, over music with gaps), built from TRAINING speakers and music only (RAVDESS actors 1-16,
 TESS and EMOVO, each slot's corpus drawn with equal odds (``more_speech``), over 4Q train artists
-(sung) and EMOPIA official train pieces (piano, rendered MIDI)),
+(sung) and EMOPIA official train pieces (piano, rendered MIDI); ``--sung K`` adds K programmes over 4Q
+train artists: more singers heard),
 half with 9 s without music after every piece, at speech-to-music ratios -5, 0, +5 and +10 dB, an
 overall gain U[-20, +6] dB and, for half of them, white noise 60-70 dB under the programme (so
 silence is not digital zero).  Validation: the same from the val split (RAVDESS actors 17-18, 4Q
@@ -85,11 +87,19 @@ def programme(split: str, i: int, seconds: float, seed0: int) -> tuple[np.ndarra
                                           "gain_db": round(gain_db, 2), "noise_db": noise_db}
 
 
-def dataset(split: str, n: int, seconds: float, seed0: int, cache: Optional[Path], log=print) -> dict:
-    """Features, targets and settings of ``n`` programmes of ``split`` (cached per programme)."""
+def sung_indices(n: int, extra_sung: int) -> list[int]:
+    """Programme indices: ``0 .. n - 1``, then ``extra_sung`` more of those after them that draw 4Q (sung)
+    music (:func:`programme`: the even ones)."""
+    return list(range(n)) + [i for i in range(n, n + 2 * extra_sung + 1) if i % 2 == 0][:extra_sung]
+
+
+def dataset(split: str, n: int, seconds: float, seed0: int, cache: Optional[Path], log=print,
+            extra_sung: int = 0) -> dict:
+    """Features, targets and settings of ``n`` programmes of ``split`` and ``extra_sung`` more over sung
+    music (:func:`sung_indices`; cached per programme)."""
     xs, ys, kinds = [], [], []
     settings = []
-    for i in range(n):
+    for i in sung_indices(n, extra_sung):
         f = cache / f"presence_v{PRESENCE_VERSION}_{split}_{seed0}_{i}_{int(seconds)}.npz" if cache else None
         if f is not None and f.exists():
             z = np.load(f, allow_pickle=False)
@@ -114,12 +124,22 @@ def classes(y: np.ndarray) -> np.ndarray:
     return y[:, 0].astype(int) + 2 * y[:, 1].astype(int)
 
 
-def fit(x: np.ndarray, y: np.ndarray, hidden: int = 64, seed: int = 0, max_iter: int = 200, alpha: float = 1.0):
+def hidden_layers(hidden) -> tuple[int, ...]:
+    """Hidden layer sizes from an int (one layer) or "64,32" / a sequence (one per layer)."""
+    if isinstance(hidden, str):
+        hidden = [int(h) for h in hidden.split(",") if h.strip()]
+    sizes = (int(hidden),) if isinstance(hidden, (int, np.integer)) else tuple(int(h) for h in hidden)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"hidden layer sizes must be positive integers, got {hidden!r}")
+    return sizes
+
+
+def fit(x: np.ndarray, y: np.ndarray, hidden=64, seed: int = 0, max_iter: int = 200, alpha: float = 1.0):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=max_iter,
+    est = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden_layers(hidden), alpha=alpha, max_iter=max_iter,
                                                         early_stopping=True, n_iter_no_change=10, random_state=seed))
     est.fit(x, classes(y))
     return est
@@ -150,7 +170,7 @@ def members_of(est) -> list:
     return list(est) if isinstance(est, (list, tuple)) else [est]
 
 
-def fit_members(x: np.ndarray, y: np.ndarray, members: int = 1, hidden: int = 64, seed: int = 0,
+def fit_members(x: np.ndarray, y: np.ndarray, members: int = 1, hidden=64, seed: int = 0,
                 max_iter: int = 200, alpha: float = 1.0) -> list:
     """``members`` MLPs (:func:`fit`, seeds ``seed .. seed + members - 1``) whose class probabilities
     the detector averages."""
@@ -247,13 +267,15 @@ def card(a, est, path: Path, data: dict, metrics: dict, diff: float, t0: float, 
                      "activation": "probability"}],
         "input_versions": {INPUT: PRESENCE_VERSION},
         "features": DEFAULT_PARAMS.to_dict(),
-        "architecture": f"StandardScaler -> {members}{a.hidden} ReLU, L2 alpha {a.alpha:g}, softmax over none/speech/"
+        "architecture": f"StandardScaler -> {members}{' -> '.join(map(str, a.hidden))} ReLU, L2 alpha {a.alpha:g}, softmax over none/speech/"
                         f"music/both ({'/'.join(str(c.n_iter_) for c in clfs)} iterations){', mean of the members' if len(clfs) > 1 else ''} "
                         "-> sum into P(speech), P(music); scikit-learn, exported as an ONNX graph of standard operators",
         "training_data": {"speech": "RAVDESS actors 1-16 + TESS + EMOVO (each slot's corpus drawn with equal odds)",
                           "music": "4Q train artists (split seed "
                           f"{corpora.SPLIT_SEED}, sung) + EMOPIA official train (piano, rendered with fluidsynth)",
                           "programmes": {k: len(data[k]["settings"]) for k in ("train", "val")},
+                          "train_programmes_by_music": {m: sum(st["music"] == m for st in data["train"]["settings"])
+                                                        for m in ("4q", "emopia")},
                           "seconds_each": a.seconds, "steps": {k: int(len(data[k]["y"])) for k in ("train", "val")},
                           "mixing": "training.data.make_mix programmes, speech-to-music ratio -5/0/+5/+10 dB, half "
                                     "with 9 s without music after each piece, gain U[-20, +6] dB, half with white "
@@ -275,17 +297,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--programmes", type=int, default=32, help="training programmes (val and test: a quarter, "
                                                               "at least 2)")
     ap.add_argument("--seconds", type=float, default=300.0)
-    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--hidden", type=hidden_layers, default=(64,), help="hidden ReLU layer sizes, comma-separated "
+                                                                       "(default 64: one layer)")
     ap.add_argument("--alpha", type=float, default=1.0, help="L2 penalty of the MLP (1.0: chosen on val over 1e-3)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--members", type=int, default=1, help="MLPs (seeds SEED, SEED+1, ...) whose probabilities are "
                                                            "averaged (3 was tried: no held-out gain, docs/TRACKING.md)")
+    ap.add_argument("--sung", type=int, default=0, help="this many more training programmes over 4Q training "
+                                                       "artists (sung music: more singers)")
     ap.add_argument("--cache", type=Path, default=None, help="cache each programme's features here")
     a = ap.parse_args(argv)
     t0 = time.time()
     log = lambda *m: print(f"[{time.time() - t0:7.1f}s]", *m, file=sys.stderr, flush=True)
     n_eval = max(2, a.programmes // 4)
-    data = {"train": dataset("train", a.programmes, a.seconds, a.seed, a.cache, log),
+    data = {"train": dataset("train", a.programmes, a.seconds, a.seed, a.cache, log, extra_sung=a.sung),
             "val": dataset("val", n_eval, a.seconds, a.seed, a.cache, log),
             "test": dataset("test", n_eval, a.seconds, a.seed, a.cache, log)}
     est = fit_members(data["train"]["x"], data["train"]["y"], a.members, a.hidden, a.seed, alpha=a.alpha)

@@ -33,6 +33,12 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
     path = presence.export(est, tmp_path / "presence.onnx")
     assert presence.parity(est, path, test["x"]) < 1e-5
     assert presence.parity(est[0], presence.export(est[0], tmp_path / "one.onnx"), test["x"]) < 1e-5
+    # two hidden layers (--hidden 16,8) export as two ReLU MatMuls, the same probabilities
+    deep = presence.fit(train["x"], train["y"], hidden="16,8", seed=0, max_iter=30)
+    assert [w.shape[1] for w in deep.steps[-1][1].coefs_] == [16, 8, 4]
+    deep_path = presence.export(deep, tmp_path / "deep.onnx")
+    assert presence.parity(deep, deep_path, test["x"]) < 1e-5
+    assert sum(n.op_type == "Relu" for n in onnx_nodes(deep_path)) == 2
     import onnx
     assert {o.domain for o in onnx.load(str(path)).opset_import} <= {"", "ai.onnx"}   # standard operators only
     # the exported graph with a card streams through the detector
@@ -45,6 +51,34 @@ def test_tiny_detector_beats_chance_on_held_out_speakers_and_artists(tmp_path):
     det.process(x)
     det.flush()
     assert det.probabilities()[1].shape == (12, 2)
+
+
+def onnx_nodes(path):
+    import onnx
+    return onnx.load(str(path)).graph.node
+
+
+def test_hidden_layer_sizes_parse_or_fail_clearly():
+    from training.presence import hidden_layers
+
+    assert hidden_layers(64) == (64,) and hidden_layers("64,32") == (64, 32) and hidden_layers((8, 4)) == (8, 4)
+    for bad in ("", "64,0", (0,)):
+        with pytest.raises(ValueError, match="positive integers"):
+            hidden_layers(bad)
+
+
+def test_more_sung_programmes_are_new_programmes_over_4q():
+    """``--sung K``: K programmes after the first N, each over 4Q (sung) music, none a repeat."""
+    from training import presence
+
+    idx = presence.sung_indices(5, 3)
+    assert idx[:5] == [0, 1, 2, 3, 4] and len(idx) == 8 == len(set(idx))
+    extra = [presence.programme("train", i, 8.0, 1) for i in idx[5:]]
+    assert [st["music"] for _, _, st in extra] == ["4q"] * 3
+    assert len({st["seed"] for _, _, st in extra}) == 3
+    songs = [{s["path"] for s in truth["songs"]} for _, truth, _ in extra]
+    assert all(p.startswith("music_4q/") for ss in songs for p in ss)
+    assert presence.sung_indices(4, 0) == [0, 1, 2, 3]
 
 
 def test_training_programmes_draw_every_speech_corpus():
