@@ -29,7 +29,8 @@ also under training speakers' speech (:func:`training.musicnn_head.training_mixt
 actors and TESS, one speech clip per 4.5 s slot, every third slot empty, speech-to-music ratio drawn in
 0..10 dB), its row added to its corpus's (the gate and each expert learn music under speech too; only a
 fold's own training clips are mixed); ``mix_experts`` (corpus indices, 4Q 0): only these experts get the
-mixture rows; ``mix_gate`` (default true): whether the gate gets them.
+mixture rows; ``mix_gate`` (default true): whether the gate gets them; ``mix_apart`` (corpus indices): these
+corpora's mixtures form a corpus of their own (a third gate class and expert), their clean rows stay apart.
 """
 
 from __future__ import annotations
@@ -181,6 +182,11 @@ def gated_fit(data: Data, items: list, cfg: dict, seed: int = 0, **kw):
     corpus; + mixtures: the gate's rows and the experts' rows as :func:`with_mixtures`)."""
     gate_c = with_mixtures(data, items, cfg) if cfg.get("mix_gate", True) else items
     exp_c = with_mixtures(data, items, cfg, experts=True)
+    apart = cfg.get("mix_apart") or []
+    if apart:   # these corpora's mixtures are a corpus of their own: a gate class and an expert
+        gate_c = [c if i in apart else g for i, (c, g) in enumerate(zip(items, gate_c))]
+        extra = [[data.mixed[it.key] for it in items[i]] for i in apart]
+        gate_c, exp_c = gate_c + extra, [list(c) for c in exp_c] + extra
     return H.fit_gated([clip_rows(data, c) for c in exp_c], [_y(c) for c in exp_c], SPEC[cfg.get("kind", "lr")], seed,
                        cfg.get("gate_C", 0.1), gate_Xs=[clip_rows(data, c) for c in gate_c], **kw)
 
@@ -341,8 +347,9 @@ def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
     diff = H.head_parity(head, out, wins[rng.permutation(len(wins))[:640]])
     td = {"corpora": ["4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research "
                       "use)", "EMOPIA 1.0 (CC BY-NC-SA 4.0)",
-                      "RAVDESS and TESS speech as non-music windows for the activity output (CC BY-NC-SA 4.0, "
-                      "CC BY-NC-ND 4.0)"],
+                      "RAVDESS and TESS speech as non-music windows for the activity output"
+                      + (" and (RAVDESS train actors, TESS) mixed over the training music" if cfg.get("train_mix")
+                         else "") + " (CC BY-NC-SA 4.0, CC BY-NC-ND 4.0)"],
           "clips": {"4q": len(clean[0]), "emopia_train_val": len(clean[1])},
           "speech_mixtures": (f"each clip also under training speakers' speech (RAVDESS train actors, TESS; "
                               f"training.musicnn_head.training_mixture_items: a 4.5 s speech clip per slot, every "
