@@ -323,10 +323,10 @@ GATED_RESULTS = Path("docs/results/musicnn_crosscorpus.json")
 
 def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
                 model_id: str = "emotrack-music-musicnn-4", probe_label: Optional[str] = None) -> dict:
-    """Train the shipped head: the gated mixture of :data:`SHIPPED` (an MLP
-    expert on all 630 4Q clips, one on all 990 EMOPIA train/val clips, each clip also under training speech, a
-    logistic gate between them), fitted on the clip rows of the probe's final model (the one it scores EMOPIA test and VGMIDI with), + activity
-    negatives; export one ONNX graph, parity check on real window inputs, card with the probe's metrics."""
+    """Train the shipped head: the gated mixture of :data:`SHIPPED` (an MLP expert on all 630 4Q clips, one on
+    all 990 EMOPIA train/val clips, a logistic gate between them; the mixture rows as its settings say),
+    fitted on the clip rows of the probe's final model (the one it scores EMOPIA test and VGMIDI with), +
+    activity negatives; export one ONNX graph, parity check on real window inputs, card with the probe's metrics."""
     from engines.cards import ModelCard
 
     done = json.loads(results.read_text()) if results.exists() else {}
