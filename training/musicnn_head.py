@@ -18,9 +18,10 @@ streamer scores it: the mean of the quadrant probabilities of its 10 s windows e
     python -m training.musicnn_head evaluate --json docs/results/musicnn_head.json
     python -m training.musicnn_head train OUT.onnx      # one head (the 4Q-only head emotrack-music-musicnn-2)
 
-The shipped head (``engines/models/music_musicnn.onnx``, ``emotrack-music-musicnn-3``) is a
+The shipped head (``engines/models/music_musicnn.onnx``, ``emotrack-music-musicnn-4``) is a
 :class:`GatedHead`: a 4Q expert and an EMOPIA expert (each a :class:`Head`) mixed per window by a logistic
-gate, the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph with the same input and
+gate, the gate and the EMOPIA expert also trained on the clips under training speech
+(:func:`training_mixture_items`), the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph with the same input and
 outputs (``quadrant`` = sum over experts of gate x expert probabilities):
 
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json 'LABEL::{SETTINGS}'
