@@ -76,11 +76,11 @@ def sha256_of(path: Path) -> str:
 
 
 #: the model a source gets when none is named (``--speech-model`` / ``--music-model``). Music stays the
-#: log-mel CNN: the musicnn head (``music_musicnn.onnx``, a gated 4Q | EMOPIA mixture) scores far better on
-#: unseen 4Q artists and above the CNN on EMOPIA and VGMIDI clips, but on the held-out TV-like programmes
-#: (speech over music, per second) it is far worse over piano (0.29 against 0.53) and worse over all (0.48
-#: against 0.53), and it misses the 4Q >= 0.74 target by 0.005 (docs/RESULTS.md); it ships by path,
-#: ``--music-model engines/models/music_musicnn.onnx``
+#: log-mel CNN: the musicnn head (``music_musicnn.onnx``, a gated 4Q | EMOPIA mixture trained on clean music
+#: and music under speech) scores far better on unseen 4Q artists, above the CNN on EMOPIA and VGMIDI clips
+#: and over all the held-out TV-like programmes (per second, 0.59 against 0.53; level over piano, 0.51 against
+#: 0.53), but its 4Q artist-grouped 10-fold (0.730) misses the 0.74 target (docs/RESULTS.md); it ships by
+#: path, ``--music-model engines/models/music_musicnn.onnx``
 DEFAULT_MODELS = {"speech": "speech.onnx", "music": "music.onnx"}
 
 

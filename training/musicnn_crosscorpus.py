@@ -20,9 +20,17 @@ and in test), ``kind`` ("lr" or "mlp"), ``pool_grid`` (pool the patches of a coa
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json \\
         'lr 4Q only::{"emopia": false}' 'lr 4Q + EMOPIA 150::{"emopia": "150"}' ...
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json --table
+    python -m training.musicnn_crosscorpus --val-programmes val_*.flac --json docs/results/musicnn_valprog.json \\
+        'label::{"gate_C": 1.0, "train_mix": true}' ...
 
 ``gated`` (true): one head per training corpus and a logistic gate over the corpora (``gate_C``), see
-:func:`gated`.
+the module's ``gated_fit`` (``training.musicnn_head.fit_gated``). ``train_mix`` (true): every training clip
+also under training speakers' speech (:func:`training.musicnn_head.training_mixture_items`: RAVDESS train
+actors and TESS, one speech clip per 4.5 s slot, every third slot empty, speech-to-music ratio drawn in
+0..10 dB), its row added to its corpus's (the gate and each expert learn music under speech too; only a
+fold's own training clips are mixed); ``mix_experts`` (corpus indices, 4Q 0): only these experts get the
+mixture rows; ``mix_gate`` (default true): whether the gate gets them; ``mix_apart`` (corpus indices): these
+corpora's mixtures form a corpus of their own (a third gate class and expert), their clean rows stay apart.
 """
 
 from __future__ import annotations
@@ -66,6 +74,18 @@ class Data:
             self.embs.update(H.patch_embeddings(rest, log=log))
             self.em_all = self.em150 + rest
         self.folds = H.fourq_folds(10)
+        self.mixed: dict = {}   # clean item key -> its training mixture (load_mixtures)
+
+    def load_mixtures(self, log=print) -> None:
+        """Embed (cached) every 4Q and EMOPIA train/val clip under training speakers' speech
+        (:func:`training.musicnn_head.training_mixture_items`), the rows of a probe with ``train_mix``."""
+        if self.mixed:
+            return
+        em = self.em_all if self.em_all is not None else self.em150
+        for its in (self.q4, em):
+            mix = H.training_mixture_items(its)
+            self.embs.update(H.patch_embeddings(mix, log=log))
+            self.mixed.update({it.key: m for it, m in zip(its, mix)})
 
     def emopia(self, which) -> list:
         if not which:
@@ -131,16 +151,13 @@ def _fit(X, y, w, kind: str, seed: int):
 SPEC = {"lr": "C=0.05", "mlp": "mlp alpha=10.0"}
 
 
-def gated(Xs: list, ys: list, kind: str, seed: int, gate_C: float = 0.1):
-    """One head per training corpus and a logistic gate that says which corpus a window is like:
-    ``p = sum_c gate_c(x) head_c(x)`` (:class:`training.musicnn_head.GatedHead`, a mixture of experts, the
-    gate trained on the clip rows' corpus, classes balanced)."""
-    return H.fit_gated(Xs, ys, SPEC[kind], seed, gate_C).probs
-
-
 #: the probe the shipped head ``engines/models/music_musicnn.onnx`` is (``python -m training.musicnn_crosscorpus
-#: --train-gated OUT``): above the default CNN on every held-out set, 0.731 on the 4Q folds
-SHIPPED = ("mlp gated 4Q | EMOPIA all, gate C=1", {"emopia": "all", "gated": True, "gate_C": 1.0, "kind": "mlp"})
+#: --train-gated OUT``): the gated mixture of ``emotrack-music-musicnn-3`` (probe "mlp gated 4Q | EMOPIA all, gate
+#: C=1") whose gate and EMOPIA expert also learn every clip under training speech (``train_mix``, ``mix_experts``),
+#: gate C=10: chosen on the validation programmes (docs/results/musicnn_valprog.json: EMOPIA 0.296 -> 0.392, 4Q
+#: 0.510 -> 0.525 window macro-F1); mixing the 4Q expert's rows too costs 0.02 on the 4Q folds
+SHIPPED = ("mlp gated 4Q / EMOPIA all + speech mixtures (gate, EMOPIA expert), gate C=10",
+           {"emopia": "all", "gated": True, "gate_C": 10.0, "kind": "mlp", "train_mix": True, "mix_experts": [1]})
 
 
 def clip_rows(data: Data, items) -> np.ndarray:
@@ -148,8 +165,40 @@ def clip_rows(data: Data, items) -> np.ndarray:
     return np.stack([data.windows(it).mean(0) for it in items])
 
 
+def with_mixtures(data: Data, corpora: list, cfg: dict, experts: bool = False) -> list:
+    """``corpora`` with, where ``cfg["train_mix"]``, each clip's training mixture added to its corpus (the
+    same label; only mixtures of the clips a fold trains on). ``experts``: the rows of a gated head's experts,
+    mixed only for the corpora (indices) of ``cfg["mix_experts"]`` where it is given (the gate has them all)."""
+    if not cfg.get("train_mix"):
+        return corpora
+    data.load_mixtures()
+    only = cfg.get("mix_experts") if experts else None
+    return [list(items) + ([data.mixed[it.key] for it in items] if only is None or c in only else [])
+            for c, items in enumerate(corpora)]
+
+
+def gated_fit(data: Data, items: list, cfg: dict, seed: int = 0, **kw):
+    """:func:`training.musicnn_head.fit_gated` of a gated probe on the clip rows of ``items`` (a list per
+    corpus; + mixtures: the gate's rows and the experts' rows as :func:`with_mixtures`)."""
+    gate_c = with_mixtures(data, items, cfg) if cfg.get("mix_gate", True) else items
+    exp_c = with_mixtures(data, items, cfg, experts=True)
+    apart = cfg.get("mix_apart") or []
+    if apart:   # these corpora's mixtures are a corpus of their own: a gate class and an expert
+        gate_c = [c if i in apart else g for i, (c, g) in enumerate(zip(items, gate_c))]
+        extra = [[data.mixed[it.key] for it in items[i]] for i in apart]
+        gate_c, exp_c = gate_c + extra, [list(c) for c in exp_c] + extra
+    return H.fit_gated([clip_rows(data, c) for c in exp_c], [_y(c) for c in exp_c], SPEC[cfg.get("kind", "lr")], seed,
+                       cfg.get("gate_C", 0.1), gate_Xs=[clip_rows(data, c) for c in gate_c], **kw)
+
+
 def run(data: Data, corpora: list, tests: dict, cfg: dict, seed: int = 0) -> dict:
-    """{test name: (y, clip probabilities)} of a head trained on ``corpora`` (lists of items, 4Q first)."""
+    """{test name: (y, clip probabilities)} of a head trained on ``corpora`` (lists of items, 4Q first;
+    with ``train_mix`` their training mixtures too, :func:`with_mixtures`)."""
+    if cfg.get("gated"):
+        head = gated_fit(data, corpora, cfg, seed)
+        return {name: (_y(its), np.stack([head.probs(data.windows(it)).mean(0) for it in its]))
+                for name, its in tests.items()}
+    corpora = with_mixtures(data, corpora, cfg)
     prior_n = cfg.get("prior_n")
     prior = stream_prior(data, corpora, seed + 1) if prior_n is not None else None
     Xs, ys, ws = [], [], []
@@ -162,10 +211,7 @@ def run(data: Data, corpora: list, tests: dict, cfg: dict, seed: int = 0) -> dic
         scale = len(corpora[0]) / len(items) if cfg.get("balance") else 1.0
         ws.append(np.full(len(items), float(weights[c]) * scale))
     X, y, w = np.concatenate(Xs), np.concatenate(ys), np.concatenate(ws)
-    if cfg.get("gated"):
-        probs = gated(Xs, ys, cfg.get("kind", "lr"), seed, cfg.get("gate_C", 0.1))
-    else:
-        probs = _fit(X, y, None if np.allclose(w, w[0]) else w, cfg.get("kind", "lr"), seed)
+    probs = _fit(X, y, None if np.allclose(w, w[0]) else w, cfg.get("kind", "lr"), seed)
     out = {}
     for name, its in tests.items():
         wins = (stream_windows(data, its, prior, prior_n, seed + 2) if prior is not None
@@ -225,29 +271,75 @@ def markdown_table(done: dict) -> str:
     return "\n".join(lines)
 
 
+def programme_windows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(window inputs [n, 200], quadrant index per window) of a make_mix programme beside its
+    ``.truth.json``: the streamer's 10 s windows every 2 s, each kept only where one song covers all of it."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(path), dtype="float32")
+    if sr != M.SAMPLE_RATE or x.ndim != 1:
+        raise SystemExit(f"{path}: expected {M.SAMPLE_RATE} Hz mono (a make_mix programme)")
+    truth = json.loads(Path(f"{path}.truth.json").read_text())
+    W = H.clip_windows(M.clip_patches(x), x.size)
+    y = np.full(len(W), -1)
+    for i in range(len(W)):
+        s0, s1 = i * H.HOP_S, i * H.HOP_S + H.WINDOW_S
+        for song in truth["songs"]:
+            if song["t_start"] <= s0 and s1 <= song["t_end"]:
+                y[i] = QUADRANTS.index(song["quadrant"])
+    return W[y >= 0], y[y >= 0]
+
+
+def validate_programmes(data: Data, progs: list, specs: list, log=print) -> dict:
+    """Selection on validation programmes (``make_mix --split val``: validation speakers over 4Q validation
+    artists or EMOPIA validation pieces): each probe's head trained on the TRAIN splits only (4Q train artists,
+    EMOPIA train; with ``train_mix`` their mixtures), its window macro-F1 (track_eval's: over the quadrants
+    present) per programme kind, pooled over the kind's programmes, and the mean gate weight on EMOPIA."""
+    from training.experiments.track_eval import macro_f1
+
+    by_kind: dict = {}
+    for p in progs:
+        kind = json.loads(Path(f"{p}.truth.json").read_text()).get("music_corpus", "4q")
+        by_kind.setdefault(kind, []).append(programme_windows(Path(p)))
+    train = [[it for it in data.q4 if it.clip.split == "train"],
+             [it for it in data.emopia("all") if it.clip.split == "train"]]
+    out = {}
+    for label, cfg in specs:
+        head = gated_fit(data, train, {"kind": "mlp", "gate_C": 1.0, **cfg})
+        row = {}
+        for kind, lst in sorted(by_kind.items()):
+            W, y = np.concatenate([w for w, _ in lst]), np.concatenate([y for _, y in lst])
+            row[kind] = {"programmes": len(lst), "windows": int(len(y)),
+                         "window_macro_f1": round(macro_f1(y, head.probs(W).argmax(1)), 4),
+                         "gate_emopia_mean": round(float(head.gate(W)[:, 1].mean()), 3)}
+        out[label] = {"settings": cfg, **row}
+        log(f"{label}: " + " | ".join(f"{k} {v['window_macro_f1']:.3f} (gate->EMOPIA {v['gate_emopia_mean']:.2f})"
+                                      for k, v in row.items()))
+    return out
+
+
 GATED_RESULTS = Path("docs/results/musicnn_crosscorpus.json")
 
 
 def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
-                model_id: str = "emotrack-music-musicnn-3") -> dict:
-    """Train the shipped head: the gated mixture of :data:`SHIPPED` (an MLP
-    expert on all 630 4Q clips, one on all 990 EMOPIA train/val clips, a logistic gate between them), fitted on
-    the clip rows of the probe's final model (the one it scores EMOPIA test and VGMIDI with), + activity
-    negatives; export one ONNX graph, parity check on real window inputs, card with the probe's metrics."""
+                model_id: str = "emotrack-music-musicnn-4", probe_label: Optional[str] = None) -> dict:
+    """Train the shipped head: the gated mixture of :data:`SHIPPED` (an MLP expert on all 630 4Q clips, one on
+    all 990 EMOPIA train/val clips, a logistic gate between them; the mixture rows as its settings say),
+    fitted on the clip rows of the probe's final model (the one it scores EMOPIA test and VGMIDI with), +
+    activity negatives; export one ONNX graph, parity check on real window inputs, card with the probe's metrics."""
     from engines.cards import ModelCard
 
-    label, cfg = SHIPPED
     done = json.loads(results.read_text()) if results.exists() else {}
+    label, cfg = SHIPPED if probe_label is None else (probe_label, done.get(probe_label, {}).get("settings", {}))
     row = done.get(label)
     if not row or "calibration_clip" not in row["4q_10fold"]:
         raise SystemExit(f"{results} lacks the probe {label!r} with calibration: run python -m "
                          f"training.musicnn_crosscorpus --json {results} '{label}::{json.dumps(cfg)}'")
     data = Data(emopia_all=True, log=log)
-    corpora = [data.q4, data.emopia(cfg["emopia"])]
-    Xs = [clip_rows(data, its) for its in corpora]
-    ys = [_y(its) for its in corpora]
-    head = H.fit_gated(Xs, ys, SPEC[cfg["kind"]], seed=0, gate_C=cfg["gate_C"], corpora=("4Q", "EMOPIA"),
-                     Xneg=H.negatives())
+    clean = [data.q4, data.emopia(cfg["emopia"])]
+    corpora = with_mixtures(data, clean, cfg)
+    Xs = [clip_rows(data, its) for its in with_mixtures(data, clean, cfg, experts=True)]
+    head = gated_fit(data, clean, cfg, 0, corpora=("4Q", "EMOPIA"), Xneg=H.negatives())
     H.export_head(head, out)
     rng = np.random.default_rng(0)   # real window inputs: 128 of each training corpus and of the held-out sets
     wins = np.concatenate([np.concatenate([data.windows(it) for it in its])
@@ -255,14 +347,19 @@ def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
     diff = H.head_parity(head, out, wins[rng.permutation(len(wins))[:640]])
     td = {"corpora": ["4Q Audio Emotion Dataset (Panda, Malheiro & Paiva 2018; AllMusic 30 s previews, research "
                       "use)", "EMOPIA 1.0 (CC BY-NC-SA 4.0)",
-                      "RAVDESS and TESS speech as non-music windows for the activity output (CC BY-NC-SA 4.0, "
-                      "CC BY-NC-ND 4.0)"],
-          "clips": {"4q": len(corpora[0]), "emopia_train_val": len(corpora[1])},
+                      "RAVDESS and TESS speech as non-music windows for the activity output"
+                      + (" and (RAVDESS train actors, TESS) mixed over the training music" if cfg.get("train_mix")
+                         else "") + " (CC BY-NC-SA 4.0, CC BY-NC-ND 4.0)"],
+          "clips": {"4q": len(clean[0]), "emopia_train_val": len(clean[1])},
+          "speech_mixtures": (f"each clip also under training speakers' speech (RAVDESS train actors, TESS; "
+                              f"training.musicnn_head.training_mixture_items: a 4.5 s speech clip per slot, every "
+                              f"third slot empty, speech-to-music ratio {H.TRAIN_SMR_DB[0]:g}..{H.TRAIN_SMR_DB[1]:g} "
+                              f"dB), its row added to its corpus's" if cfg.get("train_mix") else "none"),
           "rows": int(sum(len(x) for x in Xs)),
           "fit_on": H.FIT_ON + " (a clip's row: the mean of its 10 s windows' inputs); one expert per corpus, "
                     "the gate on both corpora's rows (classes balanced)",
           "class_rows": {c: {q: int((y == i).sum()) for i, q in enumerate(QUADRANTS)}
-                         for c, y in zip(("4q", "emopia"), ys)},
+                         for c, y in zip(("4q", "emopia"), (_y(its) for its in clean))},
           "front_end_training_data": "Million Song Dataset tags (musicnn MSD_musicnn, by its authors)"}
     metrics = {"selected": label, "settings": cfg, "4q_10fold": {label: row["4q_10fold"]},
                "held_out": row["held_out"], "from": f"{results} (python -m training.musicnn_crosscorpus)"}
@@ -278,10 +375,12 @@ def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
                               "every 2 s; the 4Q test artists of training.corpora's split and the same clips under "
                               "RAVDESS test speech (trained on the other 4Q artists + EMOPIA train/val); the EMOPIA "
                               "official test split and all VGMIDI, never trained on (trained on all 4Q + EMOPIA "
-                              "train/val, the shipped model's data). Chosen among the probes of "
-                              "docs/RESULTS.md ('Can a musicnn model be the default?') as the one above the "
-                              "default CNN on every held-out set; the 4Q-only head scores 0.007 more on the 4Q "
-                              "folds and far less across corpora",
+                              "train/val, the shipped model's data). With train_mix every training clip's row "
+                              "under training speakers' speech joins its corpus (a fold mixes only its own "
+                              "training clips). Chosen on the validation programmes (training.data.make_mix "
+                              "--split val; heads trained on the train splits only) over the same mixture "
+                              "without speech rows, whose EMOPIA expert is far off its training range under "
+                              "speech (docs/RESULTS.md, 'Piano under speech')",
                      command=f"python -m training.musicnn_crosscorpus --train-gated {out}", model_id=model_id)
     card["calibration"] = {"method": "none (raw mixture probabilities); expected calibration error of the clip "
                                      "probabilities' top class, 10 equal-width bins",
@@ -300,9 +399,21 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--train-gated", type=Path, metavar="OUT",
                     help="train, export and card the shipped gated mixture (4Q | EMOPIA) of SHIPPED at OUT "
                          "(its metrics from --json, default %s) and stop" % GATED_RESULTS)
+    ap.add_argument("--probe", metavar="LABEL", help="with --train-gated: train this gated probe of --json instead "
+                    "of SHIPPED (its settings as recorded there)")
+    ap.add_argument("--val-programmes", nargs="+", metavar="PROG",
+                    help="score the gated probes on these VALIDATION programmes (make_mix --split val, beside their "
+                         ".truth.json), heads trained on the train splits only; with --json: write the rows there")
     a = ap.parse_args(argv)
+    if a.val_programmes:
+        specs = [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes] or [SHIPPED]
+        res = validate_programmes(Data(emopia_all=True), a.val_programmes, specs)
+        if a.json:
+            a.json.write_text(json.dumps({"programmes": [Path(p).name for p in a.val_programmes], "probes": res},
+                                         indent=1) + "\n")
+        return 0
     if a.train_gated:
-        train_gated(a.train_gated, a.json or GATED_RESULTS)
+        train_gated(a.train_gated, a.json or GATED_RESULTS, probe_label=a.probe)
         return 0
     if a.table:
         print(markdown_table(json.loads(a.json.read_text())))

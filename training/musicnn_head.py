@@ -18,9 +18,10 @@ streamer scores it: the mean of the quadrant probabilities of its 10 s windows e
     python -m training.musicnn_head evaluate --json docs/results/musicnn_head.json
     python -m training.musicnn_head train OUT.onnx      # one head (the 4Q-only head emotrack-music-musicnn-2)
 
-The shipped head (``engines/models/music_musicnn.onnx``, ``emotrack-music-musicnn-3``) is a
+The shipped head (``engines/models/music_musicnn.onnx``, ``emotrack-music-musicnn-4``) is a
 :class:`GatedHead`: a 4Q expert and an EMOPIA expert (each a :class:`Head`) mixed per window by a logistic
-gate, the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph with the same input and
+gate, the gate and the EMOPIA expert also trained on the clips under training speech
+(:func:`training_mixture_items`), the probe ``training.musicnn_crosscorpus.SHIPPED``; exported as one graph with the same input and
 outputs (``quadrant`` = sum over experts of gate x expert probabilities):
 
     python -m training.musicnn_crosscorpus --json docs/results/musicnn_crosscorpus.json 'LABEL::{SETTINGS}'
@@ -316,15 +317,16 @@ class GatedHead(_Outputs):
 
 def fit_gated(Xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], spec="mlp alpha=10.0", seed: int = 0,
               gate_C: float = 1.0, corpora: Optional[Sequence[str]] = None,
-              Xneg: Optional[np.ndarray] = None) -> GatedHead:
+              Xneg: Optional[np.ndarray] = None, gate_Xs: Optional[Sequence[np.ndarray]] = None) -> GatedHead:
     """One expert (:func:`fit_head`, candidate ``spec`` as :func:`head_settings`) per corpus's rows ``Xs[c]``
-    and a gate trained to tell the corpora apart (classes balanced); ``Xneg``: non-music rows for the
-    activity output."""
+    and a gate trained to tell the corpora apart (classes balanced) on ``gate_Xs[c]`` (default ``Xs``);
+    ``Xneg``: non-music rows for the activity output."""
     from sklearn.linear_model import LogisticRegression
 
     experts = tuple(fit_head(X, y, seed=seed, **head_settings(spec)) for X, y in zip(Xs, ys))
-    X = np.concatenate([np.asarray(x, np.float64) for x in Xs])
-    c = np.concatenate([np.full(len(x), i) for i, x in enumerate(Xs)])
+    gate_Xs = Xs if gate_Xs is None else gate_Xs
+    X = np.concatenate([np.asarray(x, np.float64) for x in gate_Xs])
+    c = np.concatenate([np.full(len(x), i) for i, x in enumerate(gate_Xs)])
     mu, sd = X.mean(0), X.std(0) + 1e-6
     Z = (X - mu) / sd
     gate = LogisticRegression(C=gate_C, class_weight="balanced", max_iter=3000, random_state=seed).fit(Z, c)
@@ -333,7 +335,7 @@ def fit_gated(Xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], spec="mlp alph
     else:
         gc, gi = gate.coef_, gate.intercept_
     a_coef, a_icpt = fit_activity(Z, None if Xneg is None else (np.asarray(Xneg, np.float64) - mu) / sd, seed)
-    names = tuple(corpora or (f"corpus {i}" for i in range(len(Xs))))
+    names = tuple(corpora or (f"corpus {i}" for i in range(len(gate_Xs))))
     return GatedHead(experts, names, mu, sd, gc, gi, a_coef, a_icpt, gate_C)
 
 
@@ -621,6 +623,50 @@ def mixture_items(test_items):
         mx = Mixture(speech[int(rng.integers(len(speech)))], it.clip, -1, 0)
         out.append(Item(mx.key, mx.music, lambda mx=mx: music_mixture(mx), "mixmusic-h23m",
                         needs=(mx.speech, mx.music), other=mx.speech))
+    return out
+
+
+#: speech-to-music ratios (dB) of the training mixtures, drawn uniformly per clip: the programmes' +5 dB
+#: (training.data.make_mix, TV dialogue above its music) inside the range, equal loudness at its bottom
+TRAIN_SMR_DB = (0.0, 10.0)
+
+
+def _training_speech() -> list:
+    """Speech clips of training speakers only (RAVDESS train actors, TESS): the validation and test
+    speakers of the programmes and of :func:`mixture_items` are never mixed into training rows."""
+    return [it.clip for it in _items("ravdess") + _items("tess") if it.clip.split == "train"]
+
+
+def speech_over(music: np.ndarray, speech: Sequence[np.ndarray], smr_db: float) -> np.ndarray:
+    """``music`` with the ``speech`` clips (centred, one per 4.5 s slot, every third slot left empty as in
+    training.data.make_mix's programmes) at speech-to-music ratio ``smr_db``."""
+    from .experiments.protocols import SLOT_S, fit_length
+
+    n = int(SLOT_S * SR)
+    sp = np.zeros(music.size, np.float32)
+    for k, start in enumerate(range(0, music.size, n)):
+        if k % 3 == 2:
+            continue
+        seg = fit_length(speech[k % len(speech)], n)[: music.size - start]
+        sp[start:start + seg.size] = seg
+    return (sp * np.float32(10 ** (smr_db / 40)) + music * np.float32(10 ** (-smr_db / 40))).astype(np.float32)
+
+
+def training_mixture_items(music_items, seed: int = 23) -> list:
+    """Each of ``music_items`` under training speakers' speech (:func:`speech_over`, a seeded draw of the
+    speech clips and of the speech-to-music ratio in :data:`TRAIN_SMR_DB` per music clip), keyed by the
+    music clip, the speech clips and the ratio; same label and group as the clean clip."""
+    from .experiments.protocols import Item
+
+    speech = _training_speech()
+    out = []
+    for it in music_items:
+        rng = np.random.default_rng([seed, int(hashlib.sha1(it.key.encode()).hexdigest()[:8], 16)])
+        sp = [speech[int(i)] for i in rng.integers(len(speech), size=8)]
+        smr = round(float(rng.uniform(*TRAIN_SMR_DB)), 1)
+        key = f"{it.key}|{smr}|" + ",".join(f"{c.corpus}:{c.path}" for c in sp)
+        out.append(Item(key, it.clip, lambda it=it, sp=sp, smr=smr: speech_over(it.audio(), [c.audio for c in sp], smr),
+                        f"trainmix-{it.feature_set}", needs=(*it.needs, *sp), other=sp[0]))
     return out
 
 

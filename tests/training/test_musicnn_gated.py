@@ -72,3 +72,41 @@ def test_gated_head_on_real_embeddings_exports_one_graph_equal_to_numpy(tmp_path
     # the mixture is not one of its experts: on some held-out window the two experts disagree
     pe = [e.probs(held) for e in head.experts]
     assert np.abs(pe[0] - pe[1]).max() > 0.05
+
+
+def test_speech_over_leaves_every_third_slot_to_the_music_at_the_ratio_asked():
+    """Training mixtures as the programmes: one speech clip per 4.5 s slot, every third slot music alone, and
+    speech-to-music ratio ``smr`` dB between the two sources' gains."""
+    from training.musicnn_head import speech_over
+
+    sr, slot = M.SAMPLE_RATE, int(4.5 * M.SAMPLE_RATE)
+    rng = np.random.default_rng(0)
+    music = (0.1 * rng.standard_normal(7 * slot)).astype(np.float32)
+    speech = [(0.1 * rng.standard_normal(3 * sr)).astype(np.float32) for _ in range(3)]
+    for smr in (0.0, 10.0):
+        y = speech_over(music, speech, smr)
+        assert y.shape == music.shape
+        m_gain = 10 ** (-smr / 40)
+        for k in range(7):
+            seg = slice(k * slot, (k + 1) * slot)
+            added = y[seg] - m_gain * music[seg]
+            if k % 3 == 2:
+                assert np.abs(added).max() < 1e-6          # music alone
+            else:
+                rms = np.sqrt(np.mean(added[added != 0] ** 2))
+                assert abs(20 * np.log10(rms / 0.1) - smr / 2) < 0.5   # speech at +smr/2 dB, music at -smr/2
+
+
+@needs_data
+def test_training_mixtures_use_training_speakers_only():
+    """No validation or test speaker (the programmes' and the held-out mixtures') is mixed into a training row;
+    the draw is seeded per clip, so the same clip gets the same mixture whatever the list around it."""
+    from training import musicnn_head as H
+
+    speech = H._training_speech()
+    assert speech and all(c.split == "train" for c in speech)
+    assert not {c.group for c in speech} & {it.clip.group for it in H._items("ravdess") if it.clip.split != "train"}
+    music = H._items("4q")[:6]
+    a, b = H.training_mixture_items(music), H.training_mixture_items(music[3:])
+    assert [m.key for m in a[3:]] == [m.key for m in b]
+    assert len({m.key for m in a}) == 6 and all(m.clip is it.clip for m, it in zip(a, music))
