@@ -65,3 +65,12 @@ def test_weights_balance_corpora_and_quadrants():
     w = loco_cnn.balanced_weights(y, c)
     assert np.isclose(w[c == "a"][y[c == "a"] == 0].sum(), w[c == "a"][y[c == "a"] == 1].sum())
     assert np.isclose(w[(c == "a") & (y >= 0)].sum(), w[(c == "b") & (y >= 0)].sum())
+
+
+def test_rows_read_the_variants_without_copying_them():
+    a = np.arange(40, dtype=np.float16).reshape(10, 2, 2, 1)
+    b = -a
+    r = loco_cnn.Rows([a, b], np.array([3, 1, 4, 1, 5]), np.array([0, 1, 0, 1, 0]))
+    ref = np.stack([a[3], b[1], a[4], b[1], a[5]])
+    assert r.shape == ref.shape and list(r.group) == [3, 1, 4, 1, 5]
+    assert np.array_equal(r[1:4], ref[1:4]) and np.array_equal(r[np.array([4, 0, 2])], ref[[4, 0, 2]])

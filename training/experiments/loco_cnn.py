@@ -143,7 +143,7 @@ class Rows:
         return len(self.index)
 
     def __getitem__(self, rows) -> np.ndarray:
-        rows = np.atleast_1d(np.asarray(rows))
+        rows = np.arange(len(self))[rows] if isinstance(rows, slice) else np.atleast_1d(np.asarray(rows))
         out = np.empty((len(rows), *self.shape[1:]), np.float16)
         for k, a in enumerate(self.arrays):
             m = self.which[rows] == k
