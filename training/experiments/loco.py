@@ -2,6 +2,8 @@
 
     python -m training.experiments.loco features --variant clean      # descriptor caches (slow once)
     python -m training.experiments.loco features --input logmel_stats # log-mel statistics caches
+    python -m training.experiments.loco features --input logmel       # log-mel caches (the CNN candidates)
+    python -m training.experiments.loco run --systems cnn_aug_mix     # a CNN candidate (training.experiments.loco_cnn)
     python -m training.experiments.loco run [--out docs/results/loco_speech.json]
     python -m training.experiments.loco ship                          # train the winner on all, export, card
 
