@@ -67,6 +67,8 @@ SYSTEMS = {s.name: s for s in (
     CnnSystem("cnn_bn_av_aug_mix", "cnn_aug_mix with per-window band normalisation of the log-mel (the "
               "window's spectral envelope removed) and per-axis sigmoid heads (quadrant = product; neutral "
               "as low arousal), label smoothing 0.1", band_norm=True, heads="axes", label_smoothing=0.1),
+    CnnSystem("cnn_bn_av_aug_mix_s2", "cnn_bn_av_aug_mix with another seed (2): how much a reseed moves it",
+              band_norm=True, heads="axes", label_smoothing=0.1, seed=2),
     CnnSystem("cnn_bn_av_mixup_aug_mix", "cnn_bn_av_aug_mix with mixup (Beta(0.2, 0.2)) of pairs drawn across the "
               "whole training set (so across corpora)", band_norm=True, heads="axes", label_smoothing=0.1, mixup=0.2),
 )}
