@@ -160,6 +160,10 @@ class InputWindowStream(WindowStream):
         self.frame_listeners: dict = {}
 
     def written(self, stem: str, ring: RingBuffer) -> None:
+        if self.patches:
+            pe = self.patches.get(stem)
+            if pe is not None:
+                pe.feed(ring)
         if not self.derive_elsewhere:
             self._derive(stem, ring)
 
@@ -220,10 +224,19 @@ class InputWindowStream(WindowStream):
         """``musicnn`` input of window ``w``: the mean of its grid patches' embeddings, each patch
         embedded once per stream (a window shorter than the stream's windows, a padded tail, gets
         :func:`streamer.musicnn.window_input` of its real samples)."""
-        stem = self.windowers[w.key][0]
+        pe = self.patch_embeddings(self.windowers[w.key][0])
+        if w.end - w.start != w.samples.size:  # a stream shorter than a window: its real samples only
+            return musicnn.window_input(w.samples[:w.end - w.start], pe.fe)
+        return pe.window_input(self.rings[self.windowers[w.key][0]], w.start, w.end)
+
+    def patch_embeddings(self, stem: str) -> "musicnn.PatchEmbeddings":
+        """The musicnn patch embeddings of ``stem`` (made on first use)."""
         pe = self.patches.get(stem)
         if pe is None:
             pe = self.patches[stem] = musicnn.PatchEmbeddings(musicnn.default_front_end())
-        if w.end - w.start != w.samples.size:  # a stream shorter than a window: its real samples only
-            return musicnn.window_input(w.samples[:w.end - w.start], pe.fe)
-        return pe.window_input(self.rings[stem], w.start, w.end)
+        return pe
+
+    def close(self) -> None:
+        """Stop the musicnn patch workers (eager mode)."""
+        for pe in self.patches.values():
+            pe.close()

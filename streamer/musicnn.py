@@ -24,6 +24,7 @@ commercial recordings it was trained on.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -202,6 +203,39 @@ class PatchEmbeddings:
         self.fe = front_end
         self.keep = keep
         self._emb: dict[int, np.ndarray] = {}
+        #: eager mode (:meth:`eager`): patches being embedded on the worker, and the next one to send
+        self._pending: dict[int, Future] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._next = 0
+
+    def eager(self) -> None:
+        """From now on embed every later grid patch on a worker thread as soon as :meth:`feed` sees
+        its samples written (live streams: a patch is complete about a second before the first
+        window holding it, so that window finds its embedding ready and the hop does not pay the
+        front end; call it before the stream starts).  The embeddings are the same; only where they
+        are computed changes."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotrack-musicnn")
+            self._next = max(self._emb, default=-1) + 1
+
+    def feed(self, ring) -> None:
+        """In eager mode, send the grid patches that ``ring`` now holds whole to the worker."""
+        if self._pool is None:
+            return
+        while self._next * GRID + PATCH_SAMPLES <= ring.total:
+            k = self._next
+            self._next += 1
+            if k in self._emb or k * GRID < ring.total - ring.capacity:
+                continue
+            patch = np.array(ring.view(k * GRID, PATCH_SAMPLES))   # a copy: the ring moves on
+            self._pending[k] = self._pool.submit(lambda x: self.fe.embed([x])[0], patch)
+
+    def close(self) -> None:
+        """Stop the eager worker (patches not yet embedded are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pending.clear()
 
     def window_input(self, ring, start: int, end: int) -> Optional[np.ndarray]:
         """Mean embedding of the grid patches inside [start, end), or None when none lies inside
@@ -209,6 +243,12 @@ class PatchEmbeddings:
         ks = list(patches_in(start, end))
         if not ks:
             return None
+        for k in ks:   # eager mode: the worker's embeddings (its errors surface here, as inline ones)
+            fut = self._pending.pop(k, None)
+            if fut is not None:
+                self._emb[k] = fut.result()
+        for k in [k for k in self._pending if k < ks[0]]:   # a patch no window will read
+            self._pending.pop(k).cancel()
         todo = [k for k in ks if k not in self._emb]
         if todo:
             embs = self.fe.embed([ring.view(k * GRID, PATCH_SAMPLES) for k in todo])

@@ -252,6 +252,11 @@ class Pipeline:
         t0 = time.monotonic()
         if source.live:
             self.replay_batch = 1
+            # a live hop does not wait for the musicnn front end: each grid patch is embedded on a
+            # worker as soon as it is written, about a second before the first window that reads it
+            for src, m in self.models.items():
+                if "musicnn" in m.input_names:
+                    self.windows.patch_embeddings(self.windows.windowers[src][0]).eager()
         self._next_beat = t0 + self.heartbeat_s
         self.publish_start(source)
         error: Optional[BaseException] = None
@@ -307,6 +312,7 @@ class Pipeline:
                     self._process(rest)
                 self._drain()
             finally:
+                self.windows.close()
                 self.publish_end(source, t0)
         if error is not None:
             raise error

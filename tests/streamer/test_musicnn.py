@@ -178,6 +178,53 @@ def test_streaming_embeds_each_grid_patch_once(tmp_path, rng):
 SR_BLOCK = 16000 // 2 + 123  # blocks off the grid
 
 
+def test_a_live_stream_embeds_patches_on_a_worker_with_the_same_results(tmp_path, rng):
+    """Live, each grid patch is embedded on a worker thread as soon as it is written (the hop of its
+    first window does not pay the front end): the same messages as a replay, each patch still
+    embedded once, and the worker gone when the stream ends."""
+    import threading
+
+    from engines.runtime import load_model
+    from streamer.pipeline import Pipeline
+    from streamer.publish import Publisher
+    from streamer.separation import make_separator
+    from streamer.sources import ArraySource
+
+    class LiveArray(ArraySource):
+        live = True   # the live path (per hop, eager patches), unpaced
+
+    model = load_model(_write_head_model(tmp_path), "music", backend="onnxruntime")
+    x = np.concatenate([tone(220.0 * (1 + k % 5), 2.0, amp=0.05 + 0.05 * (k % 3)) for k in range(15)])
+    x = x + (rng.standard_normal(x.size) * 0.01).astype(np.float32)
+    fe = M.default_front_end()
+    fe_threads = set()
+    embed = fe.embed
+
+    def spy(patches):
+        fe_threads.add(threading.current_thread().name)
+        return embed(patches)
+
+    fe.embed = spy
+    try:
+        probs, counts = {}, {}
+        for name, cls in (("replay", ArraySource), ("live", LiveArray)):
+            before = fe.patches
+            out = tmp_path / f"{name}.jsonl"
+            pub = Publisher("t", None, str(out))
+            Pipeline({"music": model}, pub, make_separator("none")).run(cls(x, block_size=SR_BLOCK))
+            pub.close()
+            counts[name] = fe.patches - before
+            probs[name] = [[m["probs"][q] for q in ("Q1", "Q2", "Q3", "Q4")]
+                           for m in map(json.loads, out.read_text().splitlines()) if m["topic"] == "emotion.music"]
+    finally:
+        del fe.embed
+    assert counts == {"replay": 7, "live": 7}
+    assert len(probs["live"]) == len(probs["replay"]) == 11
+    np.testing.assert_allclose(probs["live"], probs["replay"], atol=1e-5)
+    assert any(t.startswith("emotrack-musicnn") for t in fe_threads)   # the live patches went to the worker
+    assert not any(t.name.startswith("emotrack-musicnn") for t in threading.enumerate())
+
+
 def test_a_card_with_another_front_end_is_refused(tmp_path):
     from engines.runtime import load_model
     from streamer.errors import ModelError
