@@ -117,13 +117,14 @@ def test_shipped_models_have_complete_cards_and_run(stem, source):
     assert (MODELS_DIR / f"{stem}.onnx").stat().st_size < 4 * 1024 * 1024
 
 
-def test_the_default_music_model_is_the_cnn_and_the_musicnn_head_ships_by_path():
+def test_the_default_music_model_is_the_musicnn_head_and_the_cnn_ships_by_path():
     from engines.cards import DEFAULT_MODELS, default_model_path
 
-    assert default_model_path("music").name == DEFAULT_MODELS["music"] == "music.onnx"
-    assert tuple(load_model(None, "music", backend="onnxruntime").input_names) == ("features",)
-    m = load_model(MODELS_DIR / "music_musicnn.onnx", "music", backend="onnxruntime")
+    assert default_model_path("music").name == DEFAULT_MODELS["music"] == "music_musicnn.onnx"
+    m = load_model(None, "music", backend="onnxruntime")
     assert tuple(m.input_names) == ("musicnn",) and m.card["id"].startswith("emotrack-music-musicnn")
+    cnn_model = load_model(MODELS_DIR / "music.onnx", "music", backend="onnxruntime")   # the fast profile
+    assert tuple(cnn_model.input_names) == ("features",) and cnn_model.card["id"] == "emotrack-music-cnn-1"
     cv = m.card["metrics"]["4q_10fold"][m.card["metrics"]["selected"]]   # the 4Q artist-grouped 10-fold
     assert cv["pooled"]["macro_f1"] >= 0.73 and cv["fold_macro_f1_mean"] > 0.72
     assert "ece" in cv["calibration_clip"]

@@ -63,8 +63,8 @@ def test_every_shipped_card_has_a_section_defaults_first(tmp_path):
         cid = json.loads((REPO / "engines" / "models" / f"{s}.json").read_text())["id"]
         line = next(ln for ln in body.splitlines() if ln.startswith("## ") and f"`{cid}`" in ln)
         assert "(the default)" in line
-    musicnn = next(ln for ln in body.splitlines() if ln.startswith("## ") and "emotrack-music-musicnn" in ln)
-    assert "(the default)" not in musicnn and "--music-model engines/models/music_musicnn.onnx" in musicnn
+    cnn = next(ln for ln in body.splitlines() if ln.startswith("## ") and "`emotrack-music-cnn-1`" in ln)
+    assert "(the default)" not in cnn and "--music-model engines/models/music.onnx" in cnn
     assert at["separator"] == len(shipped) - 1
 
 
