@@ -2,8 +2,8 @@
 
     python -m training.experiments.loco features --variant clean      # descriptor caches (slow once)
     python -m training.experiments.loco features --input logmel_stats # log-mel statistics caches
-    python -m training.experiments.loco features --input logmel       # log-mel caches (the CNN candidates)
-    python -m training.experiments.loco run --systems cnn_aug_mix     # a CNN candidate (training.experiments.loco_cnn)
+    python -m training.experiments.loco_cnn features                  # log-mel caches (the CNN candidates)
+    python -m training.experiments.loco_cnn run --systems cnn_aug_mix # a CNN candidate, gathered here too
     python -m training.experiments.loco run [--out docs/results/loco_speech.json]
     python -m training.experiments.loco ship                          # train the winner on all, export, card
 
@@ -633,8 +633,6 @@ def markdown_unseen(results: dict, labels: dict) -> str:
 def main_run(args) -> int:
     """Score ``--systems`` (each saved on its own under the cache, so runs can go in parallel), then
     gather every saved system into ``--out``."""
-    from . import loco_cnn
-
     if args.systems or args.in_corpus:
         names = [n for n in [*args.systems, *args.in_corpus] if n in SYSTEMS]
         data = Data(args.variants, log=None,
@@ -643,31 +641,43 @@ def main_run(args) -> int:
         print(f"{name}:", flush=True)
         if name == "cnn":
             r = evaluate_cnn(data)
-        elif name in loco_cnn.SYSTEMS:
-            lm = {v: loco_cnn.logmel(data.clips, v) for v in VARIANTS}
-            r = loco_cnn.evaluate(data, loco_cnn.SYSTEMS[name], lm, threads=args.threads)
-            np.savez(cache_oof(name), **r.pop("oof"))
-        else:
+        elif name in SYSTEMS:
             r = evaluate_system(data, SYSTEMS[name])
-            np.savez(cache_oof(name), **r.pop("oof"))
-        r["mean"] = {v: {m: mean_of(r, v, m) for m in ("macro_f1", "arousal_uar", "valence_uar")}
-                     for v in ("clean", "mix", "clean_one_emotion_streams", "mix_one_emotion_streams")
-                     if v in next(iter(r["loco"].values()))}
-        cache_oof(name).with_suffix(".json").write_text(json.dumps(r, indent=1))
+        else:
+            raise SystemExit(f"unknown system {name!r} (the CNN candidates run with python -m "
+                             "training.experiments.loco_cnn run)")
+        save_system(name, r)
     for name in args.in_corpus:
         p = cache_oof(name).with_suffix(".json")
         r = json.loads(p.read_text())
         r["in_corpus"] = in_corpus(data, SYSTEMS[name])
         p.write_text(json.dumps(r, indent=1))
+    return gather(args.out, args.unseen)
+
+
+def save_system(name: str, r: dict) -> None:
+    """Keep system ``name``'s scores ``r`` (out-of-fold probabilities apart) in the cache, for :func:`gather`."""
+    if "oof" in r:
+        np.savez(cache_oof(name), **r.pop("oof"))
+    r["mean"] = {v: {m: mean_of(r, v, m) for m in ("macro_f1", "arousal_uar", "valence_uar")}
+                 for v in ("clean", "mix", "clean_one_emotion_streams", "mix_one_emotion_streams")
+                 if v in next(iter(r["loco"].values()))}
+    cache_oof(name).with_suffix(".json").write_text(json.dumps(r, indent=1))
+
+
+def gather(out: str, unseen: Sequence[str] = ()) -> int:
+    """Every system scored so far (the cache: this module's systems in their order, then any other that
+    saved its scores, e.g. the CNN candidates of training.experiments.loco_cnn) into ``out``."""
     results = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "), "systems": {}}
-    for name in ["cnn", *SYSTEMS, *loco_cnn.SYSTEMS]:
+    saved = sorted(p.stem.removeprefix("oof-") for p in cache_oof("cnn").parent.glob("oof-*.json"))
+    for name in dict.fromkeys(["cnn", *SYSTEMS, *saved]):
         p = cache_oof(name).with_suffix(".json")
         if p.exists():
             results["systems"][name] = json.loads(p.read_text())
-    if args.unseen:
+    if unseen:
         data = Data(("clean", "mix"), log=None)
-        results["unseen_by_all"] = unseen_by_all(data, args.unseen)
-    out_path = Path(args.out)
+        results["unseen_by_all"] = unseen_by_all(data, unseen)
+    out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out_path} ({', '.join(results['systems'])})")
@@ -685,11 +695,7 @@ def main_features(args) -> int:
     clips = speech_clips()
     for v in args.variant:
         t0 = time.time()
-        if args.input == "logmel":
-            from . import loco_cnn
-            loco_cnn.logmel(clips, v)
-        else:
-            descriptors(clips, v, workers=args.workers, kind=args.input)
+        descriptors(clips, v, workers=args.workers, kind=args.input)
         print(f"{v}: {len(clips)} clips in {time.time() - t0:.0f} s", flush=True)
     return 0
 
@@ -700,15 +706,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     f = sub.add_parser("features", help="compute the descriptor caches")
     f.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     f.add_argument("--workers", type=int, default=1)
-    f.add_argument("--input", default="handcrafted", choices=("handcrafted", "logmel_stats", "logmel"),
-                   help="the 496 descriptors, the statistics of the log-mel input (training.nets.logmel_stats), "
-                        "or the log-mel input itself (the CNN candidates, training.experiments.loco_cnn)")
+    f.add_argument("--input", default="handcrafted", choices=("handcrafted", "logmel_stats"),
+                   help="the 496 descriptors or the statistics of the log-mel input (training.nets.logmel_stats); "
+                        "the log-mel input of the CNN candidates: python -m training.experiments.loco_cnn features")
     r = sub.add_parser("run", help="leave-one-corpus-out scores of candidate systems")
     r.add_argument("--systems", nargs="*", default=["cnn", *SYSTEMS])
     r.add_argument("--out", default=str(REPO / "docs" / "results" / "loco_speech.json"))
     r.add_argument("--add", action="store_true", help="keep the systems already in --out")
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    r.add_argument("--threads", type=int, default=1, help="TensorFlow threads (the CNN candidates)")
     r.add_argument("--in-corpus", nargs="*", default=[], help="systems to score in-corpus (speaker-independent) too")
     r.add_argument("--unseen", nargs="*", default=[], help="systems to compare on the clips no model trained on")
     args = ap.parse_args(argv)

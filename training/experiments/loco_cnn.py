@@ -1,7 +1,8 @@
 """The log-mel CNN (the shipped speech model's architecture) as a leave-one-corpus-out candidate.
 
-    python -m training.experiments.loco features --input logmel      # the log-mel caches (once)
-    python -m training.experiments.loco run --systems cnn_aug_mix     # trained per fold, scored as loco's
+    python -m training.experiments.loco_cnn features                   # the log-mel caches (once)
+    python -m training.experiments.loco_cnn run --systems cnn_aug_mix  # trained per fold, scored as loco's,
+                                                                       # gathered into loco's JSON
 
 The shipped speech model (``training/recipes/speech.toml``) trained on RAVDESS actors 1-16 and all of
 TESS, so it has no leave-one-corpus-out number.  Here the same architecture
@@ -29,11 +30,13 @@ not even to stop early).  Options of a :class:`CnnSystem`:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -384,3 +387,35 @@ def evaluate(data, system: CnnSystem, inputs: dict, threads: int = 1, log=print)
         if log:
             log(f"  {system.name} held out {held}: {r} ({time.time() - t0:.0f} s)")
     return res
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from . import loco
+
+    ap = argparse.ArgumentParser(prog="python -m training.experiments.loco_cnn", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("features", help="the log-mel caches of every stream window")
+    f.add_argument("--variant", nargs="+", default=list(loco.VARIANTS), choices=loco.VARIANTS)
+    r = sub.add_parser("run", help="leave-one-corpus-out scores of CNN candidates, gathered with loco's systems")
+    r.add_argument("--systems", nargs="+", required=True, choices=sorted(SYSTEMS))
+    r.add_argument("--out", default=str(loco.REPO / "docs" / "results" / "loco_speech.json"))
+    r.add_argument("--threads", type=int, default=1, help="TensorFlow threads")
+    r.add_argument("--unseen", nargs="*", default=[], help="systems to compare on the clips no model trained on")
+    args = ap.parse_args(argv)
+    if args.cmd == "features":
+        clips = loco.speech_clips()
+        for v in args.variant:
+            t0 = time.time()
+            logmel(clips, v)
+            print(f"{v}: {len(clips)} clips in {time.time() - t0:.0f} s", flush=True)
+        return 0
+    data = loco.Data(tuple(loco.VARIANTS), log=None)
+    for name in args.systems:
+        print(f"{name}:", flush=True)
+        lm = {v: logmel(data.clips, v) for v in loco.VARIANTS}
+        loco.save_system(name, evaluate(data, SYSTEMS[name], lm, threads=args.threads))
+    return loco.gather(args.out, args.unseen)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
