@@ -248,12 +248,12 @@ def probe(data: Data, label: str, cfg: dict, log=print) -> dict:
     return row
 
 
-#: the default CNN's figures on the same held-out sets (from its card's confusions, docs/RESULTS.md's table)
-CNN_LABEL = "music.onnx (the default CNN)"
+#: the CNN's (the previous default) figures on the same held-out sets (from its card's confusions, docs/RESULTS.md's table)
+CNN_LABEL = "music.onnx (the CNN, the previous default)"
 
 
 def markdown_table(done: dict) -> str:
-    """The probes' table: macro-F1 / arousal UAR / valence UAR per protocol, the default CNN beside."""
+    """The probes' table: macro-F1 / arousal UAR / valence UAR per protocol, the CNN (the previous default) beside."""
     cell = lambda m: f"{m['macro_f1']:.3f} / {m['arousal_uar']:.3f} / {m['valence_uar']:.3f}" if m else "-"  # noqa: E731
     sets = ("4q_test_artists", "4q_test_artists_under_speech", "emopia_official_test", "vgmidi_never_trained_on")
     lines = ["| probe | 4Q 10-fold macro-F1: fold mean (pooled) | 4Q test artists | under speech | EMOPIA test | "

@@ -987,7 +987,7 @@ def markdown_table(res: dict) -> str:
              "vgmidi_never_trained_on": "VGMIDI, all 204 labelled phrases (never trained on)"}
     on = "4Q + EMOPIA" if res.get("train_on", "4q+emopia") == "4q+emopia" else "4Q"
     lines = [f"| held-out set | music_musicnn.onnx (musicnn head, {sel}; {on}; by path) | "
-             f"alternative: musicnn head ({alt or '-'}) | default: music.onnx (CNN) | "
+             f"alternative: musicnn head ({alt or '-'}) | previous default: music.onnx (CNN) | "
              "music_dnn.onnx (descriptor DNN) | musicnn head trained on the other corpus only | chance: majority; "
              "stratified |",
              "|---|---|---|---|---|---|---|"]
