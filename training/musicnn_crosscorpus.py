@@ -30,7 +30,9 @@ actors and TESS, one speech clip per 4.5 s slot, every third slot empty, speech-
 0..10 dB), its row added to its corpus's (the gate and each expert learn music under speech too; only a
 fold's own training clips are mixed); ``mix_experts`` (corpus indices, 4Q 0): only these experts get the
 mixture rows; ``mix_gate`` (default true): whether the gate gets them; ``mix_apart`` (corpus indices): these
-corpora's mixtures form a corpus of their own (a third gate class and expert), their clean rows stay apart.
+corpora's mixtures form a corpus of their own (a third gate class and expert), their clean rows stay apart;
+``expert_also`` ({expert index: [corpus indices]}): that expert also learns those corpora's expert rows (an
+EMOPIA expert that knows 4Q too, for the 4Q windows the gate sends it).
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ def gated_fit(data: Data, items: list, cfg: dict, seed: int = 0, **kw):
         gate_c = [c if i in apart else g for i, (c, g) in enumerate(zip(items, gate_c))]
         extra = [[data.mixed[it.key] for it in items[i]] for i in apart]
         gate_c, exp_c = gate_c + extra, [list(c) for c in exp_c] + extra
+    also = {int(k): v for k, v in (cfg.get("expert_also") or {}).items()}
+    exp_c = [list(c) + [it for o in also.get(i, []) for it in exp_c[o]] for i, c in enumerate(exp_c)]
     return H.fit_gated([clip_rows(data, c) for c in exp_c], [_y(c) for c in exp_c], SPEC[cfg.get("kind", "lr")], seed,
                        cfg.get("gate_C", 0.1), gate_Xs=[clip_rows(data, c) for c in gate_c], **kw)
 
@@ -391,6 +395,35 @@ def train_gated(out: Path, results: Path = GATED_RESULTS, log=print,
     return card
 
 
+def gate_routes(data: Data, cfg: dict, log=print) -> dict:
+    """Where a gated probe loses on the 4Q folds: the mixture against its 4Q expert alone (pooled and fold-mean
+    macro-F1 over the 10 folds, same fitted heads), and the 4Q test clips whose windows the gate sends mostly
+    (mean weight > 0.5) to another expert, with their label and each expert's clip answer."""
+    mixed, alone, routed = [], [], []
+    for tr, te in data.folds:
+        head = gated_fit(data, [tr, *[data.emopia(cfg["emopia"])]], cfg, 0)
+        y = _y(te)
+        pm, pa = [], []
+        for it, q in zip(te, y):
+            W = data.windows(it)
+            pm.append(head.probs(W).mean(0))
+            pa.append(head.experts[0].probs(W).mean(0))
+            g = float(1.0 - head.gate(W)[:, 0].mean())
+            if g > 0.5:
+                routed.append({"clip": it.key, "label": QUADRANTS[q], "gate_away": round(g, 3),
+                               "mixture": QUADRANTS[int(pm[-1].argmax())], "4q_expert": QUADRANTS[int(pa[-1].argmax())]})
+        mixed.append((y, np.stack(pm)))
+        alone.append((y, np.stack(pa)))
+    out = {"settings": cfg, "routed_away": routed, "n_clips": len(data.q4)}
+    for name, preds in (("mixture", mixed), ("4q_expert_alone", alone)):
+        r = H.pooled(preds, _y(data.q4))
+        out[name] = {"pooled": r["pooled"]["macro_f1"], "fold_mean": r["fold_macro_f1_mean"]}
+        log(f"{name}: 4Q 10-fold {r['fold_macro_f1_mean']:.3f} (pooled {r['pooled']['macro_f1']:.3f})")
+    log(f"{len(routed)} of {len(data.q4)} 4Q clips routed away from the 4Q expert: "
+        + ", ".join(f"{r['label']}: mixture {r['mixture']}, 4Q expert {r['4q_expert']}" for r in routed))
+    return out
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(description="cross-corpus probes of the musicnn head (issue 23)")
     ap.add_argument("probes", nargs="*", help="'label::{json settings}'")
@@ -404,7 +437,14 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--val-programmes", nargs="+", metavar="PROG",
                     help="score the gated probes on these VALIDATION programmes (make_mix --split val, beside their "
                          ".truth.json), heads trained on the train splits only; with --json: write the rows there")
+    ap.add_argument("--routes", type=Path, metavar="OUT", help="write where SHIPPED (or the one probe given) loses "
+                    "on the 4Q folds (gate_routes) to OUT and stop")
     a = ap.parse_args(argv)
+    if a.routes:
+        label, cfg = ([(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes] or [SHIPPED])[0]
+        res = {"label": label, **gate_routes(Data(emopia_all=cfg.get("emopia") == "all"), cfg)}
+        a.routes.write_text(json.dumps(res, indent=1) + "\n")
+        return 0
     if a.val_programmes:
         specs = [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes] or [SHIPPED]
         res = validate_programmes(Data(emopia_all=True), a.val_programmes, specs)

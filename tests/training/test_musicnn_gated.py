@@ -110,3 +110,36 @@ def test_training_mixtures_use_training_speakers_only():
     a, b = H.training_mixture_items(music), H.training_mixture_items(music[3:])
     assert [m.key for m in a[3:]] == [m.key for m in b]
     assert len({m.key for m in a}) == 6 and all(m.clip is it.clip for m, it in zip(a, music))
+
+
+def test_expert_also_teaches_one_expert_another_corpus():
+    """``expert_also`` ({expert: [corpora]}) adds those corpora's rows to that expert's training: corpus B
+    labels the mirror image of corpus A's clusters with the quadrants rotated, so B's expert alone misreads
+    A's clusters, and the same expert taught A too reads them right; the gate is unchanged in kind."""
+    from types import SimpleNamespace
+
+    from streamer.taxonomy import QUADRANTS
+    from training.musicnn_crosscorpus import gated_fit
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0.0, 1.0, (4, 200)) * 3.0
+    rows: dict = {}
+
+    def corpus(name, sign, shift):
+        items = []
+        for k in range(4):
+            for j in range(15):
+                key = f"{name}{k}-{j}"
+                rows[key] = (sign * centres[k] + rng.normal(0.0, 0.5, 200))[None, :]
+                items.append(SimpleNamespace(key=key, clip=SimpleNamespace(quadrant=QUADRANTS[(k + shift) % 4])))
+        return items
+
+    a, b = corpus("a", 1.0, 0), corpus("b", -1.0, 1)
+    data = SimpleNamespace(windows=lambda it: rows[it.key])
+    probe_a = np.concatenate([centres[k][None, :] + rng.normal(0.0, 0.5, (5, 200)) for k in range(4)])
+    truth = np.repeat(np.arange(4), 5)
+    cfg = {"kind": "lr", "gate_C": 1.0}
+    alone = gated_fit(data, [a, b], cfg).experts[1].probs(probe_a).argmax(1)
+    taught = gated_fit(data, [a, b], {**cfg, "expert_also": {"1": [0]}}).experts[1].probs(probe_a).argmax(1)
+    assert np.mean(alone == truth) < 0.5
+    assert np.mean(taught == truth) >= 0.9
