@@ -401,7 +401,8 @@ def gate_routes(data: Data, cfg: dict, log=print) -> dict:
     (mean weight > 0.5) to another expert, with their label and each expert's clip answer."""
     mixed, alone, routed = [], [], []
     for tr, te in data.folds:
-        head = gated_fit(data, [tr, *[data.emopia(cfg["emopia"])]], cfg, 0)
+        em = data.emopia(cfg.get("emopia"))
+        head = gated_fit(data, [tr, *([em] if em else [])], cfg, 0)
         y = _y(te)
         pm, pa = [], []
         for it, q in zip(te, y):
@@ -424,6 +425,11 @@ def gate_routes(data: Data, cfg: dict, log=print) -> dict:
     return out
 
 
+def _specs(probes: list) -> list:
+    """(label, settings) of each 'label::{json settings}' argument."""
+    return [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in probes]
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(description="cross-corpus probes of the musicnn head (issue 23)")
     ap.add_argument("probes", nargs="*", help="'label::{json settings}'")
@@ -441,12 +447,12 @@ def main(argv: Optional[list] = None) -> int:
                     "on the 4Q folds (gate_routes) to OUT and stop")
     a = ap.parse_args(argv)
     if a.routes:
-        label, cfg = ([(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes] or [SHIPPED])[0]
+        label, cfg = (_specs(a.probes) or [SHIPPED])[0]
         res = {"label": label, **gate_routes(Data(emopia_all=cfg.get("emopia") == "all"), cfg)}
         a.routes.write_text(json.dumps(res, indent=1) + "\n")
         return 0
     if a.val_programmes:
-        specs = [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes] or [SHIPPED]
+        specs = _specs(a.probes) or [SHIPPED]
         res = validate_programmes(Data(emopia_all=True), a.val_programmes, specs)
         if a.json:
             a.json.write_text(json.dumps({"programmes": [Path(p).name for p in a.val_programmes], "probes": res},
@@ -458,7 +464,7 @@ def main(argv: Optional[list] = None) -> int:
     if a.table:
         print(markdown_table(json.loads(a.json.read_text())))
         return 0
-    specs = [(s.split("::", 1)[0], json.loads(s.split("::", 1)[1])) for s in a.probes]
+    specs = _specs(a.probes)
     data = Data(emopia_all=any(c.get("emopia") == "all" for _, c in specs))
     done = json.loads(a.json.read_text()) if a.json and a.json.exists() else {}
     for label, cfg in specs:
