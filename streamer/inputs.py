@@ -224,10 +224,11 @@ class InputWindowStream(WindowStream):
         """``musicnn`` input of window ``w``: the mean of its grid patches' embeddings, each patch
         embedded once per stream (a window shorter than the stream's windows, a padded tail, gets
         :func:`streamer.musicnn.window_input` of its real samples)."""
-        pe = self.patch_embeddings(self.windowers[w.key][0])
+        stem = self.windowers[w.key][0]
+        pe = self.patch_embeddings(stem)
         if w.end - w.start != w.samples.size:  # a stream shorter than a window: its real samples only
             return musicnn.window_input(w.samples[:w.end - w.start], pe.fe)
-        return pe.window_input(self.rings[self.windowers[w.key][0]], w.start, w.end)
+        return pe.window_input(self.rings[stem], w.start, w.end)
 
     def patch_embeddings(self, stem: str) -> "musicnn.PatchEmbeddings":
         """The musicnn patch embeddings of ``stem`` (made on first use)."""

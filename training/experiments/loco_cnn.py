@@ -43,6 +43,7 @@ import numpy as np
 from streamer.features import FEATURE_VERSION, extract
 
 from ..data.corpora import load_audio
+from ..loop import _tf
 from ..nets.logmel_stats import ACTIVE_DB
 
 
@@ -177,17 +178,6 @@ def band_normalise(F: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def _tf(threads: int = 1):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass
-    return tf
 
 
 def balanced_weights(y: np.ndarray, corpus: np.ndarray) -> np.ndarray:
